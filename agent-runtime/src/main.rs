@@ -1,0 +1,3 @@
+//! fastagentic entry point.
+
+fn main() {}

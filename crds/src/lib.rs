@@ -1,0 +1,1 @@
+//! The FastAgentic custom resource.

@@ -1,0 +1,3 @@
+//! fastagentic-operator entry point.
+
+fn main() {}
