@@ -1,0 +1,608 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback, for the control-plane test layer.
+#
+#   scripts/control-plane.sh build     build (or reuse) the pinned binaries
+#   scripts/control-plane.sh up        build if needed, then start etcd, kube-apiserver,
+#                                      kube-controller-manager, and kube-scheduler + kwok
+#   scripts/control-plane.sh down [--keep]
+#   scripts/control-plane.sh env       eval "$(scripts/control-plane.sh env)"
+#   scripts/control-plane.sh status
+#   scripts/control-plane.sh path NAME print the cached binary for NAME (e.g. helm)
+#
+# Everything is built from the Go module proxy into
+# ${FASTAGENTIC_CACHE_DIR:-$HOME/.cache/fastagentic}/bin/<name>-<version> and reused from there.
+# State (certificates, etcd data, logs, pid files, kubeconfigs) lives in
+# ${FASTAGENTIC_CP_DIR:-/tmp/fastagentic-cp}. Only loopback addresses are used.
+set -euo pipefail
+
+# ---- pinned versions (override with the environment variables of the same name) ----------
+KUBE_VERSION="${FASTAGENTIC_KUBE_VERSION:-v1.36.3}"   # k8s.io/kubernetes
+ETCD_VERSION="${FASTAGENTIC_ETCD_VERSION:-v3.6.13}"   # go.etcd.io/etcd/server/v3
+HELM_VERSION="${FASTAGENTIC_HELM_VERSION:-v3.22.0}"   # helm.sh/helm/v3
+KWOK_VERSION="${FASTAGENTIC_KWOK_VERSION:-v0.7.0}"    # sigs.k8s.io/kwok
+# staging modules (k8s.io/api, ...) are published as v0.<minor>.<patch> for kubernetes v1.<minor>.<patch>
+STAGING_VERSION="v0.${KUBE_VERSION#v1.}"
+
+# ---- locations and ports ---------------------------------------------------------------------
+CACHE_DIR="${FASTAGENTIC_CACHE_DIR:-$HOME/.cache/fastagentic}"
+BIN_DIR="$CACHE_DIR/bin"
+BUILD_DIR="$CACHE_DIR/build"
+CP_DIR="${FASTAGENTIC_CP_DIR:-/tmp/fastagentic-cp}"
+ETCD_CLIENT_PORT="${FASTAGENTIC_ETCD_PORT:-12379}"
+ETCD_PEER_PORT="${FASTAGENTIC_ETCD_PEER_PORT:-12380}"
+APISERVER_PORT="${FASTAGENTIC_APISERVER_PORT:-16443}"
+CM_PORT="${FASTAGENTIC_CM_PORT:-20257}"
+SCHED_PORT="${FASTAGENTIC_SCHEDULER_PORT:-20259}"
+KWOK_PORT="${FASTAGENTIC_KWOK_PORT:-20247}"
+SERVICE_CIDR="${FASTAGENTIC_SERVICE_CIDR:-10.96.0.0/16}"
+SERVICE_IP="${FASTAGENTIC_SERVICE_IP:-10.96.0.1}"   # first address of SERVICE_CIDR
+POD_CIDR="${FASTAGENTIC_KWOK_POD_CIDR:-10.244.0.1/24}"  # only simulated by kwok, never routed
+# kwok + kube-scheduler make pods Running on a simulated node; FASTAGENTIC_CP_KWOK=0 turns it off,
+# FASTAGENTIC_CP_KWOK=required makes a missing kwok fatal.
+KWOK_MODE="${FASTAGENTIC_CP_KWOK:-1}"
+GO_BUILD_P="${FASTAGENTIC_GO_BUILD_P:-2}"
+READY_TIMEOUT="${FASTAGENTIC_CP_TIMEOUT:-180}"
+
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf '[control-plane] %s\n' "$*" >&2; }
+warn() { printf '[control-plane] WARNING: %s\n' "$*" >&2; }
+die() { printf '[control-plane] ERROR: %s\n' "$*" >&2; exit 1; }
+
+bin_path() { # name -> cached path
+  case "$1" in
+    kube-apiserver | kube-controller-manager | kube-scheduler) echo "$BIN_DIR/$1-$KUBE_VERSION" ;;
+    etcd) echo "$BIN_DIR/etcd-$ETCD_VERSION" ;;
+    helm) echo "$BIN_DIR/helm-$HELM_VERSION" ;;
+    kwok) echo "$BIN_DIR/kwok-$KWOK_VERSION" ;;
+    *) die "unknown binary '$1'" ;;
+  esac
+}
+
+human_size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")" 2>/dev/null || stat -c %s "$1"; }
+
+# ============================================================================================
+# build
+# ============================================================================================
+
+go_env() {
+  command -v go >/dev/null 2>&1 || die "the go command is not installed: no binary can be built"
+  export CGO_ENABLED=0
+  export GOFLAGS="-mod=mod -buildvcs=false"
+  # Every pinned module declares go <= 1.26, so the installed Go is used as it is.
+  export GOTOOLCHAIN="${FASTAGENTIC_GOTOOLCHAIN:-local}"
+}
+
+# go_build NAME MODULE_DIR PACKAGE LDFLAGS...: builds PACKAGE inside MODULE_DIR into the cache.
+go_build() {
+  local name="$1" moddir="$2" pkg="$3" ldflags="$4" out start secs
+  out="$(bin_path "$name")"
+  start=$(date +%s)
+  log "building $name: go build -p $GO_BUILD_P -trimpath $pkg (in $moddir, log $moddir/build-$name.log)"
+  if ! (cd "$moddir" && go build -p "$GO_BUILD_P" -trimpath -ldflags="-s -w $ldflags" \
+    -o "$out.tmp" "$pkg") >"$moddir/build-$name.log" 2>&1; then
+    tail -n 30 "$moddir/build-$name.log" >&2 || true
+    rm -f "$out.tmp"
+    log "could not build $name from $pkg: see $moddir/build-$name.log"
+    return 1
+  fi
+  mv -f "$out.tmp" "$out"
+  secs=$(($(date +%s) - start))
+  printf '%s\n' "$secs" >"$out.build-seconds"
+  log "built $name in ${secs}s: $out ($(human_size "$out"))"
+}
+
+# new_module DIR MODULE: an empty throwaway Go module at DIR.
+new_module() {
+  local dir="$1"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  printf 'module fastagentic.invalid/build/%s\n\ngo 1.26\n' "$(basename "$dir")" >"$dir/go.mod"
+}
+
+build_kubernetes() { # names...
+  local dir="$BUILD_DIR/kubernetes-$KUBE_VERSION" kmod m stub missing=() name minor
+  minor="${KUBE_VERSION#v1.}"
+  minor="${minor%%.*}"
+  if [[ ! -f "$dir/.ready" ]]; then
+    log "preparing a module that requires k8s.io/kubernetes $KUBE_VERSION (staging modules at $STAGING_VERSION) in $dir"
+    new_module "$dir"
+    kmod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')" ||
+      die "kube-apiserver/kube-controller-manager: k8s.io/kubernetes@$KUBE_VERSION could not be downloaded"
+    [[ -f "$kmod" ]] || die "kube-apiserver/kube-controller-manager: no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
+    local staging=()
+    mapfile -t staging < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$kmod")
+    ((${#staging[@]} > 0)) || die "no staging replace directives found in $kmod"
+    local replaces=""
+    for m in "${staging[@]}"; do
+      if (cd "$dir" && go mod download "$m@$STAGING_VERSION") >/dev/null 2>&1; then
+        replaces+=$'\t'"$m => $m $STAGING_VERSION"$'\n'
+      else
+        # Not served by the proxy (e.g. sample-cli-plugin); no server binary imports it,
+        # but kubernetes' go.mod names it, so point it at an empty stand-in module.
+        missing+=("$m")
+        stub="stub/${m#k8s.io/}"
+        mkdir -p "$dir/$stub"
+        printf 'module %s\n\ngo 1.26\n' "$m" >"$dir/$stub/go.mod"
+        replaces+=$'\t'"$m => ./$stub"$'\n'
+      fi
+    done
+    printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n%s)\n' "$KUBE_VERSION" "$replaces" >>"$dir/go.mod"
+    ((${#missing[@]} == 0)) || log "staging modules not served at $STAGING_VERSION, replaced by empty stand-ins: ${missing[*]}"
+    touch "$dir/.ready"
+  fi
+  local vpkg ld=""
+  for vpkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $vpkg.gitVersion=$KUBE_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor"
+    ld+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  for name in "$@"; do
+    go_build "$name" "$dir" "k8s.io/kubernetes/cmd/$name" "$ld" || return 1
+  done
+}
+
+build_etcd() {
+  local dir="$BUILD_DIR/etcd-$ETCD_VERSION"
+  new_module "$dir"
+  printf '\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >>"$dir/go.mod"
+  go_build etcd "$dir" go.etcd.io/etcd/server/v3 ""
+}
+
+build_helm() {
+  local dir="$BUILD_DIR/helm-$HELM_VERSION" major="${HELM_VERSION%%.*}" gomod cg kmaj=1 kmin=""
+  new_module "$dir"
+  printf '\nrequire helm.sh/helm/%s %s\n' "$major" "$HELM_VERSION" >>"$dir/go.mod"
+  # helm's release build stamps the Kubernetes version of its client-go; do the same.
+  gomod="$(cd "$dir" && go mod download -json "helm.sh/helm/$major@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')" || true
+  if [[ -n "$gomod" && -f "$gomod" ]]; then
+    cg="$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")"
+    kmin="${cg#v0.}"
+    kmin="${kmin%%.*}"
+  fi
+  local ld="-X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$major/internal/version.gitTreeState=clean"
+  if [[ -n "$kmin" ]]; then
+    ld+=" -X helm.sh/helm/$major/pkg/lint/rules.k8sVersionMajor=$kmaj -X helm.sh/helm/$major/pkg/lint/rules.k8sVersionMinor=$kmin"
+    ld+=" -X helm.sh/helm/$major/pkg/chartutil.k8sVersionMajor=$kmaj -X helm.sh/helm/$major/pkg/chartutil.k8sVersionMinor=$kmin"
+  fi
+  go_build helm "$dir" "helm.sh/helm/$major/cmd/helm" "$ld"
+}
+
+build_kwok() {
+  local dir="$BUILD_DIR/kwok-$KWOK_VERSION"
+  new_module "$dir"
+  printf '\nrequire sigs.k8s.io/kwok %s\n' "$KWOK_VERSION" >>"$dir/go.mod"
+  go_build kwok "$dir" sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+}
+
+# ensure NAME: build NAME unless its cached binary exists.
+ensure() {
+  local name="$1" out
+  out="$(bin_path "$name")"
+  if [[ -x "$out" ]]; then
+    log "$name: cached $out ($(human_size "$out"))"
+    return 0
+  fi
+  mkdir -p "$BIN_DIR" "$BUILD_DIR"
+  go_env
+  case "$name" in
+    kube-apiserver | kube-controller-manager | kube-scheduler) build_kubernetes "$name" ;;
+    etcd) build_etcd ;;
+    helm) build_helm ;;
+    kwok) build_kwok ;;
+  esac
+}
+
+kwok_wanted() { [[ "$KWOK_MODE" != 0 && "$KWOK_MODE" != false && "$KWOK_MODE" != no ]]; }
+
+cmd_build() {
+  mkdir -p "$CACHE_DIR"
+  # One build at a time per cache (two engineers running `up` at once share the result).
+  exec 9>"$CACHE_DIR/build.lock"
+  if ! flock -n 9; then
+    log "another build holds $CACHE_DIR/build.lock; waiting"
+    flock 9
+  fi
+  local name failed=()
+  for name in etcd kube-apiserver kube-controller-manager helm; do
+    ensure "$name" || failed+=("$name")
+  done
+  if kwok_wanted; then
+    for name in kube-scheduler kwok; do
+      if ! ensure "$name"; then
+        if [[ "$KWOK_MODE" == required ]]; then
+          failed+=("$name")
+        else
+          warn "$name could not be had: pods will stay Pending (no simulated node). Set FASTAGENTIC_CP_KWOK=0 to skip it."
+        fi
+      fi
+    done
+  fi
+  exec 9>&-
+  ((${#failed[@]} == 0)) || die "could not obtain: ${failed[*]} (build logs under $BUILD_DIR)"
+  log "binaries ready in $BIN_DIR"
+}
+
+# ============================================================================================
+# certificates and kubeconfigs
+# ============================================================================================
+
+PKI="$CP_DIR/pki"
+
+gen_client_cert() { # name CN [O]
+  local name="$1" cn="$2" org="${3:-}" subj
+  [[ -f "$PKI/$name.crt" ]] && return 0
+  subj="/CN=$cn"
+  [[ -n "$org" ]] && subj="/O=$org$subj"
+  log "certificate: $name (subject $subj)"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 365 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+gen_pki() {
+  mkdir -p "$PKI"
+  chmod 700 "$PKI"
+  if [[ ! -f "$PKI/ca.crt" ]]; then
+    log "certificate: CA ($PKI/ca.crt)"
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -days 365 -sha256 \
+      -subj "/CN=fastagentic-control-plane-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$PKI/ca.crt" 2>/dev/null
+  fi
+  if [[ ! -f "$PKI/apiserver.crt" ]]; then
+    log "certificate: kube-apiserver serving cert for 127.0.0.1, localhost, $SERVICE_IP"
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" \
+      -out "$PKI/apiserver.csr" 2>/dev/null
+    {
+      printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n'
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:%s,DNS:kubernetes,DNS:kubernetes.default,' "$SERVICE_IP"
+      printf 'DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n'
+    } >"$PKI/apiserver.ext"
+    openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+      -days 365 -sha256 -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt" 2>/dev/null
+    rm -f "$PKI/apiserver.csr" "$PKI/apiserver.ext"
+  fi
+  if [[ ! -f "$PKI/sa.key" ]]; then
+    log "key: service-account signing key ($PKI/sa.key)"
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  gen_client_cert admin fastagentic-admin system:masters
+  gen_client_cert controller-manager system:kube-controller-manager
+  gen_client_cert scheduler system:kube-scheduler
+  gen_client_cert kwok fastagentic-kwok system:masters
+}
+
+write_kubeconfig() { # file user cert-name
+  local file="$1" user="$2" cert="$3"
+  [[ -f "$file" ]] && return 0
+  log "kubeconfig: $file (user $user)"
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: fastagentic
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $PKI/$cert.crt
+    client-key: $PKI/$cert.key
+contexts:
+- name: fastagentic
+  context:
+    cluster: fastagentic
+    user: $user
+    namespace: default
+current-context: fastagentic
+EOF
+  chmod 600 "$file"
+}
+
+# ============================================================================================
+# processes
+# ============================================================================================
+
+pid_file() { echo "$CP_DIR/$1.pid"; }
+
+# running NAME: true when the pid file names a live process running our binary.
+running() {
+  local pf pid
+  pf="$(pid_file "$1")"
+  [[ -f "$pf" ]] || return 1
+  pid="$(cat "$pf")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # guard against a recycled pid: the process must be one of our cached binaries
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$BIN_DIR/$1-" || return 1
+}
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# start NAME args...: start a component in the background, logging to $CP_DIR/NAME.log.
+start() {
+  local name="$1" bin
+  shift
+  bin="$(bin_path "$name")"
+  if running "$name"; then
+    log "$name already running (pid $(cat "$(pid_file "$name")"))"
+    return 0
+  fi
+  log "starting $name (log $CP_DIR/$name.log)"
+  nohup "$bin" "$@" </dev/null >>"$CP_DIR/$name.log" 2>&1 &
+  echo $! >"$(pid_file "$name")"
+}
+
+check_port() { # name port
+  if ! running "$1" && port_busy "$2"; then
+    die "port $2 for $1 is already in use by another process; set the FASTAGENTIC_*_PORT variable to another port"
+  fi
+}
+
+# wait_for DESCRIPTION NAME COMMAND...: retry COMMAND until it succeeds, NAME must keep running.
+wait_for() {
+  local what="$1" name="$2" deadline
+  shift 2
+  deadline=$(($(date +%s) + READY_TIMEOUT))
+  log "waiting for $what"
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$name"; then
+      tail -n 40 "$CP_DIR/$name.log" >&2 || true
+      die "$name exited while waiting for $what (log $CP_DIR/$name.log)"
+    fi
+    (($(date +%s) < deadline)) || die "timed out after ${READY_TIMEOUT}s waiting for $what (log $CP_DIR/$name.log)"
+    sleep 1
+  done
+}
+
+kubectl_admin() { kubectl --kubeconfig "$CP_DIR/admin.kubeconfig" "$@"; }
+
+apiserver_ready() { [[ "$(kubectl_admin get --raw /readyz 2>/dev/null)" == ok ]]; }
+
+link_binaries() {
+  mkdir -p "$CP_DIR/bin"
+  local name
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm; do
+    [[ -x "$(bin_path "$name")" ]] && ln -sfn "$(bin_path "$name")" "$CP_DIR/bin/$name"
+  done
+  return 0
+}
+
+kwok_node() {
+  cat <<'EOF'
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-0
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-0
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+status:
+  allocatable:
+    cpu: "32"
+    memory: 256Gi
+    pods: "110"
+  capacity:
+    cpu: "32"
+    memory: 256Gi
+    pods: "110"
+EOF
+}
+
+cmd_up() {
+  command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed (needed to check readiness)"
+  command -v openssl >/dev/null 2>&1 || die "openssl is not installed (needed for certificates)"
+  mkdir -p "$CP_DIR"
+  local all_up=1 c
+  for c in etcd kube-apiserver kube-controller-manager; do running "$c" || all_up=0; done
+  if kwok_wanted && [[ -x "$(bin_path kwok)" ]]; then
+    for c in kube-scheduler kwok; do running "$c" || all_up=0; done
+  fi
+  if ((all_up)) && [[ -f "$CP_DIR/admin.kubeconfig" ]] && apiserver_ready; then
+    log "control plane already up (https://127.0.0.1:$APISERVER_PORT); $0 env prints KUBECONFIG"
+    return 0
+  fi
+
+  cmd_build
+  link_binaries
+  local with_kwok=0
+  if kwok_wanted && [[ -x "$(bin_path kwok)" && -x "$(bin_path kube-scheduler)" ]]; then with_kwok=1; fi
+
+  check_port etcd "$ETCD_CLIENT_PORT"
+  check_port etcd "$ETCD_PEER_PORT"
+  check_port kube-apiserver "$APISERVER_PORT"
+  check_port kube-controller-manager "$CM_PORT"
+  if ((with_kwok)); then
+    check_port kube-scheduler "$SCHED_PORT"
+    check_port kwok "$KWOK_PORT"
+  fi
+
+  gen_pki
+  write_kubeconfig "$CP_DIR/admin.kubeconfig" fastagentic-admin admin
+  write_kubeconfig "$CP_DIR/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
+  write_kubeconfig "$CP_DIR/scheduler.kubeconfig" system:kube-scheduler scheduler
+  write_kubeconfig "$CP_DIR/kwok.kubeconfig" fastagentic-kwok kwok
+
+  start etcd --name=fastagentic --data-dir="$CP_DIR/etcd-data" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="fastagentic=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
+  wait_for "etcd on 127.0.0.1:$ETCD_CLIENT_PORT" etcd curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
+
+  start kube-apiserver \
+    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --cert-dir="$CP_DIR/apiserver-certs" \
+    --client-ca-file="$PKI/ca.crt" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --authorization-mode=Node,RBAC \
+    --allow-privileged=true \
+    --endpoint-reconciler-type=none \
+    --profiling=false --v=1
+  wait_for "kube-apiserver /readyz on https://127.0.0.1:$APISERVER_PORT" kube-apiserver apiserver_ready
+
+  start kube-controller-manager \
+    --kubeconfig="$CP_DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$CP_DIR/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$CP_DIR/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CM_PORT" \
+    --cert-dir="$CP_DIR/controller-manager-certs" \
+    --controllers='*' --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --cluster-name=fastagentic --profiling=false --v=1
+
+  if ((with_kwok)); then
+    start kube-scheduler \
+      --kubeconfig="$CP_DIR/scheduler.kubeconfig" \
+      --authentication-kubeconfig="$CP_DIR/scheduler.kubeconfig" \
+      --authorization-kubeconfig="$CP_DIR/scheduler.kubeconfig" \
+      --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
+      --cert-dir="$CP_DIR/scheduler-certs" \
+      --leader-elect=false --profiling=false --v=1
+    # an empty configuration file keeps kwok away from ~/.kwok
+    printf 'apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n' >"$CP_DIR/kwok.yaml"
+    start kwok --config="$CP_DIR/kwok.yaml" --kubeconfig="$CP_DIR/kwok.kubeconfig" \
+      --manage-all-nodes=false \
+      --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+      --cidr="$POD_CIDR" --node-ip=127.0.0.1 \
+      --node-lease-duration-seconds=40 \
+      --server-address="127.0.0.1:$KWOK_PORT"
+  elif kwok_wanted; then
+    warn "kwok/kube-scheduler not available: no simulated node, pods will stay Pending"
+  fi
+
+  wait_for "the default ServiceAccount in namespace default" kube-controller-manager \
+    kubectl_admin -n default get serviceaccount default
+  if ((with_kwok)); then
+    kwok_node | kubectl_admin apply -f - >/dev/null
+    wait_for "simulated node kwok-node-0 to be Ready" kwok \
+      kubectl_admin wait --for=condition=Ready node/kwok-node-0 --timeout=2s
+  fi
+  log "control plane up: https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$CP_DIR/admin.kubeconfig"
+  log "use it with: eval \"\$($0 env)\""
+}
+
+stop() { # name
+  local name="$1" pf pid i
+  pf="$(pid_file "$name")"
+  [[ -f "$pf" ]] || return 0
+  if running "$name"; then
+    pid="$(cat "$pf")"
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop within 10s: KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pf"
+}
+
+cmd_down() {
+  local keep=0 i
+  for arg in "$@"; do
+    case "$arg" in
+      --keep) keep=1 ;;
+      *) die "down: unknown argument '$arg'" ;;
+    esac
+  done
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[i]}"; done
+  if ((keep)); then
+    log "stopped; state kept in $CP_DIR"
+  elif [[ -d "$CP_DIR" ]]; then
+    rm -rf "$CP_DIR"
+    log "stopped; removed $CP_DIR"
+  else
+    log "nothing to remove ($CP_DIR does not exist)"
+  fi
+}
+
+cmd_env() {
+  printf 'export KUBECONFIG=%q\n' "$CP_DIR/admin.kubeconfig"
+  # shellcheck disable=SC2016 # $PATH is expanded by the shell that evals this
+  printf 'export PATH=%q:"$PATH"\n' "$CP_DIR/bin"
+  printf 'export FASTAGENTIC_HELM=%q\n' "$(bin_path helm)"
+}
+
+cmd_status() {
+  local c pf any=0
+  printf 'state dir: %s\n' "$CP_DIR"
+  for c in "${COMPONENTS[@]}"; do
+    pf="$(pid_file "$c")"
+    if running "$c"; then
+      printf '  %-24s running (pid %s)\n' "$c" "$(cat "$pf")"
+      any=1
+    elif [[ -f "$pf" ]]; then
+      printf '  %-24s NOT running (stale pid file; see %s)\n' "$c" "$CP_DIR/$c.log"
+    else
+      printf '  %-24s stopped\n' "$c"
+    fi
+  done
+  if ((any)) && [[ -f "$CP_DIR/admin.kubeconfig" ]]; then
+    if apiserver_ready; then
+      printf 'kube-apiserver https://127.0.0.1:%s /readyz: ok\n' "$APISERVER_PORT"
+    else
+      printf 'kube-apiserver https://127.0.0.1:%s /readyz: NOT ready\n' "$APISERVER_PORT"
+    fi
+  fi
+  printf 'binaries (%s):\n' "$BIN_DIR"
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm; do
+    if [[ -x "$(bin_path "$c")" ]]; then
+      printf '  %-24s %s (%s)\n' "$c" "$(bin_path "$c")" "$(human_size "$(bin_path "$c")")"
+    else
+      printf '  %-24s not built\n' "$c"
+    fi
+  done
+}
+
+usage() {
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local sub="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$sub" in
+    build) cmd_build ;;
+    up) cmd_up ;;
+    down) cmd_down "$@" ;;
+    env) cmd_env ;;
+    status) cmd_status ;;
+    path)
+      [[ $# -eq 1 ]] || die "usage: $0 path NAME"
+      bin_path "$1"
+      ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
