@@ -1,0 +1,61 @@
+//! Default values, taken from the scaling guide (`fastagentic run` defaults and its Kubernetes
+//! manifests). They are used both as schema defaults (so the API server fills them in) and by the
+//! operator when a partially written object leaves a field out.
+
+/// `--port`.
+pub const DEFAULT_PORT: i32 = 8000;
+/// `--workers`.
+pub const DEFAULT_WORKERS: i32 = 1;
+/// `--redis-pool-size`.
+pub const DEFAULT_REDIS_POOL_SIZE: i32 = 10;
+/// `FASTAGENTIC_REDIS_POOL_TIMEOUT`, seconds.
+pub const DEFAULT_REDIS_POOL_TIMEOUT_SECONDS: f64 = 5.0;
+/// `--db-pool-size`.
+pub const DEFAULT_DB_POOL_SIZE: i32 = 5;
+/// `--db-max-overflow`.
+pub const DEFAULT_DB_MAX_OVERFLOW: i32 = 10;
+/// `FASTAGENTIC_DB_POOL_RECYCLE`, seconds (30 minutes).
+pub const DEFAULT_DB_POOL_RECYCLE_SECONDS: i32 = 1800;
+/// `FASTAGENTIC_DB_POOL_TIMEOUT`, seconds.
+pub const DEFAULT_DB_POOL_TIMEOUT_SECONDS: f64 = 30.0;
+/// `FASTAGENTIC_TIMEOUT_KEEP_ALIVE`, seconds.
+pub const DEFAULT_KEEP_ALIVE_SECONDS: i32 = 5;
+/// `--timeout-graceful`, seconds.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_SECONDS: i32 = 30;
+/// HPA CPU target, percent.
+pub const DEFAULT_TARGET_CPU_PERCENT: i32 = 70;
+/// HPA memory target, percent.
+pub const DEFAULT_TARGET_MEMORY_PERCENT: i32 = 80;
+/// HPA lower bound when `autoscaling.minReplicas` is left out.
+pub const DEFAULT_MIN_REPLICAS: i32 = 1;
+
+/// Container resource requests and limits.
+pub const DEFAULT_REQUEST_MEMORY: &str = "256Mi";
+/// Container CPU request.
+pub const DEFAULT_REQUEST_CPU: &str = "250m";
+/// Container memory limit.
+pub const DEFAULT_LIMIT_MEMORY: &str = "512Mi";
+/// Container CPU limit.
+pub const DEFAULT_LIMIT_CPU: &str = "1000m";
+
+/// Liveness probe path (the runtime's `GET /health`).
+pub const LIVENESS_PATH: &str = "/health";
+/// Readiness probe path (the runtime's `GET /ready`).
+pub const READINESS_PATH: &str = "/ready";
+/// Liveness probe: initial delay and period, seconds.
+pub const LIVENESS_INITIAL_DELAY_SECONDS: i32 = 10;
+/// Liveness probe period, seconds.
+pub const LIVENESS_PERIOD_SECONDS: i32 = 10;
+/// Readiness probe initial delay, seconds.
+pub const READINESS_INITIAL_DELAY_SECONDS: i32 = 5;
+/// Readiness probe period, seconds.
+pub const READINESS_PERIOD_SECONDS: i32 = 5;
+/// Startup probe: checked every 2 s, up to 30 times (one minute to start) before liveness
+/// takes over.
+pub const STARTUP_PERIOD_SECONDS: i32 = 2;
+/// Startup probe failure threshold.
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 30;
+/// Probe timeout, seconds (Kubernetes' own default).
+pub const PROBE_TIMEOUT_SECONDS: i32 = 1;
+/// Probe failure threshold (Kubernetes' own default).
+pub const PROBE_FAILURE_THRESHOLD: i32 = 3;
