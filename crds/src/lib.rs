@@ -15,13 +15,14 @@
 mod defaults;
 mod spec;
 mod status;
+pub mod validate;
 
 pub use defaults::*;
 pub use spec::*;
 pub use status::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of the resource.
 pub const GROUP: &str = "fastagentic.io";

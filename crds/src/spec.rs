@@ -581,9 +581,9 @@ impl FastAgenticSpec {
     /// Upper bound of Redis connections all pods together can open:
     /// `maxReplicas x workers x poolSize`. `None` when Redis is not configured.
     pub fn max_redis_connections(&self) -> Option<i64> {
-        self.redis.as_ref().map(|r| {
-            i64::from(self.max_pods()) * i64::from(self.workers) * i64::from(r.pool_size)
-        })
+        self.redis
+            .as_ref()
+            .map(|r| i64::from(self.max_pods()) * i64::from(self.workers) * i64::from(r.pool_size))
     }
 
     /// Upper bound of PostgreSQL connections all pods together can open:

@@ -1,0 +1,162 @@
+//! Every example parses into the Rust type, is admitted by the generated schema and its CEL rules,
+//! and says exactly what the guide's recommended settings say.
+
+// Tests fail loudly on broken fixtures; panicking is the point here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::{examples_dir, read_example, yaml_to_json};
+use fastagentic_crd::{FastAgentic, ServerKind, validate::validate_object};
+
+const EXAMPLES: [&str; 5] = [
+    "dev.yaml",
+    "staging.yaml",
+    "production-small.yaml",
+    "production-large.yaml",
+    "kubernetes-seed.yaml",
+];
+
+fn load(name: &str) -> FastAgentic {
+    let text = read_example(name);
+    serde_saphyr::from_str::<FastAgentic>(&text)
+        .unwrap_or_else(|e| panic!("{name} does not parse into FastAgentic: {e}"))
+}
+
+#[test]
+fn the_example_list_is_complete() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(examples_dir())
+        .expect("examples/ exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && !n.contains("compose"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = EXAMPLES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "a FastAgentic example is not covered by the tests"
+    );
+}
+
+#[test]
+fn every_example_parses_and_is_admitted() {
+    for name in EXAMPLES {
+        let fa = load(name);
+        assert!(!fa.spec.image.is_empty(), "{name}: image");
+        let json = yaml_to_json(&read_example(name));
+        if let Err(errors) = validate_object(&json) {
+            panic!("{name} is rejected: {errors}");
+        }
+        // What the API server stores after defaulting is what the Rust type reads.
+        let round = serde_json::to_value(&fa).expect("serializes");
+        validate_object(&round).unwrap_or_else(|e| panic!("{name} after defaulting: {e}"));
+    }
+}
+
+#[test]
+fn dev_is_fastagentic_run_reload() {
+    let s = load("dev.yaml").spec;
+    assert_eq!(s.server, ServerKind::Uvicorn);
+    assert!(s.reload);
+    assert_eq!(s.workers, 1);
+    assert_eq!(s.max_concurrent, None, "unlimited");
+    assert_eq!(s.port, 8000);
+}
+
+#[test]
+fn staging_is_gunicorn_2_workers_max_concurrent_50() {
+    let s = load("staging.yaml").spec;
+    assert_eq!(s.server, ServerKind::Gunicorn);
+    assert_eq!(s.workers, 2);
+    assert_eq!(s.max_concurrent, Some(50));
+    assert!(!s.reload);
+    assert!(s.redis.is_none() && s.database.is_none());
+}
+
+#[test]
+fn production_small_is_4_workers_100_concurrent_redis_pool_20() {
+    let s = load("production-small.yaml").spec;
+    assert_eq!(s.server, ServerKind::Gunicorn);
+    assert_eq!(s.workers, 4);
+    assert_eq!(s.max_concurrent, Some(100));
+    let redis = s.redis.as_ref().expect("redis");
+    assert_eq!(redis.pool_size, 20);
+    assert_eq!(redis.pool_timeout_seconds, 5.0);
+    assert_eq!(s.timeouts.graceful_shutdown_seconds, 30);
+    assert_eq!(s.max_redis_connections(), Some(3 * 4 * 20));
+}
+
+#[test]
+fn production_large_matches_the_guide() {
+    let s = load("production-large.yaml").spec;
+    assert_eq!(s.server, ServerKind::Gunicorn);
+    assert_eq!(s.workers, 8);
+    assert_eq!(s.max_concurrent, Some(200));
+    assert_eq!(s.redis.as_ref().expect("redis").pool_size, 30);
+    let db = s.database.as_ref().expect("database");
+    assert_eq!(db.pool_size, 15);
+    assert_eq!(db.max_overflow, 30);
+    assert_eq!(db.pool_recycle_seconds, 1800);
+    assert!(db.pre_ping);
+    assert_eq!(s.timeouts.graceful_shutdown_seconds, 60);
+    assert_eq!(s.timeouts.keep_alive_seconds, 5);
+    assert_eq!(s.max_redis_connections(), Some(10 * 8 * 30));
+    assert_eq!(s.max_database_connections(), Some(10 * 8 * (15 + 30)));
+}
+
+#[test]
+fn kubernetes_seed_matches_the_guides_manifests() {
+    let fa = load("kubernetes-seed.yaml");
+    assert_eq!(fa.metadata.name.as_deref(), Some("fastagentic-agent"));
+    let s = fa.spec;
+    assert_eq!(s.image, "your-agent:latest");
+    assert_eq!(s.server, ServerKind::Gunicorn);
+    assert_eq!(s.workers, 2);
+    assert_eq!(s.max_concurrent, Some(50));
+    assert_eq!(s.port, 8000);
+    let hpa = s.autoscaling.as_ref().expect("autoscaling");
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (2, 10));
+    assert_eq!(hpa.target_cpu_utilization_percentage, 70);
+    assert_eq!(hpa.target_memory_utilization_percentage, 80);
+    let redis = s.redis.as_ref().expect("redis");
+    assert_eq!(redis.url.as_deref(), Some("redis://redis:6379"));
+    assert_eq!(redis.pool_size, 10);
+    let req = s.resources.requests.as_ref().expect("requests");
+    let lim = s.resources.limits.as_ref().expect("limits");
+    assert_eq!(req["memory"].0, "256Mi");
+    assert_eq!(req["cpu"].0, "250m");
+    assert_eq!(lim["memory"].0, "512Mi");
+    assert_eq!(lim["cpu"].0, "1000m");
+    let live = s.probes.liveness.as_ref().expect("liveness");
+    assert_eq!(live.path.as_deref(), Some("/health"));
+    assert_eq!(
+        (live.initial_delay_seconds, live.period_seconds),
+        (Some(10), Some(10))
+    );
+    let ready = s.probes.readiness.as_ref().expect("readiness");
+    assert_eq!(ready.path.as_deref(), Some("/ready"));
+    assert_eq!(
+        (ready.initial_delay_seconds, ready.period_seconds),
+        (Some(5), Some(5))
+    );
+}
+
+#[test]
+fn omitted_fields_take_the_guides_defaults() {
+    let fa: FastAgentic = serde_saphyr::from_str(
+        "apiVersion: fastagentic.io/v1alpha1\nkind: FastAgentic\nmetadata:\n  name: a\nspec:\n  image: x\n",
+    )
+    .expect("minimal resource parses");
+    let s = fa.spec;
+    assert_eq!(s.server, ServerKind::Uvicorn);
+    assert_eq!(s.workers, 1);
+    assert_eq!(s.port, 8000);
+    assert_eq!(s.max_concurrent, None);
+    assert!(!s.reload);
+    assert_eq!(s.timeouts.keep_alive_seconds, 5);
+    assert_eq!(s.timeouts.graceful_shutdown_seconds, 30);
+    assert_eq!(s.resources, fastagentic_crd::default_resources());
+    assert_eq!(s.max_pods(), 1);
+}
