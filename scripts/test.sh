@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly what CI runs (.ci/run installs the prerequisites, then calls this).
+#
+#   ./scripts/test.sh
+#
+# Steps, each announced with "==>":
+#   1. cargo fmt --check, cargo clippy -D warnings, shellcheck on every script
+#   2. Redis and PostgreSQL on loopback (scripts/services.sh) for the runtime's store tests
+#   3. a real Kubernetes control plane on loopback (scripts/control-plane.sh) for the
+#      control-plane and contract tests
+#   4. cargo test --workspace
+# Services and the control plane are stopped again on exit.
+#
+# Environment:
+#   FASTAGENTIC_SKIP_CONTROL_PLANE=1   do not start the control plane; its tests then print that
+#                                      they were skipped and why (never set in CI)
+#   FASTAGENTIC_SKIP_SERVICES=1        same for Redis and PostgreSQL
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+cleanup() {
+    local rc=$?
+    if [[ "${started_cp:-0}" == 1 ]]; then
+        step "stopping the control plane"
+        scripts/control-plane.sh down || true
+    fi
+    if [[ "${started_services:-0}" == 1 ]]; then
+        step "stopping Redis and PostgreSQL"
+        scripts/services.sh down || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "shellcheck"
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+shellcheck "${scripts[@]}"
+echo "shellcheck: ${#scripts[@]} scripts clean"
+
+if [[ "${FASTAGENTIC_SKIP_SERVICES:-0}" == 1 ]]; then
+    step "Redis and PostgreSQL: SKIPPED (FASTAGENTIC_SKIP_SERVICES=1); their tests will say so"
+else
+    step "starting Redis and PostgreSQL on loopback"
+    scripts/services.sh up
+    started_services=1
+    eval "$(scripts/services.sh env)"
+fi
+
+if [[ "${FASTAGENTIC_SKIP_CONTROL_PLANE:-0}" == 1 ]]; then
+    step "control plane: SKIPPED (FASTAGENTIC_SKIP_CONTROL_PLANE=1); its tests will say so"
+else
+    step "starting the Kubernetes control plane on loopback"
+    scripts/control-plane.sh up
+    started_cp=1
+    eval "$(scripts/control-plane.sh env)"
+    FASTAGENTIC_HELM="$(scripts/control-plane.sh path helm)"
+    export FASTAGENTIC_HELM
+fi
+
+step "cargo test --workspace"
+cargo test --workspace --no-fail-fast
