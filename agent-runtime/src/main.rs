@@ -1,3 +1,5 @@
-//! fastagentic entry point.
+//! `fastagentic`: the FastAgentic agent server (see the `agent_runtime` library).
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    agent_runtime::main_entry()
+}

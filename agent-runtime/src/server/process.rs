@@ -1,0 +1,197 @@
+//! One serving process: its tokio runtime, services, limiter, metrics and signal handling.
+//! Used by single-process mode and by every pre-fork worker.
+
+use std::net::TcpListener as StdTcpListener;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+
+use super::http::{self, AppState, InFlight};
+use super::serve::{self, ServeOptions};
+use crate::config::RunArgs;
+use crate::metrics::{Counters, PodCollector, SlotState};
+
+/// How this process was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The only process.
+    Single,
+    /// A worker of a supervisor.
+    Worker {
+        /// Requests after which to ask for recycling (0 = never).
+        request_budget: u64,
+    },
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Single => "single",
+            Role::Worker { .. } => "worker",
+        }
+    }
+}
+
+/// Serves on `listener` until SIGTERM/SIGINT, then drains. Exit status 0 after a drain
+/// (even when the deadline cut requests: they are logged), 1 when start-up fails.
+pub fn run(
+    args: RunArgs,
+    instance_id: String,
+    listener: StdTcpListener,
+    counters: Arc<Counters>,
+    role: Role,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(event = "startup_failed", error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve_process(args, instance_id, listener, counters, role));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+async fn serve_process(
+    args: RunArgs,
+    instance_id: String,
+    listener: StdTcpListener,
+    counters: Arc<Counters>,
+    role: Role,
+) -> ExitCode {
+    let services = match crate::services::build_services(&args).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = "startup_failed", instance_id = %instance_id, error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(event = "startup_failed", instance_id = %instance_id, error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(PodCollector {
+        counters: counters.clone(),
+        instance_id: instance_id.clone(),
+    }));
+    let on_answered: Option<Box<dyn Fn(u64) + Send + Sync>> = match role {
+        Role::Worker { request_budget } if request_budget > 0 => {
+            let asked = AtomicBool::new(false);
+            let c = counters.clone();
+            Some(Box::new(move |answered| {
+                if answered >= request_budget && !asked.swap(true, Ordering::AcqRel) {
+                    tracing::info!(event = "worker_recycle_requested", requests = answered);
+                    c.set_state(SlotState::RecycleRequested);
+                }
+            }))
+        }
+        _ => None,
+    };
+    let state = Arc::new(AppState {
+        instance_id: instance_id.clone(),
+        title: args.title.clone(),
+        config_json: args.effective_json(),
+        counters: counters.clone(),
+        registry,
+        draining: AtomicBool::new(false),
+        agent: services.agent,
+        checks: services.checks,
+        limiter: args
+            .max_concurrent
+            .0
+            .map(|n| Arc::new(Semaphore::new(NonZeroU32::get(n) as usize))),
+        in_flight: InFlight::default(),
+        on_answered,
+    });
+    let app = http::app(
+        state.clone(),
+        services.routes,
+        args.max_body_size,
+        args.enable_test_routes,
+    );
+
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!(
+                event = "startup_failed",
+                error = "cannot install signal handlers"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // SIGHUP is the supervisor's (rolling restart); a serving process must not die of it.
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(event = "sighup_ignored", pid = std::process::id());
+            }
+        });
+    }
+    let local_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    counters.set_state(SlotState::Ready);
+    tracing::info!(
+        event = "startup",
+        instance_id = %instance_id,
+        role = role.name(),
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        server = %args.server,
+        address = %local_addr,
+        workers = args.workers,
+        max_concurrent = %args.max_concurrent,
+        agent = state.agent.name(),
+    );
+
+    let drain_state = state.clone();
+    let drain_counters = counters.clone();
+    let shutdown = async move {
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        drain_state.draining.store(true, Ordering::Release);
+        drain_counters.set_state(SlotState::Draining);
+        tracing::info!(
+            event = "shutdown_started",
+            instance_id = %drain_state.instance_id,
+            signal = sig,
+            in_flight = drain_counters.in_flight(),
+        );
+    };
+    let opts = ServeOptions {
+        keep_alive: args.timeout_keep_alive,
+        graceful: args.timeout_graceful,
+    };
+    let cut = serve::serve(listener, app, state.clone(), opts, shutdown).await;
+    tracing::info!(
+        event = "shutdown_complete",
+        instance_id = %instance_id,
+        pid = std::process::id(),
+        requests_cut = cut,
+    );
+    ExitCode::SUCCESS
+}

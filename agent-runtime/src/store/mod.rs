@@ -1,0 +1,424 @@
+//! The durable run store: one record per agent run, so a repeated run id is answered from the
+//! store instead of running the agent again.
+//!
+//! A run moves `running → completed` or `running → failed`. [`RunStore::begin`] is the one
+//! atomic step that decides who runs: of any number of concurrent callers with the same id,
+//! exactly one gets [`Begin::Started`]; the others see the existing record
+//! ([`Begin::StillRunning`] → HTTP 409, [`Begin::AlreadyCompleted`] → the stored result).
+//!
+//! **Failed runs may be retried with the same id**: `begin` on a `failed` record starts it again
+//! (status back to `running`, output and error cleared, `attempts` incremented). A failure is
+//! usually transient (an upstream timeout), and a client that retries with its idempotency key
+//! expects a second try, not the old error forever.
+//!
+//! Implementations: [`memory`] (per worker, lost on restart; the default), [`redis`] (a hash per
+//! run, updated by Lua scripts) and [`postgres`] (table `fastagentic_runs`, created by embedded
+//! migrations). Records do not expire; cleaning old runs is left to the operator of the store.
+
+pub mod memory;
+pub mod postgres;
+pub mod redis;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::pools::{DbPool, PoolError, RedisPool};
+
+pub use memory::MemoryRunStore;
+pub use postgres::{MIGRATOR, PostgresRunStore, migrate};
+pub use redis::RedisRunStore;
+
+/// Longest accepted run id.
+pub const MAX_RUN_ID_LEN: usize = 128;
+
+/// A validated run id: 1-128 characters of `A-Z a-z 0-9 . _ : -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+/// Why a run id was rejected (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid run id {shown:?}: {reason}; a run id is 1-{MAX_RUN_ID_LEN} characters of A-Z a-z 0-9 . _ : -"
+)]
+pub struct InvalidRunId {
+    /// The offending id, cut to a readable length.
+    pub shown: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl RunId {
+    /// Validates a client-supplied id (`run_id` field or `Idempotency-Key` header).
+    pub fn parse(id: &str) -> Result<Self, InvalidRunId> {
+        let reject = |reason| InvalidRunId {
+            shown: id.chars().take(40).collect(),
+            reason,
+        };
+        if id.is_empty() {
+            return Err(reject("it is empty"));
+        }
+        if id.len() > MAX_RUN_ID_LEN {
+            return Err(reject("it is too long"));
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
+            return Err(reject("it contains a character that is not allowed"));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// A fresh id for a request that did not bring one: `run-` and 32 random hex digits.
+    pub fn generate() -> Self {
+        Self(format!("run-{:032x}", rand::random::<u128>()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The agent is working on it.
+    Running,
+    /// The agent answered; `output` holds the answer.
+    Completed,
+    /// The agent failed; `error` says why. May be retried with the same id.
+    Failed,
+}
+
+impl RunStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(RunStatus::Running),
+            "completed" => Some(RunStatus::Completed),
+            "failed" => Some(RunStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One run as stored (and as `GET /runs/{run_id}` returns it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub run_id: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The request the agent was given.
+    pub input: Value,
+    /// The agent's answer, once completed.
+    pub output: Option<Value>,
+    /// Why it failed, once failed.
+    pub error: Option<String>,
+    /// When the run was first begun.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Instance that ran (or is running) the latest attempt.
+    pub instance_id: String,
+    /// How many times the run was begun (1 unless a failed run was retried).
+    pub attempts: u32,
+}
+
+/// What [`RunStore::begin`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// The caller owns the run now and must `complete` or `fail` it.
+    Started(RunRecord),
+    /// The run already finished: answer with the stored result, do not run again.
+    AlreadyCompleted(RunRecord),
+    /// Another request is running it (HTTP 409).
+    StillRunning(RunRecord),
+}
+
+/// What went wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had (exhausted pool or store down): HTTP 503.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The store answered with an error: HTTP 503.
+    #[error("{store} store error: {message}")]
+    Backend {
+        /// Which store.
+        store: DurableStoreKind,
+        /// What it said.
+        message: String,
+    },
+    /// A stored record could not be read back: HTTP 500.
+    #[error("{store} store holds an unreadable record for run {run_id}: {message}")]
+    Corrupt {
+        /// Which store.
+        store: DurableStoreKind,
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `complete`/`fail` for a run id the store does not know: HTTP 404.
+    #[error("run {0} not found")]
+    NotFound(String),
+    /// `complete`/`fail` for a run that is not running: HTTP 409.
+    #[error("run {run_id} is {status:?}, not running")]
+    NotRunning {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: RunStatus,
+    },
+}
+
+impl StoreError {
+    /// HTTP status a handler should answer with.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            StoreError::Pool(e) => e.status_code(),
+            StoreError::Backend { .. } => 503,
+            StoreError::Corrupt { .. } => 500,
+            StoreError::NotFound(_) => 404,
+            StoreError::NotRunning { .. } => 409,
+        }
+    }
+}
+
+/// A durable run store. Implementations are shared between requests (`Arc<dyn RunStore>`).
+#[async_trait]
+pub trait RunStore: Send + Sync + fmt::Debug + 'static {
+    /// Which kind of store this is.
+    fn kind(&self) -> DurableStoreKind;
+
+    /// Atomically starts the run unless it exists and is running or completed (see
+    /// [`Begin`]); a failed run is started again.
+    async fn begin(
+        &self,
+        run_id: &RunId,
+        input: &Value,
+        instance_id: &str,
+    ) -> Result<Begin, StoreError>;
+
+    /// Marks a running run completed with `output`.
+    async fn complete(&self, run_id: &RunId, output: &Value) -> Result<RunRecord, StoreError>;
+
+    /// Marks a running run failed with `error`.
+    async fn fail(&self, run_id: &RunId, error: &str) -> Result<RunRecord, StoreError>;
+
+    /// The record, or `None` for an unknown id.
+    async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Readiness: the store answers (and, for Postgres, the schema is in place). Callers bound
+    /// it with a timeout.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// `FASTAGENTIC_DURABLE_STORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurableStoreKind {
+    /// In the worker's memory; lost on restart, not shared between workers.
+    Memory,
+    /// In Redis (`REDIS_URL`).
+    Redis,
+    /// In PostgreSQL (`DATABASE_URL`).
+    #[value(alias = "postgresql")]
+    Postgres,
+}
+
+impl fmt::Display for DurableStoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DurableStoreKind::Memory => "memory",
+            DurableStoreKind::Redis => "redis",
+            DurableStoreKind::Postgres => "postgres",
+        })
+    }
+}
+
+/// Durable store option.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where runs are recorded: memory, redis or postgres. Default: the store whose URL is set
+    /// when exactly one of REDIS_URL and DATABASE_URL is set, memory otherwise.
+    #[arg(long = "durable-store", env = "FASTAGENTIC_DURABLE_STORE", value_enum)]
+    pub durable_store: Option<DurableStoreKind>,
+}
+
+/// The durable store that was asked for cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("FASTAGENTIC_DURABLE_STORE={kind} needs {missing} to be set")]
+pub struct StoreConfigError {
+    /// What was asked for.
+    pub kind: DurableStoreKind,
+    /// The missing variable.
+    pub missing: &'static str,
+}
+
+/// Decides which store to use from the option and which URLs are configured.
+pub fn resolve_store_kind(
+    requested: Option<DurableStoreKind>,
+    redis_configured: bool,
+    database_configured: bool,
+) -> Result<DurableStoreKind, StoreConfigError> {
+    match requested {
+        Some(DurableStoreKind::Redis) if !redis_configured => Err(StoreConfigError {
+            kind: DurableStoreKind::Redis,
+            missing: "REDIS_URL",
+        }),
+        Some(DurableStoreKind::Postgres) if !database_configured => Err(StoreConfigError {
+            kind: DurableStoreKind::Postgres,
+            missing: "DATABASE_URL",
+        }),
+        Some(kind) => Ok(kind),
+        None => Ok(match (redis_configured, database_configured) {
+            (true, false) => DurableStoreKind::Redis,
+            (false, true) => DurableStoreKind::Postgres,
+            // Neither, or both: both is ambiguous, so the explicit option is required to pick.
+            _ => DurableStoreKind::Memory,
+        }),
+    }
+}
+
+/// Builds the store for `kind` on the worker's pools (see [`resolve_store_kind`]). Connects
+/// nothing: the Postgres schema is migrated on first use or first `ping`.
+pub fn build_run_store(
+    kind: DurableStoreKind,
+    redis: Option<&RedisPool>,
+    db: Option<&DbPool>,
+) -> Result<Arc<dyn RunStore>, StoreConfigError> {
+    Ok(match kind {
+        DurableStoreKind::Memory => Arc::new(MemoryRunStore::default()),
+        DurableStoreKind::Redis => Arc::new(RedisRunStore::new(redis.cloned().ok_or(
+            StoreConfigError {
+                kind,
+                missing: "REDIS_URL",
+            },
+        )?)),
+        DurableStoreKind::Postgres => Arc::new(PostgresRunStore::new(db.cloned().ok_or(
+            StoreConfigError {
+                kind,
+                missing: "DATABASE_URL",
+            },
+        )?)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_validated() {
+        for ok in ["a", "run-1", "A.b_c:d-e", &"x".repeat(128)] {
+            assert!(RunId::parse(ok).is_ok(), "{ok:?} must be accepted");
+        }
+        for bad in [
+            "",
+            "has space",
+            "slash/",
+            "ünï",
+            "semi;colon",
+            &"x".repeat(129),
+        ] {
+            let err = RunId::parse(bad).map(|_| ()).map_err(|e| e.to_string());
+            assert!(
+                matches!(&err, Err(e) if e.contains("invalid run id") && e.contains("1-128")),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let generated = RunId::generate();
+        assert!(RunId::parse(generated.as_str()).is_ok());
+        assert_ne!(generated, RunId::generate());
+    }
+
+    #[test]
+    fn store_kind_resolution() {
+        use DurableStoreKind::*;
+        assert_eq!(resolve_store_kind(None, false, false), Ok(Memory));
+        assert_eq!(resolve_store_kind(None, true, false), Ok(Redis));
+        assert_eq!(resolve_store_kind(None, false, true), Ok(Postgres));
+        assert_eq!(resolve_store_kind(None, true, true), Ok(Memory));
+        assert_eq!(resolve_store_kind(Some(Postgres), true, true), Ok(Postgres));
+        assert_eq!(resolve_store_kind(Some(Memory), true, true), Ok(Memory));
+        let err = resolve_store_kind(Some(Redis), false, true);
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err("FASTAGENTIC_DURABLE_STORE=redis needs REDIS_URL to be set".to_owned())
+        );
+        assert!(resolve_store_kind(Some(Postgres), true, false).is_err());
+    }
+
+    #[test]
+    fn store_option_parses_and_rejects_unknown_names() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let parsed = Cli::try_parse_from(["x", "--durable-store", "postgresql"]);
+        assert!(matches!(
+            parsed,
+            Ok(Cli {
+                store: StoreArgs {
+                    durable_store: Some(DurableStoreKind::Postgres)
+                }
+            })
+        ));
+        let err = Cli::try_parse_from(["x", "--durable-store", "mongo"])
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            matches!(&err, Err(e) if e.contains("mongo") && e.contains("memory") && e.contains("redis") && e.contains("postgres")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn record_serializes_with_lowercase_status() {
+        let now = Utc::now();
+        let record = RunRecord {
+            run_id: "r".into(),
+            status: RunStatus::Completed,
+            input: serde_json::json!({"message": "hi"}),
+            output: Some(serde_json::json!({"response": "hi"})),
+            error: None,
+            created_at: now,
+            updated_at: now,
+            instance_id: "i".into(),
+            attempts: 1,
+        };
+        let json = serde_json::to_value(&record).map_err(|e| e.to_string());
+        assert!(
+            matches!(&json, Ok(v) if v["status"] == "completed" && v["output"]["response"] == "hi"),
+            "{json:?}"
+        );
+    }
+}
