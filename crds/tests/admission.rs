@@ -32,144 +32,59 @@ fn with_spec(patch: Value) -> Value {
     obj
 }
 
-/// (case, object, field the error names, text the message must contain)
-fn invalid_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
-    let mut long_name = base();
-    long_name["metadata"]["name"] = json!("a".repeat(64));
-    let mut bad_name = base();
-    bad_name["metadata"]["name"] = json!("1-agent");
-    vec![
-        (
-            "unknown server",
-            with_spec(json!({"server": "nginx"})),
-            "spec.server",
-            "Unsupported value: \"nginx\": supported values: \"uvicorn\", \"gunicorn\"",
-        ),
-        (
-            "workers 0",
-            with_spec(json!({"workers": 0})),
-            "spec.workers",
-            "should be greater than or equal to 1",
-        ),
-        (
-            "workers not a number",
-            with_spec(json!({"workers": "abc"})),
-            "spec.workers",
-            "must be of type integer",
-        ),
-        (
-            "negative redis pool size",
-            with_spec(json!({"redis": {"url": "redis://r:6379", "poolSize": -1}})),
-            "spec.redis.poolSize",
-            "should be greater than or equal to 1",
-        ),
-        (
-            "negative db overflow",
-            with_spec(
-                json!({"database": {"urlSecretRef": {"name": "s", "key": "k"}, "maxOverflow": -3}}),
-            ),
-            "spec.database.maxOverflow",
-            "should be greater than or equal to 0",
-        ),
-        (
-            "port 70000",
-            with_spec(json!({"port": 70000})),
-            "spec.port",
-            "should be less than or equal to 65535",
-        ),
-        (
-            "port 0",
-            with_spec(json!({"port": 0})),
-            "spec.port",
-            "should be greater than or equal to 1",
-        ),
-        (
-            "max concurrent 0",
-            with_spec(json!({"maxConcurrent": 0})),
-            "spec.maxConcurrent",
-            "should be greater than or equal to 1",
-        ),
-        (
-            "graceful timeout 0",
-            with_spec(json!({"timeouts": {"gracefulShutdownSeconds": 0}})),
-            "spec.timeouts.gracefulShutdownSeconds",
-            "should be greater than or equal to 1",
-        ),
-        (
-            "redis pool timeout 0",
-            with_spec(json!({"redis": {"url": "redis://r:6379", "poolTimeoutSeconds": 0}})),
-            "spec.redis.poolTimeoutSeconds",
-            "must be greater than 0",
-        ),
-        (
-            "min > max replicas",
-            with_spec(json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}})),
-            "spec.autoscaling",
-            "minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
-        ),
-        (
-            "reload with gunicorn",
-            with_spec(json!({"server": "gunicorn", "reload": true})),
-            "spec",
-            "reload is a development option and works only with server 'uvicorn'",
-        ),
-        (
-            "replicas with autoscaling",
-            with_spec(json!({"replicas": 3, "autoscaling": {"maxReplicas": 5}})),
-            "spec",
-            "set either spec.replicas or spec.autoscaling, not both",
-        ),
-        (
-            "missing image",
-            with_spec(json!({"image": null})),
-            "spec.image",
-            "Required value",
-        ),
-        (
-            "empty image",
-            with_spec(json!({"image": ""})),
-            "spec.image",
-            "must not be empty",
-        ),
-        (
-            "redis url and secret",
-            with_spec(
-                json!({"redis": {"url": "redis://r", "urlSecretRef": {"name": "s", "key": "k"}}}),
-            ),
-            "spec.redis",
-            "set exactly one of spec.redis.url and spec.redis.urlSecretRef",
-        ),
-        (
-            "redis url with password",
-            with_spec(json!({"redis": {"url": "redis://:hunter2@r:6379"}})),
-            "spec.redis",
-            "must not contain credentials",
-        ),
-        (
-            "pdb with both fields",
-            with_spec(json!({"disruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}})),
-            "spec.disruptionBudget",
-            "set at most one of",
-        ),
-        (
-            "unknown field",
-            with_spec(json!({"wrokers": 2})),
-            "spec.wrokers",
-            "unknown field \"wrokers\"",
-        ),
-        (
-            "name too long",
-            long_name,
-            "<root>",
-            "metadata.name must be at most 63 characters",
-        ),
-        (
-            "name not a DNS label",
-            bad_name,
-            "<root>",
-            "metadata.name must start with a letter",
-        ),
-    ]
+/// One invalid resource from `tests/fixtures/invalid/` with the error it must produce.
+struct Case {
+    name: String,
+    object: Value,
+    field: String,
+    message: String,
+}
+
+fn invalid_cases() -> Vec<Case> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut cases = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fixtures/invalid exists") {
+        let path = entry.expect("directory entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable fixture");
+        let header = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                .unwrap_or_else(|| panic!("{} has no '# {key}:' line", path.display()))
+                .to_string()
+        };
+        cases.push(Case {
+            name: path
+                .file_stem()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned(),
+            object: yaml_to_json(&text),
+            field: header("field"),
+            message: header("message"),
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    cases
+}
+
+#[test]
+fn the_fixtures_cover_every_rule_the_issue_lists() {
+    let names: Vec<String> = invalid_cases().into_iter().map(|c| c.name).collect();
+    for required in [
+        "unknown-server",
+        "workers-zero",
+        "negative-redis-pool-size",
+        "port-70000",
+        "min-greater-than-max",
+        "reload-with-gunicorn",
+        "replicas-with-autoscaling",
+        "missing-image",
+    ] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "fixture {required} missing"
+        );
+    }
 }
 
 #[test]
@@ -180,17 +95,25 @@ fn the_base_object_is_admitted() {
 #[test]
 fn every_invalid_resource_is_rejected_by_its_rule() {
     let mut failures = Vec::new();
-    for (case, object, field, text) in invalid_cases() {
+    let cases = invalid_cases();
+    assert!(cases.len() >= 8, "only {} invalid fixtures", cases.len());
+    for Case {
+        name,
+        object,
+        field,
+        message,
+    } in cases
+    {
         match validate_object(&object) {
-            Ok(()) => failures.push(format!("{case}: admitted")),
+            Ok(()) => failures.push(format!("{name}: admitted")),
             Err(errors) => {
                 let hit = errors
                     .0
                     .iter()
-                    .any(|e| e.field == field && e.message.contains(text));
+                    .any(|e| e.field == field && e.message.contains(&message));
                 if !hit {
                     failures.push(format!(
-                        "{case}: expected {field:?} with {text:?}, got: {errors}"
+                        "{name}: expected {field:?} with {message:?}, got: {errors}"
                     ));
                 }
             }
