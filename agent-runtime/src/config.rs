@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -114,7 +113,7 @@ pub struct RunArgs {
     /// Restart the server when a file in the working directory changes (development only;
     /// not with gunicorn or several workers).
     #[arg(long, env = "FASTAGENTIC_RELOAD", default_value = "false", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          default_missing_value = "true", value_parser = parse_bool,
           help_heading = "Server")]
     pub reload: bool,
 
@@ -194,7 +193,7 @@ pub struct RunArgs {
     /// Testing aid: adds `POST /__test/panic`, a handler that panics.
     #[arg(long, env = "FASTAGENTIC_ENABLE_TEST_ROUTES", default_value = "false",
           num_args = 0..=1, default_missing_value = "true",
-          value_parser = BoolishValueParser::new(), hide = true)]
+          value_parser = parse_bool, hide = true)]
     pub enable_test_routes: bool,
 }
 
@@ -412,6 +411,14 @@ fn env_of(long: &str) -> Option<String> {
 }
 
 // ---- value parsers: each error says what is accepted ----
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "on" => Ok(true),
+        "false" | "0" | "no" | "n" | "off" => Ok(false),
+        _ => Err("accepted: true, false, 1, 0, yes, no, on, off".to_owned()),
+    }
+}
 
 fn parse_server(s: &str) -> Result<ServerKind, String> {
     match s.trim().to_ascii_lowercase().as_str() {
