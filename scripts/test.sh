@@ -52,6 +52,8 @@ else
     scripts/services.sh up
     started_services=1
     eval "$(scripts/services.sh env)"
+    # A store test that finds no server fails instead of skipping.
+    export FASTAGENTIC_REQUIRE_SERVICES=1
 fi
 
 if [[ "${FASTAGENTIC_SKIP_CONTROL_PLANE:-0}" == 1 ]]; then
