@@ -1,13 +1,28 @@
 //! `fastagentic-operator`: the FastAgentic operator's command line.
 //!
+//! - `run` reconciles FastAgentic resources (the operator itself).
+//! - `render -f FILE|-` prints the objects the operator would apply, without a cluster.
 //! - `crd` prints the CustomResourceDefinition generated from the Rust types.
+//!
+//! Every `run` flag can also be given as an environment variable `FASTAGENTIC_OPERATOR_<FLAG>`
+//! (for example `FASTAGENTIC_OPERATOR_LEADER_ELECT=true`); a flag wins over its variable.
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use fastagentic_operator::controller::{self, Context, Scope};
+use fastagentic_operator::leader::{self, LeaseConfig};
+use fastagentic_operator::metrics::Metrics;
+use fastagentic_operator::render;
+use fastagentic_operator::server::{self, Readiness};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::sync::watch;
 
 /// Runs FastAgentic agent servers on Kubernetes.
 #[derive(Parser, Debug)]
@@ -21,12 +36,91 @@ struct Cli {
 enum Command {
     /// Print the FastAgentic CustomResourceDefinition as YAML.
     Crd,
+    /// Print, as YAML, the objects the operator would apply for the FastAgentic(s) in a file.
+    ///
+    /// Secret resourceVersions are unknown offline and hashed as `unknown`, so the
+    /// `fastagentic.io/config-hash` differs from the one in the cluster; owner references are
+    /// left out (the resource has no uid yet). Invalid input exits with status 2.
+    Render {
+        /// File with one or more FastAgentic YAML documents; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Run the operator.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Watch FastAgentics (and their children and Secrets) in this namespace only; all
+    /// namespaces when unset.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Hold a coordination.k8s.io Lease so that of several replicas only one reconciles.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_LEADER_ELECT", action = ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_LEASE_NAME",
+        default_value = "fastagentic-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the leader election Lease; defaults to the operator's own namespace (the
+    /// in-cluster service account's, or the kubeconfig context's).
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease; defaults to `POD_NAME`, else `HOSTNAME`, plus the pid.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_LEADER_ELECT_IDENTITY")]
+    leader_elect_identity: Option<String>,
+
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: SocketAddr,
+
+    /// Address of the `/healthz` and `/readyz` endpoints.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_HEALTH_BIND_ADDRESS",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_bind_address: SocketAddr,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `fastagentic_operator=debug`.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+
+    /// Log format: one JSON object per line, or human-readable text.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
+        Command::Render { file } => render_file(&file),
+        Command::Run(args) => run(args),
     }
 }
 
@@ -45,4 +139,200 @@ fn print_crd() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn render_file(file: &str) -> ExitCode {
+    let mut input = String::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_string(&mut input).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|s| input = s)
+    };
+    if let Err(err) = read {
+        eprintln!("error: reading {file}: {err}");
+        return ExitCode::from(2);
+    }
+    match render::render(&input) {
+        Ok(yaml) => {
+            let mut out = std::io::stdout().lock();
+            if let Err(err) = out.write_all(yaml.as_bytes()).and_then(|()| out.flush()) {
+                eprintln!("error: writing to stdout: {err}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {file}: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(args: &RunArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| format!("initialising logging: {e}"))
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    if let Err(e) = init_logging(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "fastagentic-operator".into());
+    format!("{host}_{}", std::process::id())
+}
+
+async fn run_async(args: RunArgs) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Readiness::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // HTTP endpoints first, so liveness answers while we wait for the Lease.
+    let health = server::health_router(ready.clone());
+    let metrics_router = server::metrics_router(metrics.clone());
+    let mut servers = Vec::new();
+    if args.health_bind_address == args.metrics_bind_address {
+        servers.push((args.health_bind_address, health.merge(metrics_router)));
+    } else {
+        servers.push((args.health_bind_address, health));
+        servers.push((args.metrics_bind_address, metrics_router));
+    }
+    for (addr, router) in servers {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))?;
+        drop(listener);
+        tokio::spawn(server::serve(addr, router, stopped(stop_rx.clone())));
+    }
+
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("connecting to the Kubernetes API: {e}"))?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| format!("reaching the Kubernetes API server: {e}"))?;
+    tracing::info!(server = %version.git_version, "connected to the API server");
+    ready.set(true);
+
+    let identity = args
+        .leader_elect_identity
+        .clone()
+        .unwrap_or_else(default_identity);
+    let lease = if args.leader_elect {
+        let cfg = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            identity: identity.clone(),
+        };
+        let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+        tokio::select! {
+            () = leader::acquire(&api, &cfg) => {},
+            () = termination_signal() => {
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        }
+        Some((api, cfg))
+    } else {
+        None
+    };
+    metrics.set_leader(true);
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Some(identity),
+    ));
+    let scope = Scope {
+        namespace: args.namespace.clone(),
+    };
+    tracing::info!(namespace = ?scope.namespace, "starting the controller");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let controller = tokio::spawn(controller::run(client, scope, ctx, stopped(shutdown_rx)));
+
+    let outcome = match &lease {
+        Some((api, cfg)) => tokio::select! {
+            () = termination_signal() => Ok(()),
+            reason = leader::hold(api, cfg) => Err(format!("lost the leader Lease: {reason}")),
+        },
+        None => {
+            termination_signal().await;
+            Ok(())
+        }
+    };
+    metrics.set_leader(false);
+    match &outcome {
+        Ok(()) => tracing::info!("termination signal: finishing running reconciles"),
+        // Stop writing at once: another replica may already lead.
+        Err(e) => tracing::error!(error = %e, "stopping"),
+    }
+    let _ = shutdown_tx.send(true);
+    if outcome.is_ok() {
+        let _ = controller.await;
+        if let Some((api, cfg)) = &lease {
+            leader::release(api, cfg).await;
+        }
+    } else {
+        controller.abort();
+    }
+    let _ = stop_tx.send(true);
+    outcome
 }

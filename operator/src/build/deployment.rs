@@ -1,0 +1,352 @@
+//! The agent Deployment.
+
+use std::collections::BTreeMap;
+
+use fastagentic_crd::{self as crd, FastAgenticSpec, ProbeSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::json;
+
+use super::hash::sha256_hex;
+use super::{
+    BuildError, BuildInputs, Validated, child_meta, referenced_secrets, selector_labels,
+    standard_labels,
+};
+use crate::labels::*;
+
+/// Name of the writable scratch volume mounted at `/tmp` (the root filesystem is read-only).
+const TMP_VOLUME: &str = "tmp";
+/// Hashed for a referenced Secret whose resourceVersion is not known (`render`).
+const UNKNOWN_VERSION: &str = "unknown";
+
+/// The replica count the Deployment is applied with; `None` leaves the field out of the apply.
+///
+/// - With `spec.autoscaling`: `None`. The HPA owns `spec.replicas`; sending it would fight the
+///   autoscaler (the controller hands the field over once when autoscaling is turned on, so
+///   dropping it from our apply does not reset the Deployment to 1).
+/// - With `spec.replicas`: that number (`kubectl scale fa/NAME` writes it).
+/// - With neither: the live Deployment's current count, or 1 for a new Deployment. So turning
+///   autoscaling off without setting `spec.replicas` keeps the pods the HPA had scaled to,
+///   instead of dropping to 1 under load; set `spec.replicas` to choose a number.
+pub fn desired_replicas(spec: &FastAgenticSpec, current: Option<i32>) -> Option<i32> {
+    if spec.autoscaling.is_some() {
+        None
+    } else if let Some(r) = spec.replicas {
+        Some(r)
+    } else {
+        Some(current.unwrap_or(1))
+    }
+}
+
+/// The Deployment of `fastagentic run` pods.
+pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deployment, BuildError> {
+    let fa = v.fa();
+    let spec = &fa.spec;
+    let name = v.name();
+
+    let mut pod_labels = spec.labels.clone().unwrap_or_default();
+    pod_labels.extend(standard_labels(name));
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: spec.annotations.clone(),
+            ..Default::default()
+        }),
+        spec: Some(pod_spec(spec)),
+    };
+
+    // Everything that should roll the pods: the template itself (a change there rolls them
+    // anyway, hashing it keeps the annotation honest) and the resourceVersions of the Secrets
+    // the pods read, which Kubernetes does not watch for us.
+    let secrets: BTreeMap<String, String> = referenced_secrets(fa)
+        .into_iter()
+        .map(|s| {
+            let version = inputs
+                .secret_versions
+                .get(&s.name)
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN_VERSION.to_string());
+            (s.name, version)
+        })
+        .collect();
+    let hash_input = serde_json::to_vec(&json!({ "template": template, "secrets": secrets }))
+        .map_err(|source| BuildError::Serialize {
+            what: "pod template",
+            source,
+        })?;
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_CONFIG_HASH.to_string(), sha256_hex(&hash_input));
+
+    Ok(Deployment {
+        metadata: child_meta(v, None),
+        spec: Some(DeploymentSpec {
+            replicas: desired_replicas(spec, inputs.current_replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String("25%".into())),
+                }),
+            }),
+            template,
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn pod_spec(spec: &FastAgenticSpec) -> PodSpec {
+    PodSpec {
+        containers: vec![container(spec)],
+        termination_grace_period_seconds: Some(
+            i64::from(spec.timeouts.graceful_shutdown_seconds) + TERMINATION_GRACE_EXTRA_SECONDS,
+        ),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volumes: Some(vec![Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.clone(),
+        topology_spread_constraints: spec.topology_spread_constraints.clone(),
+        service_account_name: spec.service_account_name.clone(),
+        image_pull_secrets: spec.image_pull_secrets.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        ..Default::default()
+    }
+}
+
+fn container(spec: &FastAgenticSpec) -> Container {
+    let command = spec
+        .command
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
+    let (liveness, readiness, startup) = probes(spec);
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(command),
+        args: spec.args.clone(),
+        env: Some(env(spec)),
+        env_from: spec.env_from.clone(),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.into()),
+            container_port: spec.port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: Some(spec.resources.clone()),
+        liveness_probe: liveness,
+        readiness_probe: readiness,
+        startup_probe: startup,
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, value: impl ToString) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.to_string()),
+        value_from: None,
+    }
+}
+
+fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Seconds as the runtime parses them: always with a decimal point (`5.0`, `0.5`).
+fn seconds(value: f64) -> String {
+    format!("{value:?}")
+}
+
+/// The injected environment, then the user's `spec.env`. A user variable with the same name as
+/// an injected one replaces it (listed once, in the user's position): server-side apply merges
+/// `env` by name and rejects duplicates.
+pub(crate) fn env(spec: &FastAgenticSpec) -> Vec<EnvVar> {
+    let mut ours = vec![
+        value("FASTAGENTIC_SERVER", spec.server.as_str()),
+        value("FASTAGENTIC_HOST", "0.0.0.0"),
+        value("FASTAGENTIC_PORT", spec.port),
+        value("FASTAGENTIC_WORKERS", spec.workers),
+    ];
+    if let Some(n) = spec.max_concurrent {
+        ours.push(value("FASTAGENTIC_MAX_CONCURRENT", n));
+    }
+    ours.push(EnvVar {
+        name: "FASTAGENTIC_INSTANCE_ID".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: "metadata.name".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    if spec.reload {
+        ours.push(value("FASTAGENTIC_RELOAD", "true"));
+    }
+    if let Some(n) = spec.max_requests {
+        ours.push(value("FASTAGENTIC_MAX_REQUESTS", n));
+    }
+    if let Some(n) = spec.max_requests_jitter {
+        ours.push(value("FASTAGENTIC_MAX_REQUESTS_JITTER", n));
+    }
+    ours.push(value(
+        "FASTAGENTIC_TIMEOUT_KEEP_ALIVE",
+        spec.timeouts.keep_alive_seconds,
+    ));
+    ours.push(value(
+        "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
+        spec.timeouts.graceful_shutdown_seconds,
+    ));
+    if let Some(redis) = &spec.redis {
+        match (&redis.url, &redis.url_secret_ref) {
+            (_, Some(secret)) => ours.push(from_secret("REDIS_URL", secret)),
+            (Some(url), None) => ours.push(value("REDIS_URL", url)),
+            (None, None) => {}
+        }
+        ours.push(value("FASTAGENTIC_REDIS_POOL_SIZE", redis.pool_size));
+        ours.push(value(
+            "FASTAGENTIC_REDIS_POOL_TIMEOUT",
+            seconds(redis.pool_timeout_seconds),
+        ));
+    }
+    if let Some(db) = &spec.database {
+        ours.push(from_secret("DATABASE_URL", &db.url_secret_ref));
+        ours.push(value("FASTAGENTIC_DB_POOL_SIZE", db.pool_size));
+        ours.push(value("FASTAGENTIC_DB_MAX_OVERFLOW", db.max_overflow));
+        ours.push(value(
+            "FASTAGENTIC_DB_POOL_RECYCLE",
+            db.pool_recycle_seconds,
+        ));
+        ours.push(value("FASTAGENTIC_DB_POOL_PRE_PING", db.pre_ping));
+        ours.push(value(
+            "FASTAGENTIC_DB_POOL_TIMEOUT",
+            seconds(db.pool_timeout_seconds),
+        ));
+    }
+    let user = spec.env.clone().unwrap_or_default();
+    ours.retain(|var| !user.iter().any(|u| u.name == var.name));
+    ours.extend(user);
+    ours
+}
+
+/// Default probe settings, merged field by field with `spec.probes`.
+struct ProbeDefaults {
+    path: &'static str,
+    initial_delay: i32,
+    period: i32,
+    failure_threshold: i32,
+}
+
+fn probe(port: i32, defaults: ProbeDefaults, over: Option<&ProbeSpec>) -> Option<Probe> {
+    let over = over.cloned().unwrap_or_default();
+    if over.disabled.unwrap_or(false) {
+        return None;
+    }
+    Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(over.path.unwrap_or_else(|| defaults.path.to_string())),
+            port: IntOrString::Int(port),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(over.initial_delay_seconds.unwrap_or(defaults.initial_delay)),
+        period_seconds: Some(over.period_seconds.unwrap_or(defaults.period)),
+        timeout_seconds: Some(over.timeout_seconds.unwrap_or(crd::PROBE_TIMEOUT_SECONDS)),
+        failure_threshold: Some(over.failure_threshold.unwrap_or(defaults.failure_threshold)),
+        success_threshold: Some(1),
+        ..Default::default()
+    })
+}
+
+fn probes(spec: &FastAgenticSpec) -> (Option<Probe>, Option<Probe>, Option<Probe>) {
+    let p = &spec.probes;
+    let liveness = probe(
+        spec.port,
+        ProbeDefaults {
+            path: crd::LIVENESS_PATH,
+            initial_delay: crd::LIVENESS_INITIAL_DELAY_SECONDS,
+            period: crd::LIVENESS_PERIOD_SECONDS,
+            failure_threshold: crd::PROBE_FAILURE_THRESHOLD,
+        },
+        p.liveness.as_ref(),
+    );
+    let readiness = probe(
+        spec.port,
+        ProbeDefaults {
+            path: crd::READINESS_PATH,
+            initial_delay: crd::READINESS_INITIAL_DELAY_SECONDS,
+            period: crd::READINESS_PERIOD_SECONDS,
+            failure_threshold: crd::PROBE_FAILURE_THRESHOLD,
+        },
+        p.readiness.as_ref(),
+    );
+    let startup = probe(
+        spec.port,
+        ProbeDefaults {
+            path: crd::LIVENESS_PATH,
+            initial_delay: 0,
+            period: crd::STARTUP_PERIOD_SECONDS,
+            failure_threshold: crd::STARTUP_FAILURE_THRESHOLD,
+        },
+        p.startup.as_ref(),
+    );
+    (liveness, readiness, startup)
+}

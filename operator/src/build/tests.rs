@@ -1,0 +1,652 @@
+//! Builder tests, driven by the repository's `examples/` and small inline resources.
+
+use std::collections::BTreeMap;
+
+use fastagentic_crd::FastAgentic;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+
+const SEED: &str = include_str!("../../../examples/kubernetes-seed.yaml");
+const DEV: &str = include_str!("../../../examples/dev.yaml");
+const STAGING: &str = include_str!("../../../examples/staging.yaml");
+const PROD_SMALL: &str = include_str!("../../../examples/production-small.yaml");
+const PROD_LARGE: &str = include_str!("../../../examples/production-large.yaml");
+
+/// Parses one document the way `render` does (admission checks and schema defaults).
+fn load(yaml: &str) -> FastAgentic {
+    let mut docs = crate::render::parse(yaml).expect("test resource must be admitted");
+    assert_eq!(docs.len(), 1, "one document per test resource");
+    docs.remove(0)
+}
+
+fn children_of(fa: &FastAgentic, inputs: &BuildInputs) -> Children {
+    let v = validate(fa).expect("test resource must validate");
+    build_children(&v, inputs).expect("build must succeed")
+}
+
+fn container(d: &Deployment) -> &Container {
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(pod.containers.len(), 1);
+    &pod.containers[0]
+}
+
+/// `(name, value)` for plain variables, `(name, "<from ...>")` for references.
+fn env_pairs(c: &Container) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e: &EnvVar| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => match (&from.field_ref, &from.secret_key_ref) {
+                    (Some(f), _) => format!("<field {}>", f.field_path),
+                    (_, Some(s)) => format!("<secret {}/{}>", s.name, s.key),
+                    _ => "<other>".into(),
+                },
+                (None, None) => String::new(),
+            };
+            (e.name.clone(), v)
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn http_probe(p: &Probe) -> (String, i32, i32, i32, i32, i32) {
+    let get = p.http_get.as_ref().expect("HTTP probe");
+    assert_eq!(get.port, IntOrString::Int(8000));
+    (
+        get.path.clone().unwrap_or_default(),
+        p.initial_delay_seconds.unwrap_or(-1),
+        p.period_seconds.unwrap_or(-1),
+        p.timeout_seconds.unwrap_or(-1),
+        p.failure_threshold.unwrap_or(-1),
+        p.success_threshold.unwrap_or(-1),
+    )
+}
+
+#[test]
+fn seed_deployment_env_is_exactly_the_guides() {
+    let c = children_of(&load(SEED), &BuildInputs::default());
+    let agent = container(&c.deployment);
+    assert_eq!(agent.name, "agent");
+    assert_eq!(agent.image.as_deref(), Some("your-agent:latest"));
+    assert_eq!(
+        agent.command,
+        Some(vec!["fastagentic".to_string(), "run".to_string()])
+    );
+    assert_eq!(agent.args, None);
+    assert_eq!(
+        env_pairs(agent),
+        pairs(&[
+            ("FASTAGENTIC_SERVER", "gunicorn"),
+            ("FASTAGENTIC_HOST", "0.0.0.0"),
+            ("FASTAGENTIC_PORT", "8000"),
+            ("FASTAGENTIC_WORKERS", "2"),
+            ("FASTAGENTIC_MAX_CONCURRENT", "50"),
+            ("FASTAGENTIC_INSTANCE_ID", "<field metadata.name>"),
+            ("FASTAGENTIC_TIMEOUT_KEEP_ALIVE", "5"),
+            ("FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN", "30"),
+            ("REDIS_URL", "redis://redis:6379"),
+            ("FASTAGENTIC_REDIS_POOL_SIZE", "10"),
+            ("FASTAGENTIC_REDIS_POOL_TIMEOUT", "5.0"),
+        ])
+    );
+    let instance = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "FASTAGENTIC_INSTANCE_ID")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|f| f.field_ref.as_ref())
+        .expect("downward API");
+    assert_eq!(instance.field_path, "metadata.name");
+    assert_eq!(instance.api_version.as_deref(), Some("v1"));
+}
+
+#[test]
+fn seed_probes_resources_ports_and_security() {
+    let c = children_of(&load(SEED), &BuildInputs::default());
+    let agent = container(&c.deployment);
+    assert_eq!(
+        http_probe(agent.liveness_probe.as_ref().expect("liveness")),
+        ("/health".into(), 10, 10, 1, 3, 1)
+    );
+    assert_eq!(
+        http_probe(agent.readiness_probe.as_ref().expect("readiness")),
+        ("/ready".into(), 5, 5, 1, 3, 1)
+    );
+    assert_eq!(
+        http_probe(agent.startup_probe.as_ref().expect("startup")),
+        ("/health".into(), 0, 2, 1, 30, 1)
+    );
+    let res = agent.resources.as_ref().expect("resources");
+    let q =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+    assert_eq!(q(&res.requests, "memory").as_deref(), Some("256Mi"));
+    assert_eq!(q(&res.requests, "cpu").as_deref(), Some("250m"));
+    assert_eq!(q(&res.limits, "memory").as_deref(), Some("512Mi"));
+    assert_eq!(q(&res.limits, "cpu").as_deref(), Some("1000m"));
+
+    let ports = agent.ports.as_ref().expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("http"));
+    assert_eq!(ports[0].container_port, 8000);
+
+    let sc = agent
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    let pod = c
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    let psc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.run_as_user, Some(65532));
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(40),
+        "graceful 30 s + 10 s"
+    );
+    let mounts = agent.volume_mounts.as_ref().expect("mounts");
+    assert_eq!(mounts[0].mount_path, "/tmp");
+    assert!(
+        pod.volumes.as_ref().expect("volumes")[0]
+            .empty_dir
+            .is_some()
+    );
+}
+
+#[test]
+fn seed_hpa_service_labels_and_strategy() {
+    let c = children_of(&load(SEED), &BuildInputs::default());
+    let spec = c.deployment.spec.as_ref().expect("deployment spec");
+    assert_eq!(spec.replicas, None, "autoscaling: replicas are the HPA's");
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .expect("rolling");
+    assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(strategy.max_surge, Some(IntOrString::String("25%".into())));
+    assert_eq!(
+        spec.selector.match_labels,
+        Some(BTreeMap::from([
+            (LABEL_NAME.to_string(), "fastagentic".to_string()),
+            (LABEL_INSTANCE.to_string(), "fastagentic-agent".to_string()),
+        ]))
+    );
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("labels");
+    assert_eq!(
+        pod_labels.get(LABEL_MANAGED_BY).map(String::as_str),
+        Some("fastagentic-operator")
+    );
+    assert_eq!(
+        pod_labels.get(LABEL_PART_OF).map(String::as_str),
+        Some("fastagentic")
+    );
+    assert_eq!(
+        pod_labels.get(LABEL_COMPONENT).map(String::as_str),
+        Some("agent-server")
+    );
+    let annotations = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .expect("annotations");
+    assert_eq!(
+        annotations.get(ANNOTATION_CONFIG_HASH).map(String::len),
+        Some(64)
+    );
+
+    let hpa = c.hpa.as_ref().expect("HPA");
+    assert_eq!(hpa.metadata.name.as_deref(), Some("fastagentic-agent"));
+    let hs = hpa.spec.as_ref().expect("HPA spec");
+    assert_eq!((hs.min_replicas, hs.max_replicas), (Some(2), 10));
+    assert_eq!(hs.scale_target_ref.kind, "Deployment");
+    assert_eq!(hs.scale_target_ref.name, "fastagentic-agent");
+    assert_eq!(hs.scale_target_ref.api_version.as_deref(), Some("apps/v1"));
+    let metrics: Vec<(String, String, Option<i32>)> = hs
+        .metrics
+        .iter()
+        .flatten()
+        .map(|m| {
+            let r = m.resource.as_ref().expect("resource metric");
+            (
+                r.name.clone(),
+                r.target.type_.clone(),
+                r.target.average_utilization,
+            )
+        })
+        .collect();
+    assert_eq!(
+        metrics,
+        vec![
+            ("cpu".into(), "Utilization".into(), Some(70)),
+            ("memory".into(), "Utilization".into(), Some(80)),
+        ]
+    );
+
+    let svc = c.service.spec.as_ref().expect("service spec");
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    let port = &svc.ports.as_ref().expect("ports")[0];
+    assert_eq!(port.name.as_deref(), Some("http"));
+    assert_eq!(port.port, 8000);
+    assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+    assert_eq!(svc.selector, spec.selector.match_labels);
+    assert!(c.pdb.is_none(), "the seed asks for no disruption budget");
+    for name in [
+        c.deployment.metadata.name.as_deref(),
+        c.service.metadata.name.as_deref(),
+    ] {
+        assert_eq!(name, Some("fastagentic-agent"));
+    }
+}
+
+#[test]
+fn dev_reload_replicas_and_no_hpa() {
+    let c = children_of(&load(DEV), &BuildInputs::default());
+    let agent = container(&c.deployment);
+    let env = env_pairs(agent);
+    assert!(
+        env.contains(&("FASTAGENTIC_RELOAD".into(), "true".into())),
+        "{env:?}"
+    );
+    assert!(env.contains(&("FASTAGENTIC_SERVER".into(), "uvicorn".into())));
+    assert!(
+        !env.iter().any(|(n, _)| n == "FASTAGENTIC_MAX_CONCURRENT"),
+        "unset means unlimited"
+    );
+    assert!(
+        !env.iter()
+            .any(|(n, _)| n.starts_with("FASTAGENTIC_REDIS") || n == "REDIS_URL")
+    );
+    assert!(
+        !env.iter()
+            .any(|(n, _)| n.starts_with("FASTAGENTIC_DB") || n == "DATABASE_URL")
+    );
+    assert_eq!(agent.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(c.deployment.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    assert!(c.hpa.is_none());
+    assert!(c.pdb.is_none());
+}
+
+#[test]
+fn staging_and_production_small() {
+    let staging = children_of(&load(STAGING), &BuildInputs::default());
+    assert_eq!(
+        staging.deployment.spec.as_ref().and_then(|s| s.replicas),
+        Some(2)
+    );
+    assert!(staging.hpa.is_none());
+    assert!(staging.pdb.is_none(), "no disruptionBudget asked");
+    let env = env_pairs(container(&staging.deployment));
+    assert!(env.contains(&("FASTAGENTIC_WORKERS".into(), "2".into())));
+    assert!(env.contains(&("FASTAGENTIC_MAX_CONCURRENT".into(), "50".into())));
+
+    let small = children_of(&load(PROD_SMALL), &BuildInputs::default());
+    assert_eq!(
+        small.deployment.spec.as_ref().and_then(|s| s.replicas),
+        Some(3)
+    );
+    let env = env_pairs(container(&small.deployment));
+    assert!(env.contains(&("FASTAGENTIC_REDIS_POOL_SIZE".into(), "20".into())));
+    assert!(env.contains(&("REDIS_URL".into(), "redis://redis:6379/0".into())));
+    let pdb = small.pdb.as_ref().expect("PDB");
+    let ps = pdb.spec.as_ref().expect("PDB spec");
+    assert_eq!(ps.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(ps.min_available, None);
+    assert_eq!(
+        ps.selector.as_ref().and_then(|s| s.match_labels.clone()),
+        Some(selector_labels("agent-production-small"))
+    );
+}
+
+#[test]
+fn production_large_secrets_by_reference_and_db_pool() {
+    let c = children_of(&load(PROD_LARGE), &BuildInputs::default());
+    let env = env_pairs(container(&c.deployment));
+    let want = pairs(&[
+        ("FASTAGENTIC_SERVER", "gunicorn"),
+        ("FASTAGENTIC_HOST", "0.0.0.0"),
+        ("FASTAGENTIC_PORT", "8000"),
+        ("FASTAGENTIC_WORKERS", "8"),
+        ("FASTAGENTIC_MAX_CONCURRENT", "200"),
+        ("FASTAGENTIC_INSTANCE_ID", "<field metadata.name>"),
+        ("FASTAGENTIC_TIMEOUT_KEEP_ALIVE", "5"),
+        ("FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN", "60"),
+        ("REDIS_URL", "<secret agent-stores/redis-url>"),
+        ("FASTAGENTIC_REDIS_POOL_SIZE", "30"),
+        ("FASTAGENTIC_REDIS_POOL_TIMEOUT", "5.0"),
+        ("DATABASE_URL", "<secret agent-stores/database-url>"),
+        ("FASTAGENTIC_DB_POOL_SIZE", "15"),
+        ("FASTAGENTIC_DB_MAX_OVERFLOW", "30"),
+        ("FASTAGENTIC_DB_POOL_RECYCLE", "1800"),
+        ("FASTAGENTIC_DB_POOL_PRE_PING", "true"),
+        ("FASTAGENTIC_DB_POOL_TIMEOUT", "30.0"),
+    ]);
+    assert_eq!(env, want);
+    let pod = c
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    assert_eq!(pod.termination_grace_period_seconds, Some(70));
+    let hs = c.hpa.as_ref().and_then(|h| h.spec.as_ref()).expect("HPA");
+    assert_eq!((hs.min_replicas, hs.max_replicas), (Some(3), 10));
+    assert!(c.pdb.is_some(), "10 pods possible and a budget asked");
+    assert_eq!(
+        referenced_secrets(&load(PROD_LARGE))
+            .iter()
+            .map(|u| (u.field.as_str(), u.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("spec.redis.urlSecretRef", "agent-stores"),
+            ("spec.database.urlSecretRef", "agent-stores"),
+        ]
+    );
+}
+
+#[test]
+fn no_secret_value_in_any_object() {
+    // The builders only ever see Secret names and versions; prove the serialized objects carry
+    // nothing that looks like the planted value even when the resource's own inline env has a
+    // reference to it.
+    const PLANTED: &str = "s3cr3t-planted-value";
+    let fa = load(PROD_LARGE);
+    let inputs = BuildInputs {
+        secret_versions: BTreeMap::from([("agent-stores".to_string(), "4711".to_string())]),
+        current_replicas: None,
+    };
+    let c = children_of(&fa, &inputs);
+    let text = serde_json::to_string(&(&c.deployment, &c.service, &c.hpa, &c.pdb)).expect("json");
+    assert!(!text.contains(PLANTED));
+    assert!(
+        !text.contains("postgres://"),
+        "no URL from a Secret is copied"
+    );
+    assert!(text.contains("\"secretKeyRef\""), "the URLs are references");
+}
+
+#[test]
+fn config_hash_rolls_on_secret_rotation_and_spec_change_only() {
+    let fa = load(PROD_LARGE);
+    let hash = |fa: &FastAgentic, version: &str| {
+        let inputs = BuildInputs {
+            secret_versions: BTreeMap::from([("agent-stores".to_string(), version.to_string())]),
+            current_replicas: None,
+        };
+        let d = children_of(fa, &inputs).deployment;
+        d.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(ANNOTATION_CONFIG_HASH).cloned())
+            .expect("config hash")
+    };
+    let base = hash(&fa, "1");
+    assert_eq!(base, hash(&fa, "1"), "stable for the same input");
+    assert_ne!(base, hash(&fa, "2"), "a rotated Secret rolls the pods");
+    let mut more_workers = fa.clone();
+    more_workers.spec.workers = 9;
+    assert_ne!(
+        base,
+        hash(&more_workers, "1"),
+        "a spec change rolls the pods"
+    );
+}
+
+#[test]
+fn applied_hash_is_stamped_and_tracks_content() {
+    let fa = load(STAGING);
+    let a = children_of(&fa, &BuildInputs::default());
+    let get = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_APPLIED_HASH).cloned())
+            .expect("hash")
+    };
+    assert_eq!(
+        get(&a.deployment.metadata),
+        applied_hash(&a.deployment).expect("hash")
+    );
+    let mut changed = fa.clone();
+    changed.spec.replicas = Some(5);
+    let b = children_of(&changed, &BuildInputs::default());
+    assert_ne!(get(&a.deployment.metadata), get(&b.deployment.metadata));
+    assert_eq!(
+        get(&a.service.metadata),
+        get(&b.service.metadata),
+        "the Service did not change"
+    );
+}
+
+const BASE: &str = "apiVersion: fastagentic.io/v1alpha1\nkind: FastAgentic\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  image: img:1\n";
+
+#[test]
+fn user_env_comes_after_ours_and_replaces_same_name() {
+    let fa = load(&format!(
+        "{BASE}  env:\n  - name: OPENAI_API_KEY\n    valueFrom:\n      secretKeyRef: {{name: keys, key: openai}}\n  - name: FASTAGENTIC_WORKERS\n    value: \"3\"\n  envFrom:\n  - configMapRef: {{name: extra}}\n"
+    ));
+    let c = children_of(&fa, &BuildInputs::default());
+    let agent = container(&c.deployment);
+    let names: Vec<String> = env_pairs(agent).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "FASTAGENTIC_WORKERS").count(),
+        1
+    );
+    assert_eq!(
+        &names[names.len() - 2..],
+        ["OPENAI_API_KEY", "FASTAGENTIC_WORKERS"]
+    );
+    assert!(env_pairs(agent).contains(&("FASTAGENTIC_WORKERS".into(), "3".into())));
+    assert_eq!(agent.env_from.as_ref().map(Vec::len), Some(1));
+    let uses = referenced_secrets(&fa);
+    assert_eq!(uses.len(), 1);
+    assert_eq!(uses[0].field, "spec.env[0].valueFrom.secretKeyRef");
+}
+
+#[test]
+fn probe_overrides_field_by_field_and_disable() {
+    let fa = load(&format!(
+        "{BASE}  probes:\n    liveness: {{periodSeconds: 20}}\n    readiness: {{path: /ready/deep, timeoutSeconds: 3}}\n    startup: {{disabled: true}}\n"
+    ));
+    let c = children_of(&fa, &BuildInputs::default());
+    let agent = container(&c.deployment);
+    assert_eq!(
+        http_probe(agent.liveness_probe.as_ref().expect("liveness")),
+        ("/health".into(), 10, 20, 1, 3, 1)
+    );
+    assert_eq!(
+        http_probe(agent.readiness_probe.as_ref().expect("readiness")),
+        ("/ready/deep".into(), 5, 5, 3, 3, 1)
+    );
+    assert!(agent.startup_probe.is_none());
+}
+
+#[test]
+fn placement_fields_pass_through_and_labels_cannot_be_overridden() {
+    let fa = load(&format!(
+        "{BASE}  nodeSelector: {{pool: agents}}\n  serviceAccountName: agent-sa\n  priorityClassName: high\n  imagePullSecrets: [{{name: regcred}}]\n  tolerations: [{{key: dedicated, operator: Equal, value: agents, effect: NoSchedule}}]\n  labels: {{team: ai, app.kubernetes.io/name: evil}}\n  annotations: {{prometheus.io/scrape: \"true\"}}\n  command: [/bin/agent]\n  args: [--verbose]\n"
+    ));
+    let c = children_of(&fa, &BuildInputs::default());
+    let spec = c.deployment.spec.as_ref().expect("spec");
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|m| m.get("pool"))
+            .map(String::as_str),
+        Some("agents")
+    );
+    assert_eq!(pod.service_account_name.as_deref(), Some("agent-sa"));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+    assert_eq!(pod.image_pull_secrets.as_ref().map(Vec::len), Some(1));
+    assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
+    let meta = spec.template.metadata.as_ref().expect("meta");
+    let labels = meta.labels.as_ref().expect("labels");
+    assert_eq!(labels.get("team").map(String::as_str), Some("ai"));
+    assert_eq!(
+        labels.get(LABEL_NAME).map(String::as_str),
+        Some("fastagentic")
+    );
+    assert!(
+        meta.annotations
+            .as_ref()
+            .expect("annotations")
+            .contains_key("prometheus.io/scrape")
+    );
+    let agent = container(&c.deployment);
+    assert_eq!(agent.command, Some(vec!["/bin/agent".to_string()]));
+    assert_eq!(agent.args, Some(vec!["--verbose".to_string()]));
+    assert_eq!(c.deployment.metadata.namespace.as_deref(), Some("ns"));
+}
+
+#[test]
+fn memory_target_zero_means_cpu_only_and_pdb_needs_two_pods() {
+    let fa = load(&format!(
+        "{BASE}  autoscaling: {{minReplicas: 1, maxReplicas: 1, targetMemoryUtilizationPercentage: 0}}\n  disruptionBudget: {{}}\n"
+    ));
+    let c = children_of(&fa, &BuildInputs::default());
+    let metrics = c
+        .hpa
+        .as_ref()
+        .and_then(|h| h.spec.as_ref())
+        .and_then(|s| s.metrics.clone())
+        .expect("metrics");
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        metrics[0].resource.as_ref().map(|r| r.name.as_str()),
+        Some("cpu")
+    );
+    assert!(
+        c.pdb.is_none(),
+        "a budget over at most one pod protects nothing"
+    );
+
+    let fa = load(&format!(
+        "{BASE}  replicas: 2\n  disruptionBudget: {{minAvailable: 50%}}\n"
+    ));
+    let ps = children_of(&fa, &BuildInputs::default())
+        .pdb
+        .and_then(|p| p.spec)
+        .expect("PDB");
+    assert_eq!(ps.min_available, Some(IntOrString::String("50%".into())));
+    assert_eq!(ps.max_unavailable, None);
+}
+
+#[test]
+fn replicas_decision() {
+    let auto = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n")).spec;
+    let fixed = load(&format!("{BASE}  replicas: 4\n")).spec;
+    let neither = load(BASE).spec;
+    assert_eq!(desired_replicas(&auto, Some(7)), None);
+    assert_eq!(desired_replicas(&fixed, Some(7)), Some(4));
+    assert_eq!(
+        desired_replicas(&neither, Some(7)),
+        Some(7),
+        "autoscaling turned off keeps the running count"
+    );
+    assert_eq!(
+        desired_replicas(&neither, None),
+        Some(1),
+        "a new Deployment starts with 1"
+    );
+}
+
+#[test]
+fn validate_names_the_field() {
+    let mut fa = load(BASE);
+    fa.metadata.name = Some("a".repeat(64));
+    assert_eq!(validate(&fa).expect_err("too long").field, "metadata.name");
+    fa.metadata.name = Some("Bad_Name".into());
+    assert_eq!(
+        validate(&fa).expect_err("not RFC 1035").field,
+        "metadata.name"
+    );
+
+    let mut fa = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
+    fa.spec.replicas = Some(2);
+    assert_eq!(validate(&fa).expect_err("both").field, "spec.autoscaling");
+    let mut fa = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
+    fa.spec
+        .autoscaling
+        .as_mut()
+        .expect("autoscaling")
+        .min_replicas = 6;
+    assert_eq!(
+        validate(&fa).expect_err("min > max").field,
+        "spec.autoscaling.minReplicas"
+    );
+    let mut fa = load(BASE);
+    fa.spec.server = fastagentic_crd::ServerKind::Gunicorn;
+    fa.spec.reload = true;
+    assert_eq!(validate(&fa).expect_err("reload").field, "spec.reload");
+    let mut fa = load(BASE);
+    let var = |v: &str| EnvVar {
+        name: "X".into(),
+        value: Some(v.into()),
+        value_from: None,
+    };
+    fa.spec.env = Some(vec![var("a"), var("b")]);
+    assert_eq!(
+        validate(&fa).expect_err("duplicate").field,
+        "spec.env[1].name"
+    );
+    let mut fa = load(BASE);
+    fa.spec.command = Some(vec![]);
+    assert_eq!(
+        validate(&fa).expect_err("empty command").field,
+        "spec.command"
+    );
+}
+
+#[test]
+fn owner_reference_only_with_uid() {
+    let mut fa = load(BASE);
+    assert!(
+        children_of(&fa, &BuildInputs::default())
+            .service
+            .metadata
+            .owner_references
+            .is_none()
+    );
+    fa.metadata.uid = Some("0000-1111".into());
+    let c = children_of(&fa, &BuildInputs::default());
+    let owners = c.service.metadata.owner_references.expect("owner");
+    assert_eq!(owners[0].uid, "0000-1111");
+    assert_eq!(owners[0].kind, "FastAgentic");
+    assert_eq!(owners[0].controller, Some(true));
+}

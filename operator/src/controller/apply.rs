@@ -1,0 +1,273 @@
+//! Applies the desired children with server-side apply, skipping every object that is already
+//! as desired, and deletes the children that are no longer wanted.
+//!
+//! "Already as desired" means: the live object carries the same `fastagentic.io/applied-hash`
+//! as the desired one (so the spec has not changed since our last apply) and every field we
+//! send is still present with the same value (so nobody edited what we own; if somebody did, the
+//! `.owns()` watch brought us here and we apply to correct the drift). A reconcile with nothing
+//! changed therefore sends no write at all.
+
+use std::fmt::Debug;
+
+use fastagentic_crd::FastAgentic;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::Error;
+use crate::build::Children;
+use crate::labels::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
+
+/// The children as they are in the cluster now (read with GET, so a reconcile sees its own
+/// previous writes).
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// The Deployment, if any.
+    pub deployment: Option<Deployment>,
+    /// The Service, if any.
+    pub service: Option<Service>,
+    /// The HPA, if any.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// The PDB, if any.
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("get {} {ns}/{name}", K::kind(&()))))
+}
+
+impl Live {
+    /// GETs the four children named `name` in `ns`.
+    pub async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Self, Error> {
+        Ok(Self {
+            deployment: get(client, ns, name).await?,
+            service: get(client, ns, name).await?,
+            hpa: get(client, ns, name).await?,
+            pdb: get(client, ns, name).await?,
+        })
+    }
+}
+
+/// Applies `children` (only those that differ from `live`), deletes the unwanted ones, and
+/// returns the Deployment as the server has it now.
+pub async fn apply_children(
+    client: &Client,
+    ns: &str,
+    fa: &FastAgentic,
+    children: Children,
+    live: Live,
+) -> Result<Deployment, Error> {
+    let Children {
+        deployment,
+        service,
+        hpa,
+        pdb,
+    } = children;
+    let Live {
+        deployment: live_deployment,
+        service: live_service,
+        hpa: live_hpa,
+        pdb: live_pdb,
+    } = live;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    if let Some(live) = &live_deployment
+        && needs_replicas_handoff(&deployment, live)
+    {
+        hand_off_replicas(&deployments, live).await?;
+    }
+    let deployment = apply_if_changed(&deployments, &deployment, live_deployment.as_ref()).await?;
+    apply_if_changed(
+        &Api::namespaced(client.clone(), ns),
+        &service,
+        live_service.as_ref(),
+    )
+    .await?;
+
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    match &hpa {
+        Some(h) => {
+            apply_if_changed(&hpas, h, live_hpa.as_ref()).await?;
+        }
+        None => delete_if_ours(&hpas, fa, live_hpa.as_ref()).await?,
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    match &pdb {
+        Some(p) => {
+            apply_if_changed(&pdbs, p, live_pdb.as_ref()).await?;
+        }
+        None => delete_if_ours(&pdbs, fa, live_pdb.as_ref()).await?,
+    }
+    Ok(deployment)
+}
+
+/// True when `live` is already what `desired` asks for: same applied hash, and every field of
+/// `desired` present in `live` with an equal value.
+pub fn is_up_to_date<K: Resource + Serialize>(desired: &K, live: &K) -> bool {
+    let hash = |k: &K| {
+        k.meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_APPLIED_HASH).cloned())
+    };
+    if hash(desired).is_none() || hash(desired) != hash(live) {
+        return false;
+    }
+    match (serde_json::to_value(desired), serde_json::to_value(live)) {
+        (Ok(want), Ok(have)) => is_subset(&want, &have),
+        _ => false,
+    }
+}
+
+/// `want` is contained in `have`: objects by key (nulls in `want` ignored), arrays element by
+/// element with equal length, scalars equal, and quantities equal by value (the API server
+/// rewrites `1000m` as `1`).
+pub fn is_subset(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
+        }
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::String(b)) => {
+            a == b || matches!((quantity(a), quantity(b)), (Some(x), Some(y)) if x == y)
+        }
+        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
+            matches!((quantity(a), b.as_f64()), (Some(x), Some(y)) if x == y)
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Value of a Kubernetes quantity (`250m`, `1`, `512Mi`, `1.5G`); `None` if it is not one.
+fn quantity(s: &str) -> Option<f64> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        "Ei" => 1024.0_f64.powi(6),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    if let Some(live) = live
+        && is_up_to_date(desired, live)
+    {
+        return Ok(live.clone());
+    }
+    let name = desired.name_any();
+    tracing::info!(kind = %K::kind(&()), %name, "applying");
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))
+}
+
+/// Deletes `live` if it is controlled by `fa` (an object of the same name that someone else
+/// created is left alone). A 404 means it is already gone.
+async fn delete_if_ours<K>(api: &Api<K>, fa: &FastAgentic, live: Option<&K>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let Some(live) = live else { return Ok(()) };
+    let ours = live
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref());
+    if !ours {
+        return Ok(());
+    }
+    let name = live.name_any();
+    tracing::info!(kind = %K::kind(&()), %name, "deleting, no longer wanted");
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete {} {name}", K::kind(&())))(e)),
+    }
+}
+
+/// True when autoscaling was just turned on: we no longer send `spec.replicas`, but our field
+/// manager still owns it. Dropping a field we alone own makes the API server remove it, and the
+/// Deployment would fall back to 1 replica until the HPA reacts.
+pub fn needs_replicas_handoff(desired: &Deployment, live: &Deployment) -> bool {
+    let desired_has_replicas = desired.spec.as_ref().and_then(|s| s.replicas).is_some();
+    !desired_has_replicas && manager_owns_replicas(live, FIELD_MANAGER)
+}
+
+/// True when `manager`'s apply entry in `managedFields` includes `spec.replicas`.
+pub fn manager_owns_replicas(d: &Deployment, manager: &str) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+    })
+}
+
+/// Applies the current `spec.replicas` under a second field manager, so the field stays owned
+/// (and keeps its value) when our main apply stops sending it; the HPA's scale updates then take
+/// it over.
+async fn hand_off_replicas(api: &Api<Deployment>, live: &Deployment) -> Result<(), Error> {
+    let name = live.name_any();
+    let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": { "replicas": replicas },
+    });
+    tracing::info!(%name, replicas, "handing spec.replicas over to the autoscaler");
+    api.patch(
+        &name,
+        &PatchParams::apply(HANDOFF_FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "hand over spec.replicas of Deployment {name}"
+    )))?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The FastAgentic controller: `read secrets and children → validate → build → apply →
+//! update status`. The decisions live in [`crate::build`] and [`status`]; this module only
+//! talks to the API server.
+//!
+//! Wiring: the FastAgentic watch goes through a reflector (its store also serves the Secret
+//! mapper) and a `generation` predicate, so our own status patches do not trigger a reconcile.
+//! `.owns()` brings back every change to a Deployment, Service, HPA or PDB we control (drift
+//! correction and Deployment status → our status). Secrets are watched as metadata only (their
+//! values are never cached) and mapped to the FastAgentics in the same namespace that reference
+//! them, so a rotated Secret changes the pod-template hash and rolls the pods.
+
+mod apply;
+mod error;
+mod secrets;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fastagentic_crd::FastAgentic;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+pub use apply::{Live, is_subset, is_up_to_date, manager_owns_replicas, needs_replicas_handoff};
+pub use error::Error;
+pub use status::{Failure, compute_status};
+
+use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
+use crate::labels::{FIELD_MANAGER, MANAGED_BY};
+use crate::metrics::Metrics;
+
+/// How often an unchanged resource is looked at again (reads only).
+const RESYNC: Duration = Duration::from_secs(600);
+/// First retry after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Shared state of the reconciler.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<ObjectRef<FastAgentic>, u32>>,
+}
+
+impl Context {
+    /// A context whose Events are reported as `fastagentic-operator` by `instance`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGED_BY.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn next_backoff(&self, fa: &FastAgentic) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut map) => {
+                let n = map.entry(ObjectRef::from_obj(fa)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        backoff(n)
+    }
+
+    fn clear_backoff(&self, fa: &FastAgentic) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(&ObjectRef::from_obj(fa));
+        }
+    }
+}
+
+/// Delay before retry number `n` (1-based): 5 s, 10 s, 20 s ... at most 5 min.
+pub fn backoff(n: u32) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+    BASE_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Where the controller watches.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// One namespace, or all when `None`.
+    pub namespace: Option<String>,
+}
+
+fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// FastAgentics in `store` that reference the Secret `secret`.
+fn referencing(
+    store: &Store<FastAgentic>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<FastAgentic>> {
+    let (Some(name), ns) = (
+        secret.metadata.name.as_deref(),
+        secret.metadata.namespace.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|fa| fa.metadata.namespace.as_deref() == ns)
+        .filter(|fa| referenced_secrets(fa).iter().any(|u| u.name == name))
+        .map(|fa| ObjectRef::from_obj(fa.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let fastagentics = watcher(
+        api_for::<FastAgentic>(&client, &scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    // Metadata only: Secret values are never cached in the operator.
+    let secret_api: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let secrets = watcher(secret_api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mapper_store = store.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::labels::LABEL_MANAGED_BY,
+        MANAGED_BY
+    ));
+
+    Controller::for_stream(fastagentics, store)
+        .owns(api_for::<Deployment>(&client, &scope), owned.clone())
+        .owns(api_for::<Service>(&client, &scope), owned.clone())
+        .owns(
+            api_for::<HorizontalPodAutoscaler>(&client, &scope),
+            owned.clone(),
+        )
+        .owns(api_for::<PodDisruptionBudget>(&client, &scope), owned)
+        .watches_stream(secrets, move |secret| referencing(&mapper_store, &secret))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile loop"),
+            }
+        })
+        .await;
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// One reconcile of one FastAgentic, with metrics, and with failures reported on the resource.
+pub async fn reconcile(fa: Arc<FastAgentic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&fa, &ctx).await;
+    ctx.metrics
+        .observe(started.elapsed(), result.as_ref().err().map(Error::reason));
+    match result {
+        Ok(action) => {
+            ctx.clear_backoff(&fa);
+            Ok(action)
+        }
+        Err(err) => {
+            tracing::warn!(
+                namespace = fa.namespace().unwrap_or_default(),
+                name = fa.name_any(),
+                reason = err.reason(),
+                error = %err,
+                "reconcile failed"
+            );
+            report_failure(&fa, &ctx, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// Retry with a per-resource exponential backoff (other resources are unaffected).
+pub fn error_policy(fa: Arc<FastAgentic>, _err: &Error, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.next_backoff(&fa))
+}
+
+async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Error> {
+    let ns = fa.namespace().ok_or(Error::MissingNamespace)?;
+    let validated = validate(fa)?;
+    let secret_versions = secrets::resolve(&ctx.client, &ns, &referenced_secrets(fa)).await?;
+    let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
+    let inputs = BuildInputs {
+        secret_versions,
+        current_replicas: live
+            .deployment
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas),
+    };
+    let children = build_children(&validated, &inputs)?;
+    let deployment = apply::apply_children(&ctx.client, &ns, fa, children, live).await?;
+    let status = compute_status(fa, Some(&deployment), None, &now());
+    patch_status_if_changed(&ctx.client, &ns, fa, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn patch_status_if_changed(
+    client: &Client,
+    ns: &str,
+    fa: &FastAgentic,
+    status: fastagentic_crd::FastAgenticStatus,
+) -> Result<(), Error> {
+    if fa.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let name = fa.name_any();
+    let body = json!({
+        "apiVersion": FastAgentic::api_version(&()),
+        "kind": FastAgentic::kind(&()),
+        "status": status,
+    });
+    Api::<FastAgentic>::namespaced(client.clone(), ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "patch status of FastAgentic {ns}/{name}"
+        )))?;
+    Ok(())
+}
+
+/// Best effort: `Ready=False` with the error's reason and message, and a Warning Event. Both
+/// failing (for example without RBAC for them) is logged, never fatal.
+async fn report_failure(fa: &FastAgentic, ctx: &Context, err: &Error) {
+    let failure = Failure {
+        reason: err.reason().to_string(),
+        message: err.to_string(),
+    };
+    if let Some(ns) = fa.namespace() {
+        let status = compute_status(fa, None, Some(&failure), &now());
+        if let Err(e) = patch_status_if_changed(&ctx.client, &ns, fa, status).await {
+            tracing::warn!(error = %e, "could not write the failure to the status");
+        }
+    }
+    let event = Event {
+        type_: EventType::Warning,
+        reason: failure.reason.clone(),
+        note: Some(truncate(&failure.message, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &fa.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish the Event");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,24 @@
+//! The FastAgentic operator as a library: the binary (`main.rs`) is a thin command line over it,
+//! and the integration tests (golden files, mocked API server) call it directly.
+//!
+//! The parts, in the order a reconcile uses them:
+//!
+//! - [`build`]: pure functions from a `FastAgentic` to the objects it needs (`validate`, then one
+//!   builder per child). No I/O; `render` and the controller call the same functions.
+//! - [`controller`]: the kube-runtime controller: reads the referenced Secrets and the live
+//!   children, applies what differs with server-side apply, deletes what is no longer wanted,
+//!   writes status and Events.
+//! - [`render`]: the offline `render` subcommand (YAML in, the objects the operator would apply
+//!   out), including the CRD's schema and CEL checks.
+//! - [`leader`], [`metrics`], [`server`]: leader election on a Lease, Prometheus metrics, and
+//!   the health/metrics HTTP endpoints of `fastagentic-operator run`.
+
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod controller;
+pub mod labels;
+pub mod leader;
+pub mod metrics;
+pub mod render;
+pub mod server;
