@@ -313,11 +313,13 @@ impl Counters {
         self.publish();
     }
 
-    /// A request started; returns the in-flight count including it.
-    pub fn request_started(&self) -> u64 {
+    /// A request was admitted past the concurrency guard (agent routes; probes are not
+    /// counted): in flight until the returned guard is dropped, when its response body is
+    /// finished.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
         let now = self.words[W_IN_FLIGHT].fetch_add(1, Ordering::AcqRel) + 1;
         self.words[W_MAX_IN_FLIGHT].fetch_max(now, Ordering::AcqRel);
-        now
+        InFlightGuard(self.clone())
     }
 
     /// The response head is ready: count it (before it is sent, so a client that saw the
@@ -334,7 +336,7 @@ impl Counters {
         handled
     }
 
-    /// The response body is done (or the request was abandoned).
+    /// The response body is done (or the request was abandoned): record its duration.
     pub fn request_finished(&self, duration: Duration) {
         let secs = duration.as_secs_f64();
         let bucket = BUCKETS
@@ -343,7 +345,6 @@ impl Counters {
             .unwrap_or(BUCKETS.len());
         self.words[W_BUCKETS + bucket].fetch_add(1, Ordering::AcqRel);
         self.words[W_DURATION_SUM_US].fetch_add(duration.as_micros() as u64, Ordering::AcqRel);
-        self.words[W_IN_FLIGHT].fetch_sub(1, Ordering::AcqRel);
         self.publish();
     }
 
@@ -409,6 +410,17 @@ impl Counters {
     }
 }
 
+/// Holds one admitted request in the in-flight gauge.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<Counters>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.words[W_IN_FLIGHT].fetch_sub(1, Ordering::AcqRel);
+        self.0.publish();
+    }
+}
+
 /// One live worker in a [`PodSnapshot`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerView {
@@ -435,7 +447,7 @@ pub struct PodSnapshot {
     pub routes: [[u64; 5]; 7],
     /// Requests refused by the concurrency limit (HTTP 503).
     pub rejected: u64,
-    /// In-flight requests of live processes.
+    /// Admitted agent-route requests in flight in live processes (probes are not counted).
     pub in_flight: u64,
     /// Highest in-flight count any single worker has reached (the limit is per worker).
     pub max_in_flight: u64,
@@ -645,7 +657,7 @@ mod tests {
     #[test]
     fn slot_roundtrip_and_torn_read_detection() {
         let c = Counters::local();
-        c.request_started();
+        let _g = c.enter();
         c.response_started("/chat", 200, false);
         let w = c.snapshot_words();
         let mut buf = encode(&w);
@@ -660,17 +672,18 @@ mod tests {
         let a = Counters::shared(file.clone(), 0);
         let b = Counters::shared(file.clone(), 1);
         for _ in 0..3 {
-            a.request_started();
+            let _g = a.enter();
             a.response_started("/chat", 200, false);
             a.request_finished(Duration::from_millis(1));
         }
-        b.request_started();
+        let g = b.enter();
         b.response_started("/chat", 503, true);
         let s = a.pod_snapshot();
         assert_eq!(s.routes[0][1], 3);
         assert_eq!(s.rejected, 1);
         assert_eq!(s.errors_total(), 0);
         assert_eq!(s.in_flight, 1);
+        std::mem::forget(g); // the process "dies" with the request in flight
         file.mark_exited(1).expect("mark");
         let b2 = Counters::shared(file.clone(), 1);
         assert_eq!(b2.in_flight(), 0);

@@ -166,7 +166,6 @@ pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
 async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    st.counters.request_started();
     let id = st.in_flight.insert(method.clone(), path.clone());
     let mut guard = Completion {
         st: st.clone(),
@@ -219,16 +218,17 @@ impl Drop for Completion {
 
 /// Takes a permit without waiting; holds it until the response body is finished.
 async fn concurrency_guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(sem) = &st.limiter else {
-        return next.run(req).await;
+    let permit = match &st.limiter {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => return too_many_requests(),
+        },
     };
-    match sem.clone().try_acquire_owned() {
-        Ok(permit) => next
-            .run(req)
-            .await
-            .map(|b| Body::new(GuardedBody::new(b, permit))),
-        Err(_) => too_many_requests(),
-    }
+    let in_flight = st.counters.enter();
+    next.run(req)
+        .await
+        .map(|b| Body::new(GuardedBody::new(b, (permit, in_flight))))
 }
 
 /// The seed's response when the limit is reached.
