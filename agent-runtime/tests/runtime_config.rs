@@ -27,10 +27,13 @@ fn run_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Strin
     )
 }
 
+/// (args, env, name the message must contain, value it must contain)
+type BadCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+
 #[test]
 fn bad_values_exit_2_with_one_line_naming_the_option() {
     // (args, env, name the message must contain, value it must contain)
-    let cases: &[(&[&str], &[(&str, &str)], &str, &str)] = &[
+    let cases: &[BadCase] = &[
         (&["--server", "daphne"], &[], "--server", "daphne"),
         (
             &[],
@@ -213,7 +216,7 @@ fn option_block(help: &str, flag: &str) -> String {
     for line in help.lines() {
         let t = line.trim_start();
         if t.starts_with('-') {
-            inside = t.split(|c: char| c == ' ' || c == ',').any(|w| w == flag);
+            inside = t.split([' ', ',']).any(|w| w == flag);
         }
         if inside {
             block.push_str(t);
