@@ -51,7 +51,7 @@ die() { printf '[control-plane] ERROR: %s\n' "$*" >&2; exit 1; }
 
 bin_path() { # name -> cached path
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler) echo "$BIN_DIR/$1-$KUBE_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$BIN_DIR/$1-$KUBE_VERSION" ;;
     etcd) echo "$BIN_DIR/etcd-$ETCD_VERSION" ;;
     helm) echo "$BIN_DIR/helm-$HELM_VERSION" ;;
     kwok) echo "$BIN_DIR/kwok-$KWOK_VERSION" ;;
@@ -185,7 +185,7 @@ ensure() {
   mkdir -p "$BIN_DIR" "$BUILD_DIR"
   go_env
   case "$name" in
-    kube-apiserver | kube-controller-manager | kube-scheduler) build_kubernetes "$name" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_kubernetes "$name" ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
     kwok) build_kwok ;;
@@ -206,6 +206,8 @@ cmd_build() {
   for name in etcd kube-apiserver kube-controller-manager helm; do
     ensure "$name" || failed+=("$name")
   done
+  # a kubectl of the server's version (the machine's own kubectl may be older)
+  ensure kubectl || warn "kubectl $KUBE_VERSION could not be built; the machine's kubectl will be used"
   if kwok_wanted; then
     for name in kube-scheduler kwok; do
       if ! ensure "$name"; then
@@ -228,15 +230,15 @@ cmd_build() {
 
 PKI="$CP_DIR/pki"
 
-gen_client_cert() { # name CN [O]
-  local name="$1" cn="$2" org="${3:-}" subj
+gen_client_cert() { # name CN [O [CA]]
+  local name="$1" cn="$2" org="${3:-}" ca="${4:-ca}" subj
   [[ -f "$PKI/$name.crt" ]] && return 0
   subj="/CN=$cn"
   [[ -n "$org" ]] && subj="/O=$org$subj"
   log "certificate: $name (subject $subj)"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
   printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 365 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
@@ -269,6 +271,14 @@ gen_pki() {
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   fi
+  if [[ ! -f "$PKI/front-proxy-ca.crt" ]]; then
+    log "certificate: front-proxy CA (request-header authentication for aggregated APIs)"
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" -days 365 -sha256 \
+      -subj "/CN=fastagentic-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$PKI/front-proxy-ca.crt" 2>/dev/null
+  fi
+  gen_client_cert front-proxy-client front-proxy-client "" front-proxy-ca
   gen_client_cert admin fastagentic-admin system:masters
   gen_client_cert controller-manager system:kube-controller-manager
   gen_client_cert scheduler system:kube-scheduler
@@ -359,14 +369,26 @@ wait_for() {
   done
 }
 
-kubectl_admin() { kubectl --kubeconfig "$CP_DIR/admin.kubeconfig" "$@"; }
+KUBECTL=""
+# pick_kubectl: the kubectl built for KUBE_VERSION, else the machine's kubectl.
+pick_kubectl() {
+  if [[ -x "$(bin_path kubectl)" ]]; then
+    KUBECTL="$(bin_path kubectl)"
+  elif command -v kubectl >/dev/null 2>&1; then
+    KUBECTL="$(command -v kubectl)"
+  else
+    return 1
+  fi
+}
+
+kubectl_admin() { "$KUBECTL" --kubeconfig "$CP_DIR/admin.kubeconfig" "$@"; }
 
 apiserver_ready() { [[ "$(kubectl_admin get --raw /readyz 2>/dev/null)" == ok ]]; }
 
 link_binaries() {
   mkdir -p "$CP_DIR/bin"
   local name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kubectl; do
     [[ -x "$(bin_path "$name")" ]] && ln -sfn "$(bin_path "$name")" "$CP_DIR/bin/$name"
   done
   return 0
@@ -401,7 +423,6 @@ EOF
 }
 
 cmd_up() {
-  command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed (needed to check readiness)"
   command -v openssl >/dev/null 2>&1 || die "openssl is not installed (needed for certificates)"
   mkdir -p "$CP_DIR"
   local all_up=1 c
@@ -409,13 +430,14 @@ cmd_up() {
   if kwok_wanted && [[ -x "$(bin_path kwok)" ]]; then
     for c in kube-scheduler kwok; do running "$c" || all_up=0; done
   fi
-  if ((all_up)) && [[ -f "$CP_DIR/admin.kubeconfig" ]] && apiserver_ready; then
+  if ((all_up)) && [[ -f "$CP_DIR/admin.kubeconfig" ]] && pick_kubectl && apiserver_ready; then
     log "control plane already up (https://127.0.0.1:$APISERVER_PORT); $0 env prints KUBECONFIG"
     return 0
   fi
 
   cmd_build
   link_binaries
+  pick_kubectl || die "no kubectl: $(bin_path kubectl) could not be built and none is installed"
   local with_kwok=0
   if kwok_wanted && [[ -x "$(bin_path kwok)" && -x "$(bin_path kube-scheduler)" ]]; then with_kwok=1; fi
 
@@ -453,6 +475,11 @@ cmd_up() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
     --profiling=false --v=1
@@ -563,7 +590,7 @@ cmd_status() {
       printf '  %-24s stopped\n' "$c"
     fi
   done
-  if ((any)) && [[ -f "$CP_DIR/admin.kubeconfig" ]]; then
+  if ((any)) && [[ -f "$CP_DIR/admin.kubeconfig" ]] && pick_kubectl; then
     if apiserver_ready; then
       printf 'kube-apiserver https://127.0.0.1:%s /readyz: ok\n' "$APISERVER_PORT"
     else
@@ -571,7 +598,7 @@ cmd_status() {
     fi
   fi
   printf 'binaries (%s):\n' "$BIN_DIR"
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm; do
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kubectl; do
     if [[ -x "$(bin_path "$c")" ]]; then
       printf '  %-24s %s (%s)\n' "$c" "$(bin_path "$c")" "$(human_size "$(bin_path "$c")")"
     else
