@@ -1,0 +1,789 @@
+//! Harness for the control-plane and contract tests (`DESIGN.md`, "Tests, in layers", 3 and 4).
+//!
+//! The tests run only against the loopback control plane of `scripts/control-plane.sh`, and only
+//! when asked: `KUBECONFIG` must point at it **and** `FASTAGENTIC_CONTROL_PLANE=1` must be set
+//! (`scripts/test.sh` does both). Otherwise every test prints `SKIPPED: ...` and returns; with
+//! `FASTAGENTIC_REQUIRE_CONTROL_PLANE=1` (set by `scripts/test.sh`, so CI cannot skip them
+//! silently) a missing control plane is a failure instead. A kubeconfig whose server is not a
+//! loopback address is never used.
+//!
+//! Once per test process, [`cluster`] applies the CRD, installs the Helm chart with a real
+//! `helm` (operator replicas 0: there are no real nodes, and the in-cluster operator must not
+//! compete with ours), mints a token of the chart's ServiceAccount and writes a kubeconfig with
+//! it. [`Operator`] then runs the `fastagentic-operator` binary as a child process with that
+//! kubeconfig, so the chart's RBAC is what the tests exercise. Each test works in its own
+//! labelled [`TestNamespace`], deleted when the test ends.
+
+// Test support: a failed setup step must fail the test at once, with its reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+/// Set to `1` to run the control-plane tests (with `KUBECONFIG` at the loopback control plane).
+pub const ENV_CONTROL_PLANE: &str = "FASTAGENTIC_CONTROL_PLANE";
+/// Set to `1` to make a missing control plane a failure instead of a skip.
+pub const ENV_REQUIRE: &str = "FASTAGENTIC_REQUIRE_CONTROL_PLANE";
+/// The `helm` binary (exported by `scripts/test.sh`; else `scripts/control-plane.sh path helm`).
+pub const ENV_HELM: &str = "FASTAGENTIC_HELM";
+
+/// Namespace of the Helm release (and of the leader-election Leases).
+pub const SYSTEM_NAMESPACE: &str = "fastagentic-system";
+/// Helm release name; the chart names its ServiceAccount and ClusterRole after it.
+pub const RELEASE: &str = "fastagentic-operator";
+/// The chart's ServiceAccount, ClusterRole and ClusterRoleBinding name.
+pub const CHART_FULLNAME: &str = "fastagentic-operator";
+/// Label put on every namespace a test creates.
+pub const TEST_LABEL: &str = "fastagentic.io/test";
+/// Field manager of the objects the tests write.
+pub const TEST_MANAGER: &str = "fastagentic-tests";
+/// The operator's field manager (children and status).
+pub const OPERATOR_MANAGER: &str = "fastagentic-operator";
+/// Pod-template annotation with the hash of everything that rolls the pods.
+pub const CONFIG_HASH: &str = "fastagentic.io/config-hash";
+/// The agent container's name.
+pub const CONTAINER: &str = "agent";
+
+/// How often [`wait_for`] polls.
+const POLL: Duration = Duration::from_millis(500);
+
+// ---------------------------------------------------------------------------------------------
+// Gate
+// ---------------------------------------------------------------------------------------------
+
+fn env_is(name: &str, value: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == value)
+}
+
+/// Why the control plane cannot be used, or `None` when it can.
+fn missing_control_plane() -> Option<String> {
+    if !env_is(ENV_CONTROL_PLANE, "1") {
+        return Some(format!("{ENV_CONTROL_PLANE}=1 is not set"));
+    }
+    let Ok(kubeconfig) = std::env::var("KUBECONFIG") else {
+        return Some("KUBECONFIG is not set".into());
+    };
+    if !Path::new(&kubeconfig).is_file() {
+        return Some(format!("KUBECONFIG={kubeconfig} does not exist"));
+    }
+    let server = match run(Command::new("kubectl").args([
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ])) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) => return Some(format!("reading KUBECONFIG={kubeconfig}: {e}")),
+    };
+    let loopback = ["https://127.0.0.1:", "https://localhost:", "https://[::1]:"];
+    if !loopback.iter().any(|p| server.starts_with(p)) {
+        return Some(format!(
+            "KUBECONFIG={kubeconfig} points at {server}, not at a loopback control plane; \
+             these tests only touch the cluster of scripts/control-plane.sh"
+        ));
+    }
+    None
+}
+
+/// The shared cluster setup if the control plane is there, `None` (after printing `SKIPPED`)
+/// if it is not. Panics when it is not there but [`ENV_REQUIRE`] is `1`, or when the setup fails.
+pub fn cluster(test: &str) -> Option<&'static Cluster> {
+    if let Some(why) = missing_control_plane() {
+        let msg = format!(
+            "control-plane tests need a loopback kube-apiserver: KUBECONFIG from \
+             `scripts/control-plane.sh env` and {ENV_CONTROL_PLANE}=1 (run ./scripts/test.sh); {why}"
+        );
+        if env_is(ENV_REQUIRE, "1") {
+            panic!("{test}: {msg} ({ENV_REQUIRE}=1, so this is a failure)");
+        }
+        eprintln!("\n*** SKIPPED {test}: {msg} ***\n");
+        return None;
+    }
+    static SETUP: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match SETUP.get_or_init(Cluster::set_up) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("{test}: setting up the control plane failed: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths and commands
+// ---------------------------------------------------------------------------------------------
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/<test>-<hash>`).
+pub fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps/ has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// A binary built in the same target directory as the test, or a panic saying how to build it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let path = target_profile_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` with the same target directory \
+         and profile as the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Where the tests keep their logs and kubeconfigs (`target/tmp/fastagentic-tests`).
+pub fn work_dir() -> PathBuf {
+    let dir = target_profile_dir()
+        .parent()
+        .map_or_else(std::env::temp_dir, |t| t.join("tmp"))
+        .join("fastagentic-tests");
+    std::fs::create_dir_all(&dir).expect("creating the tests' work directory");
+    dir
+}
+
+/// Runs a command and returns its stdout, or an error with its stderr.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    output_result(cmd, out)
+}
+
+fn output_result(cmd: &Command, out: Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    }
+}
+
+/// `kubectl ARGS` with the admin kubeconfig (`KUBECONFIG`): stdout, or stderr as the error.
+pub fn kubectl(args: &[&str]) -> Result<String, String> {
+    run(Command::new("kubectl").args(args))
+}
+
+/// `kubectl ARGS` with `input` on stdin.
+pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .map_err(|e| format!("writing to kubectl: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    output_result(&cmd, out)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// A short suffix that differs between runs and tests (time and pid, base 36).
+pub fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9);
+    let mut s = String::new();
+    for _ in 0..6 {
+        let d = (x % 36) as u32;
+        s.push(char::from_digit(d, 36).expect("digit below 36"));
+        x /= 36;
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster setup
+// ---------------------------------------------------------------------------------------------
+
+/// What [`cluster`] set up once per test process.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Kubeconfig holding a token of the chart's ServiceAccount (what the operator runs with).
+    pub operator_kubeconfig: PathBuf,
+    /// Whether a kwok node is Ready, so pods become Running and Ready.
+    pub kwok_node: bool,
+}
+
+fn helm_binary() -> Result<String, String> {
+    if let Ok(h) = std::env::var(ENV_HELM)
+        && Path::new(&h).is_file()
+    {
+        return Ok(h);
+    }
+    let path = run(Command::new(repo_root().join("scripts/control-plane.sh")).args(["path", "helm"]))?;
+    let path = path.trim().to_string();
+    if Path::new(&path).is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no helm binary: {ENV_HELM} is not set and {path} does not exist (scripts/control-plane.sh build)"
+        ))
+    }
+}
+
+impl Cluster {
+    fn set_up() -> Result<Self, String> {
+        let root = repo_root();
+        eprintln!("[harness] applying the CRD (server-side)");
+        let crd = root.join("crds/fastagentic.io_fastagentics.yaml");
+        kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            TEST_MANAGER,
+            "-f",
+            crd.to_str().expect("utf-8 path"),
+        ])?;
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/fastagentics.fastagentic.io",
+            "--timeout=60s",
+        ])?;
+
+        let helm = helm_binary()?;
+        eprintln!("[harness] helm upgrade --install {RELEASE} (replicaCount=0) with {helm}");
+        run(Command::new(&helm).args([
+            "upgrade",
+            "--install",
+            RELEASE,
+            root.join("charts/fastagentic-operator").to_str().expect("utf-8 path"),
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+        ]))?;
+
+        eprintln!("[harness] minting a token of ServiceAccount {SYSTEM_NAMESPACE}/{CHART_FULLNAME}");
+        let token = kubectl(&[
+            "create",
+            "token",
+            CHART_FULLNAME,
+            "-n",
+            SYSTEM_NAMESPACE,
+            "--duration",
+            "2h",
+        ])?;
+        let operator_kubeconfig = work_dir().join(format!("operator-{}.kubeconfig", std::process::id()));
+        write_token_kubeconfig(&operator_kubeconfig, token.trim())?;
+
+        let kwok_node = kubectl(&[
+            "get",
+            "nodes",
+            "-l",
+            "type=kwok",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .is_ok_and(|s| s.split_whitespace().any(|x| x == "True"));
+        eprintln!("[harness] kwok node Ready: {kwok_node}");
+        Ok(Self {
+            operator_kubeconfig,
+            kwok_node,
+        })
+    }
+}
+
+/// A kubeconfig for `token`, with the server and CA of the admin kubeconfig.
+fn write_token_kubeconfig(path: &Path, token: &str) -> Result<(), String> {
+    let view: Value = serde_json::from_str(&kubectl(&[
+        "config", "view", "--raw", "--minify", "--flatten", "-o", "json",
+    ])?)
+    .map_err(|e| format!("kubectl config view: {e}"))?;
+    let cluster = &view["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().ok_or("kubeconfig has no server")?;
+    let ca = cluster["certificate-authority-data"]
+        .as_str()
+        .ok_or("kubeconfig has no certificate-authority-data after --flatten")?;
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "control-plane", "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "control-plane", "user": "operator", "namespace": SYSTEM_NAMESPACE}}],
+        "current-context": "operator",
+    });
+    // JSON is YAML; the file holds a token, so only the owner may read it.
+    std::fs::write(path, config.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A client with the admin kubeconfig (`KUBECONFIG`). Make one per test: a client is bound to
+/// the tokio runtime it was made in, and each `#[tokio::test]` has its own.
+pub async fn admin_client() -> Client {
+    Client::try_default().await.expect("a client from KUBECONFIG")
+}
+
+/// Serializes the tests of one process: they share the chart's RBAC (one test edits it) and
+/// two CPU cores. Hold the guard for the whole test.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh namespace labelled [`TEST_LABEL`], deleted (without waiting) on drop.
+#[derive(Debug)]
+pub struct TestNamespace {
+    /// Its name: `fa-<test>-<suffix>`.
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `fa-<test>-<suffix>`.
+    pub async fn create(client: &Client, test: &str) -> Self {
+        let name = format!("fa-{test}-{}", unique_suffix());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([(TEST_LABEL.to_string(), test.to_string())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        eprintln!("[harness] namespace {name}");
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if let Err(e) = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]) {
+            eprintln!("[harness] WARNING: could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator as a child process
+// ---------------------------------------------------------------------------------------------
+
+/// A running `fastagentic-operator run`, killed on drop. Its stdout and stderr go to [`log`].
+///
+/// [`log`]: Operator::log
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    /// The captured stdout and stderr.
+    pub log: PathBuf,
+    /// `--metrics-bind-address`.
+    pub metrics: SocketAddr,
+    /// `--health-bind-address`.
+    pub health: SocketAddr,
+    /// A label for messages (`operator`, `operator-a`, ...).
+    pub label: String,
+}
+
+impl Operator {
+    /// Starts the operator for `namespace` with the chart ServiceAccount's kubeconfig, plus
+    /// `extra` flags, and waits until its `/readyz` answers 200 (it has reached the API server).
+    pub async fn start(cluster: &Cluster, namespace: &str, label: &str, extra: &[&str]) -> Self {
+        let bin = workspace_binary("fastagentic-operator");
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = work_dir().join(format!("{namespace}-{label}-{}.log", unique_suffix()));
+        let out = File::create(&log).expect("creating the operator log");
+        let err = out.try_clone().expect("cloning the log file handle");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("run")
+            .args(["--namespace", namespace])
+            .args(["--metrics-bind-address", &metrics.to_string()])
+            .args(["--health-bind-address", &health.to_string()])
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(extra)
+            .env("KUBECONFIG", &cluster.operator_kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FASTAGENTIC_OPERATOR_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        eprintln!(
+            "[harness] {label}: pid {} for namespace {namespace}, log {}",
+            child.id(),
+            log.display()
+        );
+        let mut op = Self {
+            child,
+            log,
+            metrics,
+            health,
+            label: label.into(),
+        };
+        let url = format!("http://{health}/readyz");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = op.exit_status() {
+                panic!("{label} exited ({status}) at start:\n{}", op.log_tail(40));
+            }
+            if http_get(&url).await.is_ok_and(|(code, _)| code == 200) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{label}: /readyz did not answer 200 within 60 s:\n{}",
+                op.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        op
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        format!("--- {} ({}) ---\n{}", self.label, self.log.display(), lines[from..].join("\n"))
+    }
+
+    /// Log lines (JSON objects) whose `message` field equals `message`.
+    pub fn log_events(&self, message: &str) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"].as_str() == Some(message))
+            .collect()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let (code, body) = http_get(&format!("http://{}/metrics", self.metrics))
+            .await
+            .unwrap_or_else(|e| panic!("{}: GET /metrics: {e}", self.label));
+        assert_eq!(code, 200, "{}: /metrics answered {code}: {body}", self.label);
+        body
+    }
+
+    /// The value of an unlabelled counter or gauge in `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == name).then(|| v.parse::<f64>().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// SIGKILL, as a crash would (no graceful release of anything), and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `GET url` → (status, body).
+pub async fn http_get(url: &str) -> Result<(u16, String), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    Ok((code, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------------------------
+
+/// Polls `check` every 500 ms until it returns `Ok`, for at most `timeout`; then panics with
+/// `what` and the last `Err` (what was seen instead).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if start.elapsed() >= timeout {
+                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FastAgentic objects
+// ---------------------------------------------------------------------------------------------
+
+/// The FastAgentic API resource, for dynamic access (the tests read fields as JSON).
+pub fn fastagentic_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("fastagentic.io", "v1alpha1", "FastAgentic"),
+        "fastagentics",
+    )
+}
+
+/// `Api` of FastAgentics in `ns`.
+pub fn fastagentics(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &fastagentic_resource())
+}
+
+/// Server-side applies `object` (a FastAgentic as JSON) into `ns` as [`TEST_MANAGER`].
+pub async fn apply_fastagentic(client: &Client, ns: &str, object: &Value) -> DynamicObject {
+    let name = object["metadata"]["name"].as_str().expect("metadata.name").to_string();
+    fastagentics(client, ns)
+        .patch(&name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("applying FastAgentic {ns}/{name}: {e}"))
+}
+
+/// JSON merge patch of FastAgentic `name`'s `spec`.
+pub async fn merge_patch_spec(client: &Client, ns: &str, name: &str, spec: Value) -> DynamicObject {
+    fastagentics(client, ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "spec": spec })))
+        .await
+        .unwrap_or_else(|e| panic!("patching FastAgentic {ns}/{name}: {e}"))
+}
+
+/// The FastAgentic as JSON.
+pub async fn get_fastagentic(client: &Client, ns: &str, name: &str) -> Value {
+    let fa = fastagentics(client, ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get FastAgentic {ns}/{name}: {e}"));
+    serde_json::to_value(fa).expect("a DynamicObject serializes")
+}
+
+/// Waits until the FastAgentic's `status.observedGeneration` equals its current
+/// `metadata.generation`; returns the object.
+pub async fn wait_observed(client: &Client, ns: &str, name: &str, timeout: Duration) -> Value {
+    wait_for(&format!("FastAgentic {ns}/{name} status.observedGeneration = metadata.generation"), timeout, || async {
+        let fa = get_fastagentic(client, ns, name).await;
+        let generation = fa["metadata"]["generation"].as_i64();
+        let observed = fa["status"]["observedGeneration"].as_i64();
+        if generation.is_some() && generation == observed {
+            Ok(fa)
+        } else {
+            Err(format!("generation {generation:?}, observedGeneration {observed:?}, status {}", fa["status"]))
+        }
+    })
+    .await
+}
+
+/// The condition of type `type_` in a FastAgentic's status.
+pub fn condition<'a>(fa: &'a Value, type_: &str) -> Option<&'a Value> {
+    fa["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"].as_str() == Some(type_))
+}
+
+/// Waits for the Deployment `name` to exist and satisfy `check`; returns it.
+pub async fn wait_deployment<F>(client: &Client, ns: &str, name: &str, timeout: Duration, what: &str, check: F) -> Deployment
+where
+    F: Fn(&Deployment) -> Result<(), String>,
+{
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("Deployment {ns}/{name}: {what}"), timeout, || async {
+        match api.get_opt(name).await {
+            Ok(Some(d)) => check(&d).map(|()| d),
+            Ok(None) => Err("no Deployment yet".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// The agent container of a Deployment.
+pub fn agent_container(d: &Deployment) -> &k8s_openapi::api::core::v1::Container {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER))
+        .expect("the Deployment has an `agent` container")
+}
+
+/// The plain value of the agent container's env var `name` (None when absent or from a source).
+pub fn env_value(d: &Deployment, name: &str) -> Option<String> {
+    agent_container(d)
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+/// The pod-template's `fastagentic.io/config-hash`.
+pub fn config_hash(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH)
+        .cloned()
+}
+
+/// `spec.replicas` of a Deployment.
+pub fn deployment_replicas(d: &Deployment) -> Option<i32> {
+    d.spec.as_ref().and_then(|s| s.replicas)
+}
+
+/// `metadata.resourceVersion` of any object.
+pub fn resource_version<K: ResourceExt>(k: &K) -> String {
+    k.resource_version().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/// One YAML document as JSON.
+pub fn yaml_to_json(text: &str) -> Value {
+    serde_saphyr::from_str::<Value>(text).expect("valid YAML")
+}
+
+/// Every `examples/*.yaml` as (file name, object), sorted by name.
+pub fn examples() -> Vec<(String, Value)> {
+    let dir = repo_root().join("examples");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("examples/ exists")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable example");
+            let obj = yaml_to_json(&text);
+            (p.file_name().expect("file name").to_string_lossy().into_owned(), obj)
+        })
+        .filter(|(_, obj)| obj["kind"].as_str() == Some("FastAgentic"))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// One invalid fixture with the error it must produce.
+#[derive(Debug, Clone)]
+pub struct InvalidFixture {
+    /// The file.
+    pub path: PathBuf,
+    /// The field the error names (`<root>` for the object as a whole).
+    pub field: String,
+    /// Text the error must contain.
+    pub message: String,
+}
+
+/// Every `crds/tests/fixtures/invalid/*.yaml`, sorted.
+pub fn invalid_fixtures() -> Vec<InvalidFixture> {
+    let dir = repo_root().join("crds/tests/fixtures/invalid");
+    let mut out: Vec<InvalidFixture> = std::fs::read_dir(&dir)
+        .expect("crds/tests/fixtures/invalid exists")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("readable fixture");
+            let header = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                    .unwrap_or_else(|| panic!("{} has no '# {key}:' line", path.display()))
+                    .trim()
+                    .to_string()
+            };
+            InvalidFixture {
+                field: header("field"),
+                message: header("message"),
+                path,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
