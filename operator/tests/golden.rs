@@ -9,6 +9,9 @@
 //!
 //! and review the diff like any other code change.
 
+// Test helpers may panic with a message: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 /// The examples the acceptance criteria name; each must exist and have a golden file.

@@ -1,6 +1,9 @@
 //! The `render` subcommand as a user runs it: output for good input, exit status 2 and a
 //! message naming the field for bad input.
 
+// Test helpers may panic with a message: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

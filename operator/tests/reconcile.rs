@@ -1,0 +1,522 @@
+//! Reconcile against a mocked API server (`tower_test::mock`): every request the operator sends
+//! is checked against a script (method and path; bodies are returned for assertions), answered
+//! like the API server would, and a missing or extra request fails the test.
+
+// Test helpers may panic with a message: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastagentic_crd::{FastAgentic, FastAgenticStatus};
+use fastagentic_operator::controller::{Context, reconcile};
+use fastagentic_operator::labels::{ANNOTATION_CONFIG_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
+use fastagentic_operator::metrics::Metrics;
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "ns";
+const NAME: &str = "agent";
+const UID: &str = "7d0a3b2e-0000-4000-8000-000000000001";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/ns/deployments/agent";
+const SERVICE: &str = "/api/v1/namespaces/ns/services/agent";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/agent";
+const PDB: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/agent";
+const STATUS: &str = "/apis/fastagentic.io/v1alpha1/namespaces/ns/fastagentics/agent/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// How the mock answers one request.
+enum Reply {
+    /// 404 NotFound.
+    NotFound,
+    /// 200 with this object.
+    Json(Value),
+    /// 200 with the request's own body (what an apply or create returns, near enough).
+    Echo,
+    /// 200 with the FastAgentic carrying the status that was sent.
+    StatusOf(Box<FastAgentic>),
+}
+
+struct Step {
+    method: Method,
+    path: &'static str,
+    reply: Reply,
+}
+
+fn step(method: Method, path: &'static str, reply: Reply) -> Step {
+    Step {
+        method,
+        path,
+        reply,
+    }
+}
+
+/// A request the operator sent.
+#[derive(Debug)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+async fn serve(mut handle: Handle, script: Vec<Step>) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for (i, s) in script.into_iter().enumerate() {
+        let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+        let Ok(Some((request, send))) = next else {
+            panic!(
+                "request #{i} ({} {}) never came; seen so far: {seen:#?}",
+                s.method, s.path
+            );
+        };
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("request body is JSON")
+        };
+        assert_eq!(
+            (&method, path.as_str()),
+            (&s.method, s.path),
+            "request #{i}: unexpected {method} {path}?{query}; seen so far: {seen:#?}"
+        );
+        let (code, reply) = match s.reply {
+            Reply::NotFound => (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": format!("{path} not found")}),
+            ),
+            Reply::Json(v) => (StatusCode::OK, v),
+            Reply::Echo => (StatusCode::OK, body.clone()),
+            Reply::StatusOf(fa) => {
+                let mut fa = serde_json::to_value(*fa).expect("fa json");
+                fa["status"] = body["status"].clone();
+                (StatusCode::OK, fa)
+            }
+        };
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&reply).expect("reply json")))
+                .expect("response"),
+        );
+        seen.push(Seen {
+            method,
+            path,
+            query,
+            body,
+        });
+    }
+    // Nothing more may come.
+    if let Ok(Some((request, _))) =
+        tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+    {
+        panic!(
+            "unexpected extra request {} {}; seen: {seen:#?}",
+            request.method(),
+            request.uri()
+        );
+    }
+    seen
+}
+
+fn fa(spec: Value, status: Option<FastAgenticStatus>) -> FastAgentic {
+    let mut fa: FastAgentic = serde_json::from_value(json!({
+        "apiVersion": "fastagentic.io/v1alpha1",
+        "kind": "FastAgentic",
+        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": "10"},
+        "spec": spec,
+    }))
+    .expect("FastAgentic fixture");
+    fa.status = status;
+    fa
+}
+
+/// Runs one reconcile against `script`; returns its result and what was sent.
+async fn run(fa: FastAgentic, script: Vec<Step>) -> (Result<(), String>, Vec<Seen>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let ctx = Arc::new(Context::new(
+        client,
+        Arc::new(Metrics::default()),
+        Some("test".into()),
+    ));
+    let server = tokio::spawn(serve(handle, script));
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(fa), ctx))
+        .await
+        .expect("reconcile finishes");
+    let seen = server.await.expect("the mock API server script passed");
+    (result.map(|_| ()).map_err(|e| e.reason().to_string()), seen)
+}
+
+fn autoscaling_spec() -> Value {
+    json!({"image": "img:1", "server": "gunicorn", "workers": 2, "maxConcurrent": 50,
+           "autoscaling": {"minReplicas": 2, "maxReplicas": 10},
+           "redis": {"url": "redis://redis:6379"}})
+}
+
+fn assert_apply(s: &Seen, path: &str, manager: &str) {
+    assert_eq!((&s.method, s.path.as_str()), (&Method::PATCH, path));
+    assert!(
+        s.query.contains(&format!("fieldManager={manager}")),
+        "{}",
+        s.query
+    );
+    assert!(s.query.contains("force=true"), "{}", s.query);
+}
+
+/// First reconcile of a new autoscaling resource: three children applied, then status.
+async fn create() -> (FastAgentic, Vec<Seen>) {
+    let fa0 = fa(autoscaling_spec(), None);
+    let (result, seen) = run(
+        fa0.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::NotFound),
+            step(Method::GET, SERVICE, Reply::NotFound),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+            step(Method::PATCH, HPA, Reply::Echo),
+            step(
+                Method::PATCH,
+                STATUS,
+                Reply::StatusOf(Box::new(fa0.clone())),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    (fa0, seen)
+}
+
+#[tokio::test]
+async fn create_applies_three_children_and_status() {
+    let (_, seen) = create().await;
+    assert_apply(&seen[4], DEPLOY, FIELD_MANAGER);
+    assert_apply(&seen[5], SERVICE, FIELD_MANAGER);
+    assert_apply(&seen[6], HPA, FIELD_MANAGER);
+    assert_apply(&seen[7], STATUS, FIELD_MANAGER);
+
+    let deploy = &seen[4].body;
+    assert!(
+        deploy["spec"].get("replicas").is_none(),
+        "the HPA owns replicas: {deploy}"
+    );
+    assert_eq!(deploy["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(deploy["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(seen[5].body["spec"]["ports"][0]["name"], "http");
+    assert_eq!(seen[6].body["spec"]["maxReplicas"], 10);
+
+    let status = &seen[7].body["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/instance=agent,app.kubernetes.io/name=fastagentic"
+    );
+    assert_eq!(status["maxRedisConnections"], 10 * 2 * 10);
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .expect("Ready condition");
+    assert_eq!(ready["status"], "False", "no pod is ready yet");
+    assert_eq!(ready["reason"], "PodsNotReady");
+}
+
+#[tokio::test]
+async fn second_reconcile_of_unchanged_resource_writes_nothing() {
+    let (fa0, seen) = create().await;
+    let status: FastAgenticStatus =
+        serde_json::from_value(seen[7].body["status"].clone()).expect("status we wrote");
+    let fa1 = fa(autoscaling_spec(), Some(status));
+    // The server now has exactly what we applied.
+    let (result, seen2) = run(
+        fa1,
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(seen[4].body.clone())),
+            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
+            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert!(
+        seen2.iter().all(|s| s.method == Method::GET),
+        "only reads: {seen2:#?}"
+    );
+    drop(fa0);
+}
+
+#[tokio::test]
+async fn edited_child_is_corrected() {
+    let (_, seen) = create().await;
+    let status: FastAgenticStatus =
+        serde_json::from_value(seen[7].body["status"].clone()).expect("status we wrote");
+    let mut edited = seen[5].body.clone();
+    edited["spec"]["ports"][0]["port"] = json!(9999);
+    let (result, seen2) = run(
+        fa(autoscaling_spec(), Some(status)),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(seen[4].body.clone())),
+            step(Method::GET, SERVICE, Reply::Json(edited)),
+            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen2[4].body["spec"]["ports"][0]["port"], 8000);
+}
+
+#[tokio::test]
+async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
+    let (_, seen) = create().await;
+    // The HPA scaled the Deployment to 6; the HPA's controller owns spec.replicas.
+    let mut live = seen[4].body.clone();
+    live["spec"]["replicas"] = json!(6);
+    live["metadata"]["managedFields"] = json!([
+        {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+         "subresource": "scale", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]);
+    let mut spec = autoscaling_spec();
+    spec.as_object_mut().expect("object").remove("autoscaling");
+    let off = fa(spec, None);
+    let (result, seen2) = run(
+        off.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(live)),
+            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
+            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(
+                Method::DELETE,
+                HPA,
+                Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            ),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(off))),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_apply(&seen2[4], DEPLOY, FIELD_MANAGER);
+    assert_eq!(
+        seen2[4].body["spec"]["replicas"], 6,
+        "the running count is kept, not reset to 1"
+    );
+}
+
+#[tokio::test]
+async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
+    // A fixed-size Deployment whose spec.replicas we applied.
+    let fixed = fa(json!({"image": "img:1", "replicas": 4}), None);
+    let (result, seen) = run(
+        fixed.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::NotFound),
+            step(Method::GET, SERVICE, Reply::NotFound),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(fixed))),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen[4].body["spec"]["replicas"], 4);
+    let mut live = seen[4].body.clone();
+    live["metadata"]["managedFields"] = json!([
+        {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}
+    ]);
+    let auto = fa(
+        json!({"image": "img:1", "autoscaling": {"maxReplicas": 8}}),
+        None,
+    );
+    let (result, seen2) = run(
+        auto.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(live)),
+            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, HPA, Reply::Echo),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(auto))),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_apply(&seen2[4], DEPLOY, HANDOFF_FIELD_MANAGER);
+    assert_eq!(
+        seen2[4].body["spec"]["replicas"], 4,
+        "current count handed over"
+    );
+    assert_apply(&seen2[5], DEPLOY, FIELD_MANAGER);
+    assert!(seen2[5].body["spec"].get("replicas").is_none());
+}
+
+#[tokio::test]
+async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
+    let spec =
+        json!({"image": "img:1", "database": {"urlSecretRef": {"name": "db", "key": "url"}}});
+    let missing = fa(spec, None);
+    let (result, seen) = run(
+        missing.clone(),
+        vec![
+            step(
+                Method::GET,
+                "/api/v1/namespaces/ns/secrets/db",
+                Reply::NotFound,
+            ),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(missing))),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Err("SecretNotFound".to_string()));
+    let conditions = seen[1].body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .clone();
+    let ready = conditions
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "SecretNotFound");
+    let message = ready["message"].as_str().expect("message");
+    assert!(message.contains("spec.database.urlSecretRef"), "{message}");
+    let event = &seen[2].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "SecretNotFound");
+    assert!(
+        event["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("spec.database.urlSecretRef"))
+    );
+    assert_eq!(event["regarding"]["name"], NAME);
+}
+
+#[tokio::test]
+async fn missing_secret_key_names_the_field() {
+    let spec = json!({"image": "img:1", "redis": {"urlSecretRef": {"name": "r", "key": "url"}}});
+    let f = fa(spec, None);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "r", "namespace": NS, "resourceVersion": "5"},
+        "data": {"other": "eA=="}});
+    let (result, seen) = run(
+        f.clone(),
+        vec![
+            step(
+                Method::GET,
+                "/api/v1/namespaces/ns/secrets/r",
+                Reply::Json(secret),
+            ),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(f))),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Err("SecretKeyNotFound".to_string()));
+    assert!(seen[1].body.to_string().contains("spec.redis.urlSecretRef"));
+}
+
+#[tokio::test]
+async fn secret_values_never_leave_the_secret() {
+    const PLANTED: &str = "postgres://agent:s3cr3t-planted@db:5432/agent";
+    let b64 = "cG9zdGdyZXM6Ly9hZ2VudDpzM2NyM3QtcGxhbnRlZEBkYjo1NDMyL2FnZW50";
+    let spec = json!({"image": "img:1", "replicas": 2,
+        "database": {"urlSecretRef": {"name": "stores", "key": "database-url"}}});
+    let f = fa(spec, None);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "stores", "namespace": NS, "resourceVersion": "777"},
+        "data": {"database-url": b64}});
+    let (result, seen) = run(
+        f.clone(),
+        vec![
+            step(
+                Method::GET,
+                "/api/v1/namespaces/ns/secrets/stores",
+                Reply::Json(secret),
+            ),
+            step(Method::GET, DEPLOY, Reply::NotFound),
+            step(Method::GET, SERVICE, Reply::NotFound),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(f.clone()))),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    for s in seen.iter().filter(|s| s.method != Method::GET) {
+        let text = s.body.to_string();
+        assert!(
+            !text.contains("s3cr3t-planted"),
+            "{} {} leaks the secret",
+            s.method,
+            s.path
+        );
+        assert!(
+            !text.contains(b64),
+            "{} {} leaks the secret",
+            s.method,
+            s.path
+        );
+        assert!(!text.contains(PLANTED));
+    }
+    let deploy = &seen[5].body;
+    let env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    let db = env
+        .iter()
+        .find(|e| e["name"] == "DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], "stores");
+    assert!(db.get("value").is_none());
+    // The Secret's resourceVersion is in the pod-template hash: render (version unknown) differs.
+    let rendered = fastagentic_operator::render::children(&f, 1).expect("render");
+    let hash = |v: &Value| {
+        v["spec"]["template"]["metadata"]["annotations"][ANNOTATION_CONFIG_HASH].clone()
+    };
+    let offline = serde_json::to_value(&rendered.deployment).expect("json");
+    assert_ne!(hash(deploy), hash(&offline));
+}
+
+#[test]
+fn up_to_date_check_tolerates_server_defaults_and_normalised_quantities() {
+    use fastagentic_operator::controller::is_subset;
+    let want = json!({"spec": {"resources": {"limits": {"cpu": "1000m", "memory": "512Mi"}},
+                               "ports": [{"name": "http", "port": 8000}]}});
+    let have = json!({"spec": {"resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+                               "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+                               "sessionAffinity": "None"}});
+    assert!(is_subset(&want, &have));
+    let edited = json!({"spec": {"resources": {"limits": {"cpu": "2", "memory": "512Mi"}},
+                                 "ports": [{"name": "http", "port": 8000}]}});
+    assert!(!is_subset(&want, &edited), "a changed quantity is drift");
+    let extra = json!({"spec": {"resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
+                                "ports": [{"name": "http", "port": 8000}, {"name": "x", "port": 1}]}});
+    assert!(!is_subset(&want, &extra), "an added list entry is drift");
+}
