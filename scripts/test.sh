@@ -65,7 +65,11 @@ else
     eval "$(scripts/control-plane.sh env)"
     FASTAGENTIC_HELM="$(scripts/control-plane.sh path helm)"
     export FASTAGENTIC_HELM
+    export FASTAGENTIC_CONTROL_PLANE=1 FASTAGENTIC_REQUIRE_CONTROL_PLANE=1
 fi
+
+step "cargo build --workspace --bins (the control-plane and contract tests run the binaries)"
+cargo build --workspace --bins
 
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast

@@ -208,7 +208,9 @@ pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
         .expect("piped stdin")
         .write_all(input.as_bytes())
         .map_err(|e| format!("writing to kubectl: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     output_result(&cmd, out)
 }
 
@@ -227,7 +229,8 @@ pub fn unique_suffix() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9);
+    let mut x =
+        (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9);
     let mut s = String::new();
     for _ in 0..6 {
         let d = (x % 36) as u32;
@@ -256,7 +259,8 @@ fn helm_binary() -> Result<String, String> {
     {
         return Ok(h);
     }
-    let path = run(Command::new(repo_root().join("scripts/control-plane.sh")).args(["path", "helm"]))?;
+    let path =
+        run(Command::new(repo_root().join("scripts/control-plane.sh")).args(["path", "helm"]))?;
     let path = path.trim().to_string();
     if Path::new(&path).is_file() {
         Ok(path)
@@ -294,7 +298,9 @@ impl Cluster {
             "upgrade",
             "--install",
             RELEASE,
-            root.join("charts/fastagentic-operator").to_str().expect("utf-8 path"),
+            root.join("charts/fastagentic-operator")
+                .to_str()
+                .expect("utf-8 path"),
             "--namespace",
             SYSTEM_NAMESPACE,
             "--create-namespace",
@@ -302,7 +308,9 @@ impl Cluster {
             "replicaCount=0",
         ]))?;
 
-        eprintln!("[harness] minting a token of ServiceAccount {SYSTEM_NAMESPACE}/{CHART_FULLNAME}");
+        eprintln!(
+            "[harness] minting a token of ServiceAccount {SYSTEM_NAMESPACE}/{CHART_FULLNAME}"
+        );
         let token = kubectl(&[
             "create",
             "token",
@@ -312,7 +320,8 @@ impl Cluster {
             "--duration",
             "2h",
         ])?;
-        let operator_kubeconfig = work_dir().join(format!("operator-{}.kubeconfig", std::process::id()));
+        let operator_kubeconfig =
+            work_dir().join(format!("operator-{}.kubeconfig", std::process::id()));
         write_token_kubeconfig(&operator_kubeconfig, token.trim())?;
 
         let kwok_node = kubectl(&[
@@ -335,11 +344,19 @@ impl Cluster {
 /// A kubeconfig for `token`, with the server and CA of the admin kubeconfig.
 fn write_token_kubeconfig(path: &Path, token: &str) -> Result<(), String> {
     let view: Value = serde_json::from_str(&kubectl(&[
-        "config", "view", "--raw", "--minify", "--flatten", "-o", "json",
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "--flatten",
+        "-o",
+        "json",
     ])?)
     .map_err(|e| format!("kubectl config view: {e}"))?;
     let cluster = &view["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().ok_or("kubeconfig has no server")?;
+    let server = cluster["server"]
+        .as_str()
+        .ok_or("kubeconfig has no server")?;
     let ca = cluster["certificate-authority-data"]
         .as_str()
         .ok_or("kubeconfig has no certificate-authority-data after --flatten")?;
@@ -365,7 +382,9 @@ fn write_token_kubeconfig(path: &Path, token: &str) -> Result<(), String> {
 /// A client with the admin kubeconfig (`KUBECONFIG`). Make one per test: a client is bound to
 /// the tokio runtime it was made in, and each `#[tokio::test]` has its own.
 pub async fn admin_client() -> Client {
-    Client::try_default().await.expect("a client from KUBECONFIG")
+    Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG")
 }
 
 /// Serializes the tests of one process: they share the chart's RBAC (one test edits it) and
@@ -409,8 +428,17 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        if let Err(e) = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]) {
-            eprintln!("[harness] WARNING: could not delete namespace {}: {e}", self.name);
+        if let Err(e) = kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]) {
+            eprintln!(
+                "[harness] WARNING: could not delete namespace {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -461,7 +489,9 @@ impl Operator {
                 cmd.env_remove(k);
             }
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         eprintln!(
             "[harness] {label}: pid {} for namespace {namespace}, log {}",
             child.id(),
@@ -513,7 +543,12 @@ impl Operator {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(n);
-        format!("--- {} ({}) ---\n{}", self.label, self.log.display(), lines[from..].join("\n"))
+        format!(
+            "--- {} ({}) ---\n{}",
+            self.label,
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 
     /// Log lines (JSON objects) whose `message` field equals `message`.
@@ -530,7 +565,11 @@ impl Operator {
         let (code, body) = http_get(&format!("http://{}/metrics", self.metrics))
             .await
             .unwrap_or_else(|e| panic!("{}: GET /metrics: {e}", self.label));
-        assert_eq!(code, 200, "{}: /metrics answered {code}: {body}", self.label);
+        assert_eq!(
+            code, 200,
+            "{}: /metrics answered {code}: {body}",
+            self.label
+        );
         body
     }
 
@@ -616,9 +655,16 @@ pub fn fastagentics(client: &Client, ns: &str) -> Api<DynamicObject> {
 
 /// Server-side applies `object` (a FastAgentic as JSON) into `ns` as [`TEST_MANAGER`].
 pub async fn apply_fastagentic(client: &Client, ns: &str, object: &Value) -> DynamicObject {
-    let name = object["metadata"]["name"].as_str().expect("metadata.name").to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string();
     fastagentics(client, ns)
-        .patch(&name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(object))
+        .patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(object),
+        )
         .await
         .unwrap_or_else(|e| panic!("applying FastAgentic {ns}/{name}: {e}"))
 }
@@ -626,7 +672,11 @@ pub async fn apply_fastagentic(client: &Client, ns: &str, object: &Value) -> Dyn
 /// JSON merge patch of FastAgentic `name`'s `spec`.
 pub async fn merge_patch_spec(client: &Client, ns: &str, name: &str, spec: Value) -> DynamicObject {
     fastagentics(client, ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "spec": spec })))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "spec": spec })),
+        )
         .await
         .unwrap_or_else(|e| panic!("patching FastAgentic {ns}/{name}: {e}"))
 }
@@ -643,16 +693,23 @@ pub async fn get_fastagentic(client: &Client, ns: &str, name: &str) -> Value {
 /// Waits until the FastAgentic's `status.observedGeneration` equals its current
 /// `metadata.generation`; returns the object.
 pub async fn wait_observed(client: &Client, ns: &str, name: &str, timeout: Duration) -> Value {
-    wait_for(&format!("FastAgentic {ns}/{name} status.observedGeneration = metadata.generation"), timeout, || async {
-        let fa = get_fastagentic(client, ns, name).await;
-        let generation = fa["metadata"]["generation"].as_i64();
-        let observed = fa["status"]["observedGeneration"].as_i64();
-        if generation.is_some() && generation == observed {
-            Ok(fa)
-        } else {
-            Err(format!("generation {generation:?}, observedGeneration {observed:?}, status {}", fa["status"]))
-        }
-    })
+    wait_for(
+        &format!("FastAgentic {ns}/{name} status.observedGeneration = metadata.generation"),
+        timeout,
+        || async {
+            let fa = get_fastagentic(client, ns, name).await;
+            let generation = fa["metadata"]["generation"].as_i64();
+            let observed = fa["status"]["observedGeneration"].as_i64();
+            if generation.is_some() && generation == observed {
+                Ok(fa)
+            } else {
+                Err(format!(
+                    "generation {generation:?}, observedGeneration {observed:?}, status {}",
+                    fa["status"]
+                ))
+            }
+        },
+    )
     .await
 }
 
@@ -665,18 +722,29 @@ pub fn condition<'a>(fa: &'a Value, type_: &str) -> Option<&'a Value> {
 }
 
 /// Waits for the Deployment `name` to exist and satisfy `check`; returns it.
-pub async fn wait_deployment<F>(client: &Client, ns: &str, name: &str, timeout: Duration, what: &str, check: F) -> Deployment
+pub async fn wait_deployment<F>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: F,
+) -> Deployment
 where
     F: Fn(&Deployment) -> Result<(), String>,
 {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    wait_for(&format!("Deployment {ns}/{name}: {what}"), timeout, || async {
-        match api.get_opt(name).await {
-            Ok(Some(d)) => check(&d).map(|()| d),
-            Ok(None) => Err("no Deployment yet".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    wait_for(
+        &format!("Deployment {ns}/{name}: {what}"),
+        timeout,
+        || async {
+            match api.get_opt(name).await {
+                Ok(Some(d)) => check(&d).map(|()| d),
+                Ok(None) => Err("no Deployment yet".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
     .await
 }
 
@@ -742,7 +810,13 @@ pub fn examples() -> Vec<(String, Value)> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("readable example");
             let obj = yaml_to_json(&text);
-            (p.file_name().expect("file name").to_string_lossy().into_owned(), obj)
+            (
+                p.file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned(),
+                obj,
+            )
         })
         .filter(|(_, obj)| obj["kind"].as_str() == Some("FastAgentic"))
         .collect();

@@ -1,0 +1,1381 @@
+//! Control-plane tests (`DESIGN.md`, "Tests, in layers", 3): the CRD, the Helm chart and the
+//! operator against a real kube-apiserver, etcd and kube-controller-manager on loopback.
+//!
+//! Run with `./scripts/test.sh`, or by hand:
+//!
+//! ```text
+//! scripts/control-plane.sh up && eval "$(scripts/control-plane.sh env)"
+//! cargo build --workspace --bins
+//! FASTAGENTIC_CONTROL_PLANE=1 cargo test -p fastagentic-tests --test control_plane
+//! ```
+//!
+//! Without the control plane every test prints `SKIPPED` and why (see the harness in
+//! `tests/src/lib.rs`). The tests run one at a time (they share the chart's RBAC, which one of
+//! them edits, and two CPU cores); each has its own namespace and operator process.
+
+// Tests fail loudly: a panic with the state that was seen is the point of an assertion here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fastagentic_tests::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// How long the operator gets to react to a change (generous: two shared cores).
+const RECONCILE: Duration = Duration::from_secs(90);
+/// The operator's Lease duration plus one retry interval (`operator/src/leader.rs`): the most a
+/// standby may need to take over from a crashed holder.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(15 + 5);
+
+fn fastagentic(name: &str, spec: Value) -> Value {
+    let mut full = json!({"image": "registry.example.com/agent:1.0.0"});
+    for (k, v) in spec.as_object().expect("spec is an object") {
+        full[k] = v.clone();
+    }
+    json!({
+        "apiVersion": "fastagentic.io/v1alpha1",
+        "kind": "FastAgentic",
+        "metadata": {"name": name},
+        "spec": full,
+    })
+}
+
+async fn create_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {ns}/{name}: {e}"))
+}
+
+fn owned_by(meta: &ObjectMeta, fa: &Value) -> Result<(), String> {
+    let uid = fa["metadata"]["uid"].as_str().unwrap_or_default();
+    let refs = meta.owner_references.clone().unwrap_or_default();
+    let ok = refs.iter().any(|o| {
+        o.kind == "FastAgentic"
+            && o.api_version == "fastagentic.io/v1alpha1"
+            && o.uid == uid
+            && o.controller == Some(true)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "no controller ownerReference to FastAgentic uid {uid}: {refs:?}"
+        ))
+    }
+}
+
+fn standard_labels(meta: &ObjectMeta, name: &str) -> Result<(), String> {
+    let labels = meta.labels.clone().unwrap_or_default();
+    for (k, v) in [
+        ("app.kubernetes.io/name", "fastagentic"),
+        ("app.kubernetes.io/instance", name),
+        ("app.kubernetes.io/managed-by", "fastagentic-operator"),
+        ("app.kubernetes.io/part-of", "fastagentic"),
+    ] {
+        if labels.get(k).map(String::as_str) != Some(v) {
+            return Err(format!("label {k}={v} missing: {labels:?}"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission
+// ---------------------------------------------------------------------------------------------
+
+/// Every invalid fixture is rejected by `kubectl apply` (server-side strict field validation,
+/// the CRD's schema and CEL rules) with the fixture's message and field, and nothing is stored.
+#[tokio::test]
+async fn invalid_fixtures_are_rejected_by_the_api_server() {
+    let Some(_cluster) = cluster("invalid_fixtures_are_rejected_by_the_api_server") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "invalid").await;
+
+    let fixtures = invalid_fixtures();
+    assert!(
+        fixtures.len() >= 15,
+        "only {} invalid fixtures found",
+        fixtures.len()
+    );
+    let mut failures = Vec::new();
+    for f in &fixtures {
+        let file = f.path.file_name().unwrap().to_string_lossy().into_owned();
+        match kubectl(&["apply", "-n", &ns.name, "-f", f.path.to_str().unwrap()]) {
+            Ok(out) => failures.push(format!("{file}: accepted: {out}")),
+            Err(err) => {
+                if !err.contains(&f.message) {
+                    failures.push(format!("{file}: message {:?} not in: {err}", f.message));
+                } else if f.field != "<root>" && !err.contains(&f.field) {
+                    failures.push(format!("{file}: field {:?} not in: {err}", f.field));
+                } else {
+                    eprintln!("rejected as expected: {file}");
+                }
+            }
+        }
+    }
+    let stored = fastagentics(&client, &ns.name)
+        .list(&Default::default())
+        .await
+        .expect("list FastAgentics");
+    assert!(
+        stored.items.is_empty(),
+        "invalid objects were stored: {:?}",
+        stored
+            .items
+            .iter()
+            .map(|o| o.name_any())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) not rejected as expected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Examples → children
+// ---------------------------------------------------------------------------------------------
+
+fn int(v: &Value, default: i64) -> i64 {
+    v.as_i64().unwrap_or(default)
+}
+
+/// Checks the Deployment against the example it came from.
+fn check_deployment(
+    example: &Value,
+    fa: &Value,
+    d: &Deployment,
+    secret_values: &[&str],
+) -> Result<(), String> {
+    let spec = &example["spec"];
+    let name = example["metadata"]["name"].as_str().unwrap();
+    owned_by(&d.metadata, fa)?;
+    standard_labels(&d.metadata, name)?;
+    let dspec = d.spec.as_ref().ok_or("no spec")?;
+    let template_labels = dspec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in dspec.selector.match_labels.clone().unwrap_or_default() {
+        if template_labels.get(&k) != Some(&v) {
+            return Err(format!(
+                "selector {k}={v} not on the pod template: {template_labels:?}"
+            ));
+        }
+    }
+    config_hash(d).ok_or("no config-hash annotation on the pod template")?;
+    let c = agent_container(d);
+    if c.image.as_deref() != spec["image"].as_str() {
+        return Err(format!("image {:?}", c.image));
+    }
+    let command = c.command.clone().unwrap_or_default();
+    if spec["command"].is_null() && command != ["fastagentic", "run"] {
+        return Err(format!("command {command:?}"));
+    }
+    let port = int(&spec["port"], 8000);
+    let workers = int(&spec["workers"], 1);
+    let mut want: BTreeMap<&str, Option<String>> = BTreeMap::from([
+        (
+            "FASTAGENTIC_SERVER",
+            Some(spec["server"].as_str().unwrap_or("uvicorn").to_string()),
+        ),
+        ("FASTAGENTIC_HOST", Some("0.0.0.0".into())),
+        ("FASTAGENTIC_PORT", Some(port.to_string())),
+        ("FASTAGENTIC_WORKERS", Some(workers.to_string())),
+        (
+            "FASTAGENTIC_MAX_CONCURRENT",
+            spec["maxConcurrent"].as_i64().map(|n| n.to_string()),
+        ),
+        (
+            "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
+            Some(int(&spec["timeouts"]["gracefulShutdownSeconds"], 30).to_string()),
+        ),
+        (
+            "FASTAGENTIC_TIMEOUT_KEEP_ALIVE",
+            Some(int(&spec["timeouts"]["keepAliveSeconds"], 5).to_string()),
+        ),
+    ]);
+    if spec["redis"].is_object() {
+        want.insert(
+            "FASTAGENTIC_REDIS_POOL_SIZE",
+            Some(int(&spec["redis"]["poolSize"], 10).to_string()),
+        );
+        if let Some(url) = spec["redis"]["url"].as_str() {
+            want.insert("REDIS_URL", Some(url.to_string()));
+        }
+    }
+    if spec["database"].is_object() {
+        want.insert(
+            "FASTAGENTIC_DB_POOL_SIZE",
+            Some(int(&spec["database"]["poolSize"], 5).to_string()),
+        );
+        want.insert(
+            "FASTAGENTIC_DB_MAX_OVERFLOW",
+            Some(int(&spec["database"]["maxOverflow"], 10).to_string()),
+        );
+    }
+    for (var, value) in &want {
+        let have = env_value(d, var);
+        if &have != value {
+            return Err(format!("env {var} = {have:?}, want {value:?}"));
+        }
+    }
+    let env = c.env.clone().unwrap_or_default();
+    let instance = env
+        .iter()
+        .find(|e| e.name == "FASTAGENTIC_INSTANCE_ID")
+        .ok_or("no FASTAGENTIC_INSTANCE_ID")?;
+    let field = instance
+        .value_from
+        .as_ref()
+        .and_then(|s| s.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    if field != Some("metadata.name") {
+        return Err(format!(
+            "FASTAGENTIC_INSTANCE_ID is not the downward-API pod name: {instance:?}"
+        ));
+    }
+    for (var, source) in [
+        ("REDIS_URL", &spec["redis"]["urlSecretRef"]),
+        ("DATABASE_URL", &spec["database"]["urlSecretRef"]),
+    ] {
+        if source.is_null() {
+            continue;
+        }
+        let e = env
+            .iter()
+            .find(|e| e.name == var)
+            .ok_or(format!("no {var}"))?;
+        let sel = e
+            .value_from
+            .as_ref()
+            .and_then(|s| s.secret_key_ref.as_ref())
+            .ok_or(format!("{var} is not a secretKeyRef"))?;
+        if Some(sel.name.as_str()) != source["name"].as_str()
+            || Some(sel.key.as_str()) != source["key"].as_str()
+        {
+            return Err(format!("{var} refers to {sel:?}, want {source}"));
+        }
+    }
+    let ports = c.ports.clone().unwrap_or_default();
+    if !ports
+        .iter()
+        .any(|p| i64::from(p.container_port) == port && p.name.as_deref() == Some("http"))
+    {
+        return Err(format!(
+            "container port {port} named http missing: {ports:?}"
+        ));
+    }
+    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    let liveness = spec["probes"]["liveness"]["path"]
+        .as_str()
+        .unwrap_or("/health");
+    let readiness = spec["probes"]["readiness"]["path"]
+        .as_str()
+        .unwrap_or("/ready");
+    if path(&c.liveness_probe).as_deref() != Some(liveness)
+        || path(&c.readiness_probe).as_deref() != Some(readiness)
+    {
+        return Err(format!(
+            "probes {:?} / {:?}",
+            c.liveness_probe, c.readiness_probe
+        ));
+    }
+    let grace = dspec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.termination_grace_period_seconds)
+        .unwrap_or(0);
+    if grace <= int(&spec["timeouts"]["gracefulShutdownSeconds"], 30) {
+        return Err(format!(
+            "terminationGracePeriodSeconds {grace} is not above the graceful timeout"
+        ));
+    }
+    if let Some(r) = spec["replicas"].as_i64()
+        && deployment_replicas(d).map(i64::from) != Some(r)
+    {
+        return Err(format!("replicas {:?}, want {r}", deployment_replicas(d)));
+    }
+    let text = serde_json::to_string(d).unwrap();
+    if let Some(v) = secret_values.iter().find(|v| text.contains(**v)) {
+        return Err(format!("the Deployment holds a secret value ({v})"));
+    }
+    Ok(())
+}
+
+/// Every example becomes a Deployment, a Service, an HPA (with autoscaling) and a PDB (with a
+/// disruption budget) with the expected fields; `status.observedGeneration` follows
+/// `metadata.generation` after an edit.
+#[tokio::test]
+async fn examples_become_deployment_service_and_hpa() {
+    let Some(cluster) = cluster("examples_become_deployment_service_and_hpa") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "examples").await;
+    let n = &ns.name;
+    let redis_secret = "redis://:s3cret-redis@redis.invalid:6379/0";
+    let db_secret = "postgres://agent:s3cret-db@postgres.invalid:5432/agent";
+    create_secret(
+        &client,
+        n,
+        "agent-stores",
+        &[("redis-url", redis_secret), ("database-url", db_secret)],
+    )
+    .await;
+    let _op = Operator::start(cluster, n, "operator", &[]).await;
+
+    let examples = examples();
+    assert!(
+        examples.len() >= 5,
+        "expected the five examples, found {}",
+        examples.len()
+    );
+    for (_, obj) in &examples {
+        apply_fastagentic(&client, n, obj).await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), n);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
+    for (file, example) in &examples {
+        let name = example["metadata"]["name"].as_str().unwrap();
+        let spec = &example["spec"];
+        let fa = wait_observed(&client, n, name, RECONCILE).await;
+        let fa_ref = &fa;
+        let d = wait_deployment(
+            &client,
+            n,
+            name,
+            RECONCILE,
+            &format!("fields of {file}"),
+            |d| check_deployment(example, fa_ref, d, &[redis_secret, db_secret]),
+        )
+        .await;
+
+        let svc = services
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: Service: {e}"));
+        owned_by(&svc.metadata, &fa).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
+        standard_labels(&svc.metadata, name).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
+        let sspec = svc.spec.clone().unwrap();
+        assert_eq!(
+            sspec.type_.as_deref(),
+            Some("ClusterIP"),
+            "{file}: Service type"
+        );
+        let sport = &sspec.ports.clone().unwrap()[0];
+        assert_eq!(
+            sport.name.as_deref(),
+            Some("http"),
+            "{file}: Service port name"
+        );
+        assert_eq!(
+            i64::from(sport.port),
+            int(&spec["service"]["port"], int(&spec["port"], 8000)),
+            "{file}: Service port"
+        );
+        assert_eq!(
+            sspec.selector,
+            d.spec.as_ref().unwrap().selector.match_labels,
+            "{file}: Service selector"
+        );
+
+        let hpa = hpas.get_opt(name).await.unwrap();
+        if spec["autoscaling"].is_object() {
+            let hpa = hpa.unwrap_or_else(|| panic!("{file}: autoscaling but no HPA"));
+            owned_by(&hpa.metadata, &fa).unwrap_or_else(|e| panic!("{file}: HPA: {e}"));
+            let hs = hpa.spec.unwrap();
+            assert_eq!(hs.scale_target_ref.kind, "Deployment", "{file}: HPA target");
+            assert_eq!(hs.scale_target_ref.name, name, "{file}: HPA target");
+            assert_eq!(
+                hs.min_replicas.map(i64::from),
+                spec["autoscaling"]["minReplicas"].as_i64(),
+                "{file}: minReplicas"
+            );
+            assert_eq!(
+                Some(i64::from(hs.max_replicas)),
+                spec["autoscaling"]["maxReplicas"].as_i64(),
+                "{file}: maxReplicas"
+            );
+            let target = |res: &str| {
+                hs.metrics.iter().flatten().find_map(|m| {
+                    let r = m.resource.as_ref()?;
+                    (r.name == res)
+                        .then_some(r.target.average_utilization)
+                        .flatten()
+                })
+            };
+            let cpu = int(&spec["autoscaling"]["targetCPUUtilizationPercentage"], 70);
+            let mem = int(
+                &spec["autoscaling"]["targetMemoryUtilizationPercentage"],
+                80,
+            );
+            assert_eq!(
+                target("cpu").map(i64::from),
+                Some(cpu),
+                "{file}: HPA CPU target"
+            );
+            assert_eq!(
+                target("memory").map(i64::from),
+                Some(mem),
+                "{file}: HPA memory target"
+            );
+        } else {
+            assert!(hpa.is_none(), "{file}: no autoscaling but an HPA exists");
+        }
+        let pdb = pdbs.get_opt(name).await.unwrap();
+        if spec["disruptionBudget"].is_object() {
+            let pdb = pdb.unwrap_or_else(|| panic!("{file}: disruptionBudget but no PDB"));
+            owned_by(&pdb.metadata, &fa).unwrap_or_else(|e| panic!("{file}: PDB: {e}"));
+        } else {
+            assert!(
+                pdb.is_none(),
+                "{file}: no disruptionBudget but a PDB exists"
+            );
+        }
+
+        // The connection budget the guide teaches, for the largest pod count.
+        let max_pods = spec["autoscaling"]["maxReplicas"]
+            .as_i64()
+            .or(spec["replicas"].as_i64())
+            .unwrap_or(1);
+        let workers = int(&spec["workers"], 1);
+        if spec["redis"].is_object() {
+            let want = max_pods * workers * int(&spec["redis"]["poolSize"], 10);
+            assert_eq!(
+                fa["status"]["maxRedisConnections"].as_i64(),
+                Some(want),
+                "{file}: maxRedisConnections"
+            );
+        }
+        if spec["database"].is_object() {
+            let db = &spec["database"];
+            let want = max_pods * workers * (int(&db["poolSize"], 5) + int(&db["maxOverflow"], 10));
+            assert_eq!(
+                fa["status"]["maxDatabaseConnections"].as_i64(),
+                Some(want),
+                "{file}: maxDatabaseConnections"
+            );
+        }
+        assert!(
+            condition(&fa, "Ready").is_some(),
+            "{file}: no Ready condition: {}",
+            fa["status"]
+        );
+        eprintln!(
+            "{file}: Deployment, Service{} as expected",
+            if spec["autoscaling"].is_object() {
+                ", HPA"
+            } else {
+                ""
+            }
+        );
+    }
+    assert!(
+        deployments
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            == examples.len()
+    );
+
+    // An edit: observedGeneration follows the new generation.
+    let (_, first) = &examples[0];
+    let name = first["metadata"]["name"].as_str().unwrap();
+    let before = get_fastagentic(&client, n, name).await["metadata"]["generation"]
+        .as_i64()
+        .unwrap();
+    let workers = int(&first["spec"]["workers"], 1) + 1;
+    merge_patch_spec(&client, n, name, json!({"workers": workers})).await;
+    let fa = wait_observed(&client, n, name, RECONCILE).await;
+    assert!(
+        fa["metadata"]["generation"].as_i64().unwrap() > before,
+        "the edit did not bump the generation"
+    );
+    assert_eq!(
+        fa["status"]["observedGeneration"],
+        fa["metadata"]["generation"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Updates and idempotency
+// ---------------------------------------------------------------------------------------------
+
+/// Changing `workers` updates the env and the pod-template hash.
+#[tokio::test]
+async fn changing_workers_updates_env_and_template_hash() {
+    let Some(cluster) = cluster("changing_workers_updates_env_and_template_hash") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "workers").await;
+    let n = &ns.name;
+    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic(
+            "agent",
+            json!({"server": "gunicorn", "workers": 2, "replicas": 1}),
+        ),
+    )
+    .await;
+    let d = wait_deployment(
+        &client,
+        n,
+        "agent",
+        RECONCILE,
+        "FASTAGENTIC_WORKERS=2",
+        |d| {
+            (env_value(d, "FASTAGENTIC_WORKERS").as_deref() == Some("2"))
+                .then_some(())
+                .ok_or(format!("{:?}", env_value(d, "FASTAGENTIC_WORKERS")))
+        },
+    )
+    .await;
+    let hash = config_hash(&d).expect("config hash");
+    merge_patch_spec(&client, n, "agent", json!({"workers": 4})).await;
+    let d2 = wait_deployment(
+        &client,
+        n,
+        "agent",
+        RECONCILE,
+        "FASTAGENTIC_WORKERS=4 and a new hash",
+        |d| {
+            let w = env_value(d, "FASTAGENTIC_WORKERS");
+            let h = config_hash(d);
+            if w.as_deref() == Some("4") && h.as_ref() != Some(&hash) {
+                Ok(())
+            } else {
+                Err(format!("workers {w:?}, hash {h:?} (was {hash})"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        d2.metadata.generation > d.metadata.generation,
+        "the Deployment's generation did not move"
+    );
+    wait_observed(&client, n, "agent", RECONCILE).await;
+}
+
+/// resourceVersions of a FastAgentic and all its children.
+async fn versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for fa in fastagentics(client, ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("FastAgentic/{}", fa.name_any()),
+            resource_version(&fa),
+        );
+    }
+    for d in Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(format!("Deployment/{}", d.name_any()), resource_version(&d));
+    }
+    for s in Api::<Service>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(format!("Service/{}", s.name_any()), resource_version(&s));
+    }
+    for h in Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(format!("HPA/{}", h.name_any()), resource_version(&h));
+    }
+    for p in Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        out.insert(format!("PDB/{}", p.name_any()), resource_version(&p));
+    }
+    out
+}
+
+fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+/// Changing nothing writes nothing: once every example has settled (the controller-manager and
+/// the HPA controller have finished their own status writes), restarting the operator — a full
+/// reconcile of every resource — changes no resourceVersion and sends no apply.
+#[tokio::test]
+async fn unchanged_resources_are_not_written_across_a_restart() {
+    let Some(cluster) = cluster("unchanged_resources_are_not_written_across_a_restart") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "noop").await;
+    let n = &ns.name;
+    create_secret(
+        &client,
+        n,
+        "agent-stores",
+        &[
+            ("redis-url", "redis://r.invalid:6379"),
+            ("database-url", "postgres://d.invalid/db"),
+        ],
+    )
+    .await;
+    let mut op = Operator::start(cluster, n, "operator", &[]).await;
+    let examples = examples();
+    for (_, obj) in &examples {
+        apply_fastagentic(&client, n, obj).await;
+    }
+    for (_, obj) in &examples {
+        wait_observed(
+            &client,
+            n,
+            obj["metadata"]["name"].as_str().unwrap(),
+            RECONCILE,
+        )
+        .await;
+    }
+    // Settled: nothing changed for 20 s (longer than the HPA controller's 15 s sync).
+    let quiet = Duration::from_secs(20);
+    let start = Instant::now();
+    let mut last = versions(&client, n).await;
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the objects never settled for {quiet:?}: last change {:?}\n{}",
+            changed(&last, &versions(&client, n).await),
+            op.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = versions(&client, n).await;
+        if now != last {
+            eprintln!("still settling: {:?}", changed(&last, &now));
+            last = now;
+            since = Instant::now();
+        }
+    }
+    assert!(
+        last.len() >= 2 * examples.len(),
+        "too few objects recorded: {last:?}"
+    );
+    op.kill();
+    drop(op);
+
+    let op = Operator::start(cluster, n, "operator-restarted", &[]).await;
+    let reconciles = wait_for(
+        "the restarted operator to reconcile every example",
+        RECONCILE,
+        || async {
+            let r = op.metric("fastagentic_operator_reconciles_total").await;
+            if r >= examples.len() as f64 {
+                Ok(r)
+            } else {
+                Err(format!("{r} reconciles"))
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = versions(&client, n).await;
+    let diff = changed(&last, &after);
+    assert!(
+        diff.is_empty(),
+        "a reconcile with nothing changed wrote: {diff:?}\n{}",
+        op.log_tail(30)
+    );
+    let applies = op.log_events("applying");
+    assert!(
+        applies.is_empty(),
+        "the restarted operator sent applies for unchanged objects: {applies:?}"
+    );
+    eprintln!(
+        "{} objects unchanged after {reconciles} reconciles of a restarted operator",
+        after.len()
+    );
+}
+
+/// Rotating a referenced Secret changes the hash; `kubectl scale fa/NAME --replicas=5` moves the
+/// Deployment to 5; turning autoscaling on then off keeps the running replica count.
+#[tokio::test]
+async fn secret_rotation_scale_and_autoscaling_toggle() {
+    let Some(cluster) = cluster("secret_rotation_scale_and_autoscaling_toggle") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "scale").await;
+    let n = &ns.name;
+    create_secret(
+        &client,
+        n,
+        "stores",
+        &[("redis-url", "redis://one.invalid:6379")],
+    )
+    .await;
+    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic("agent", json!({"replicas": 1, "redis": {"urlSecretRef": {"name": "stores", "key": "redis-url"}}})),
+    )
+    .await;
+    let d = wait_deployment(&client, n, "agent", RECONCILE, "created with a hash", |d| {
+        config_hash(d).map(|_| ()).ok_or("no hash".into())
+    })
+    .await;
+    let hash = config_hash(&d).unwrap();
+
+    // Rotate the Secret's value: the pods must roll.
+    Api::<Secret>::namespaced(client.clone(), n)
+        .patch(
+            "stores",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"redis-url": "redis://two.invalid:6379"}})),
+        )
+        .await
+        .expect("rotating the Secret");
+    let d = wait_deployment(
+        &client,
+        n,
+        "agent",
+        RECONCILE,
+        "a new hash after the Secret rotation",
+        |d| {
+            let h = config_hash(d);
+            if h.as_ref().is_some_and(|h| h != &hash) {
+                Ok(())
+            } else {
+                Err(format!("hash {h:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "Secret rotated: hash {hash} -> {}",
+        config_hash(&d).unwrap()
+    );
+
+    // The scale subresource.
+    kubectl(&["scale", "-n", n, "fa/agent", "--replicas=5"]).expect("kubectl scale fa/agent");
+    wait_deployment(
+        &client,
+        n,
+        "agent",
+        RECONCILE,
+        "5 replicas after kubectl scale",
+        |d| {
+            if deployment_replicas(d) == Some(5) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", deployment_replicas(d)))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        get_fastagentic(&client, n, "agent").await["spec"]["replicas"],
+        5
+    );
+
+    // Autoscaling on: the HPA appears and the Deployment keeps its 5 pods (a reset to 1 would
+    // show as the HPA's minimum, 2).
+    merge_patch_spec(
+        &client,
+        n,
+        "agent",
+        json!({"replicas": null, "autoscaling": {"minReplicas": 2, "maxReplicas": 10}}),
+    )
+    .await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), n);
+    wait_for("the HPA", RECONCILE, || async {
+        hpas.get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or("no HPA".to_string())
+    })
+    .await;
+    wait_observed(&client, n, "agent", RECONCILE).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    for _ in 0..20 {
+        let d = deployments.get("agent").await.unwrap();
+        assert_eq!(
+            deployment_replicas(&d),
+            Some(5),
+            "turning autoscaling on changed the replica count"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Autoscaling off (no replicas given): the HPA goes, the count stays.
+    merge_patch_spec(&client, n, "agent", json!({"autoscaling": null})).await;
+    wait_for("the HPA to be deleted", RECONCILE, || async {
+        match hpas.get_opt("agent").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("HPA still there".to_string()),
+        }
+    })
+    .await;
+    wait_observed(&client, n, "agent", RECONCILE).await;
+    for _ in 0..20 {
+        let d = deployments.get("agent").await.unwrap();
+        assert_eq!(
+            deployment_replicas(&d),
+            Some(5),
+            "turning autoscaling off changed the replica count"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion and readiness
+// ---------------------------------------------------------------------------------------------
+
+/// Deleting the FastAgentic garbage-collects every child (kube-controller-manager's GC), and
+/// the operator does not bring them back.
+#[tokio::test]
+async fn deleting_the_fastagentic_garbage_collects_every_child() {
+    let Some(cluster) = cluster("deleting_the_fastagentic_garbage_collects_every_child") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "gc").await;
+    let n = &ns.name;
+    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic("agent", json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "disruptionBudget": {"maxUnavailable": 1}})),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), n);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
+    let present = || async {
+        let mut have = Vec::new();
+        if deployments
+            .get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            have.push("Deployment");
+        }
+        if services
+            .get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            have.push("Service");
+        }
+        if hpas
+            .get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            have.push("HPA");
+        }
+        if pdbs
+            .get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            have.push("PDB");
+        }
+        Ok::<_, String>(have)
+    };
+    wait_for("all four children", RECONCILE, || async {
+        let have = present().await?;
+        if have.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{have:?}"))
+        }
+    })
+    .await;
+    fastagentics(&client, n)
+        .delete("agent", &DeleteParams::default())
+        .await
+        .expect("delete FastAgentic");
+    wait_for("every child to be garbage-collected", RECONCILE, || async {
+        let have = present().await?;
+        if have.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still there: {have:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let have = present().await.unwrap();
+    assert!(
+        have.is_empty(),
+        "children came back after the deletion: {have:?}"
+    );
+}
+
+/// `kubectl wait --for=condition=Ready fa/NAME` succeeds once the pods are Ready (on kwok's
+/// simulated node).
+#[tokio::test]
+async fn ready_condition_end_to_end() {
+    let Some(cluster) = cluster("ready_condition_end_to_end") else {
+        return;
+    };
+    if !cluster.kwok_node {
+        eprintln!(
+            "\n*** SKIPPED ready_condition_end_to_end: no Ready kwok node (scripts/control-plane.sh \
+             starts kwok + kube-scheduler when kwok builds); without nodes no pod becomes Ready ***\n"
+        );
+        return;
+    }
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "ready").await;
+    let n = &ns.name;
+    let op = Operator::start(cluster, n, "operator", &[]).await;
+    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 2}))).await;
+    let fa = wait_observed(&client, n, "agent", RECONCILE).await;
+    eprintln!("Ready before the pods: {:?}", condition(&fa, "Ready"));
+    let out = kubectl(&[
+        "wait",
+        "-n",
+        n,
+        "--for=condition=Ready",
+        "fa/agent",
+        "--timeout=180s",
+    ]);
+    let fa = get_fastagentic(&client, n, "agent").await;
+    assert!(
+        out.is_ok(),
+        "kubectl wait --for=condition=Ready failed: {out:?}\nstatus {}\n{}",
+        fa["status"],
+        op.log_tail(20)
+    );
+    let ready = condition(&fa, "Ready").expect("Ready condition");
+    assert_eq!(ready["status"], "True");
+    assert_eq!(ready["observedGeneration"], fa["metadata"]["generation"]);
+    assert_eq!(fa["status"]["readyReplicas"], 2, "status {}", fa["status"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader election
+// ---------------------------------------------------------------------------------------------
+
+struct LeaseCleanup(String);
+
+impl Drop for LeaseCleanup {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "lease",
+            "-n",
+            SYSTEM_NAMESPACE,
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+async fn lease_holder(client: &Client, name: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), SYSTEM_NAMESPACE)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Two operators with `--leader-elect`: only the Lease holder reconciles and writes; killing it
+/// (SIGKILL, no release) hands over within the lease duration and the new holder reconciles.
+#[tokio::test]
+async fn leader_election_one_writer_and_handover() {
+    let Some(cluster) = cluster("leader_election_one_writer_and_handover") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "leader").await;
+    let n = &ns.name;
+    let lease = format!("{n}-lease");
+    let _cleanup = LeaseCleanup(lease.clone());
+    let (id_a, id_b) = (format!("{n}-a"), format!("{n}-b"));
+    let args = |id: &str| -> Vec<String> {
+        [
+            "--leader-elect",
+            "true",
+            "--lease-name",
+            &lease,
+            "--lease-namespace",
+            SYSTEM_NAMESPACE,
+            "--leader-elect-identity",
+            id,
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
+    };
+    let args_a = args(&id_a);
+    let args_b = args(&id_b);
+    let a = Operator::start(
+        cluster,
+        n,
+        "operator-a",
+        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let first = wait_for("a Lease holder", RECONCILE, || async {
+        lease_holder(&client, &lease)
+            .await
+            .ok_or("no holder".to_string())
+    })
+    .await;
+    assert_eq!(first, id_a, "the first operator should take the free Lease");
+    let b = Operator::start(
+        cluster,
+        n,
+        "operator-b",
+        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let (mut leader, standby) = (a, b);
+
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic("agent", json!({"replicas": 1, "workers": 1})),
+    )
+    .await;
+    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_for(
+        "the standby to log that it waits for the Lease",
+        RECONCILE,
+        || async {
+            if standby
+                .log_events("waiting for the leader Lease")
+                .is_empty()
+            {
+                Err(standby.log_tail(10))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        lease_holder(&client, &lease).await.as_deref(),
+        Some(id_a.as_str())
+    );
+    assert!(
+        !leader.log_events("applying").is_empty(),
+        "the leader applied nothing:\n{}",
+        leader.log_tail(20)
+    );
+    assert!(
+        standby.log_events("applying").is_empty(),
+        "the standby wrote:\n{}",
+        standby.log_tail(20)
+    );
+    assert!(
+        standby.log_events("starting the controller").is_empty(),
+        "the standby runs a controller:\n{}",
+        standby.log_tail(20)
+    );
+    assert_eq!(leader.metric("fastagentic_operator_leader").await, 1.0);
+    assert_eq!(standby.metric("fastagentic_operator_leader").await, 0.0);
+    let deployment = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    let managers: Vec<String> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(
+        managers,
+        vec![OPERATOR_MANAGER.to_string()],
+        "Apply managers of the Deployment"
+    );
+
+    // Crash the holder: the standby must take over within the lease duration (+ one retry).
+    leader.kill();
+    let killed = Instant::now();
+    wait_for(
+        "the standby to hold the Lease",
+        Duration::from_secs(60),
+        || async {
+            match lease_holder(&client, &lease).await {
+                Some(h) if h == id_b => Ok(()),
+                other => Err(format!("holder {other:?}")),
+            }
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("handover after {took:?}");
+    assert!(
+        took <= TAKEOVER_BOUND + Duration::from_secs(3),
+        "handover took {took:?}, more than {TAKEOVER_BOUND:?}"
+    );
+    wait_for(
+        "the new leader to start its controller",
+        RECONCILE,
+        || async {
+            if standby.log_events("starting the controller").is_empty() {
+                Err(standby.log_tail(10))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    merge_patch_spec(&client, n, "agent", json!({"workers": 3})).await;
+    wait_deployment(
+        &client,
+        n,
+        "agent",
+        RECONCILE,
+        "FASTAGENTIC_WORKERS=3 from the new leader",
+        |d| {
+            (env_value(d, "FASTAGENTIC_WORKERS").as_deref() == Some("3"))
+                .then_some(())
+                .ok_or(format!("{:?}", env_value(d, "FASTAGENTIC_WORKERS")))
+        },
+    )
+    .await;
+    assert!(
+        !standby.log_events("applying").is_empty(),
+        "the new leader logged no apply"
+    );
+    assert_eq!(standby.metric("fastagentic_operator_leader").await, 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RBAC
+// ---------------------------------------------------------------------------------------------
+
+/// Puts the chart ClusterRole's rules back when dropped (also when the test panics).
+struct RestoreRules(Value);
+
+impl RestoreRules {
+    fn restore(&self) -> Result<String, String> {
+        let patch = json!([{"op": "replace", "path": "/rules", "value": self.0}]).to_string();
+        kubectl(&[
+            "patch",
+            "clusterrole",
+            CHART_FULLNAME,
+            "--type",
+            "json",
+            "-p",
+            &patch,
+        ])
+    }
+}
+
+impl Drop for RestoreRules {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            eprintln!(
+                "WARNING: could not restore ClusterRole {CHART_FULLNAME}: {e} (helm upgrade restores it)"
+            );
+        }
+    }
+}
+
+/// Removing the `services` rule from the chart's ClusterRole makes the operator report a clear
+/// error — a log line and a `Ready=False` condition naming the forbidden resource — and keep
+/// running; with the rule back it recovers.
+#[tokio::test]
+async fn missing_rbac_rule_is_reported_not_fatal() {
+    let Some(cluster) = cluster("missing_rbac_rule_is_reported_not_fatal") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "rbac").await;
+    let n = &ns.name;
+    let role: Value = serde_json::from_str(
+        &kubectl(&["get", "clusterrole", CHART_FULLNAME, "-o", "json"]).expect("chart ClusterRole"),
+    )
+    .unwrap();
+    let rules = role["rules"].as_array().expect("rules").clone();
+    let without: Vec<Value> = rules
+        .iter()
+        .filter(|r| {
+            !r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|x| x == "services"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        without.len() + 1,
+        rules.len(),
+        "expected exactly one rule for services: {rules:?}"
+    );
+    let guard = RestoreRules(Value::Array(rules));
+    let patch = json!([{"op": "replace", "path": "/rules", "value": without}]).to_string();
+    kubectl(&[
+        "patch",
+        "clusterrole",
+        CHART_FULLNAME,
+        "--type",
+        "json",
+        "-p",
+        &patch,
+    ])
+    .expect("dropping the services rule");
+    // RBAC changes reach the authorizer through an informer: wait until it denies.
+    let sa = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{CHART_FULLNAME}");
+    wait_for(
+        "the API server to deny services",
+        Duration::from_secs(30),
+        || async {
+            match kubectl(&["auth", "can-i", "get", "services", "-n", n, "--as", &sa]) {
+                Err(_) => Ok(()),
+                Ok(s) => Err(s),
+            }
+        },
+    )
+    .await;
+
+    let mut op = Operator::start(cluster, n, "operator", &[]).await;
+    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 1}))).await;
+    let fa = wait_for("Ready=False naming services", RECONCILE, || async {
+        let fa = get_fastagentic(&client, n, "agent").await;
+        match condition(&fa, "Ready") {
+            Some(c)
+                if c["status"] == "False"
+                    && c["reason"] == "Forbidden"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("services")) =>
+            {
+                Ok(fa)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("condition: {}", condition(&fa, "Ready").unwrap());
+    let logged = wait_for(
+        "a log line naming the forbidden resource",
+        RECONCILE,
+        || async {
+            op.log_events("reconcile failed")
+                .into_iter()
+                .find(|e| {
+                    e["reason"] == "Forbidden"
+                        && e["error"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("services") && m.contains("forbidden"))
+                })
+                .ok_or_else(|| op.log_tail(10))
+        },
+    )
+    .await;
+    eprintln!("log: {logged}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        op.exit_status().is_none(),
+        "the operator exited:\n{}",
+        op.log_tail(30)
+    );
+    assert_eq!(
+        http_get(&format!("http://{}/healthz", op.health))
+            .await
+            .map(|r| r.0),
+        Ok(200),
+        "operator /healthz"
+    );
+
+    // The rule back: the operator recovers on its own (retry with backoff).
+    guard.restore().expect("restoring the ClusterRole");
+    wait_for(
+        "the Service after the rule came back",
+        Duration::from_secs(180),
+        || async {
+            Api::<Service>::namespaced(client.clone(), n)
+                .get_opt("agent")
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .ok_or("no Service".to_string())
+        },
+    )
+    .await;
+    wait_for("Ready no longer Forbidden", RECONCILE, || async {
+        let fa = get_fastagentic(&client, n, "agent").await;
+        match condition(&fa, "Ready") {
+            Some(c) if c["reason"] != "Forbidden" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    drop(guard);
+}
