@@ -519,4 +519,13 @@ fn up_to_date_check_tolerates_server_defaults_and_normalised_quantities() {
     let extra = json!({"spec": {"resources": {"limits": {"cpu": "1", "memory": "512Mi"}},
                                 "ports": [{"name": "http", "port": 8000}, {"name": "x", "port": 1}]}});
     assert!(!is_subset(&want, &extra), "an added list entry is drift");
+    let zero = json!({"probe": {"initialDelaySeconds": 0, "periodSeconds": 2}});
+    assert!(
+        is_subset(&zero, &json!({"probe": {"periodSeconds": 2}})),
+        "omitempty zero"
+    );
+    assert!(!is_subset(
+        &zero,
+        &json!({"probe": {"initialDelaySeconds": 5, "periodSeconds": 2}})
+    ));
 }

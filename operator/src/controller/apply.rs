@@ -135,15 +135,17 @@ pub fn is_up_to_date<K: Resource + Serialize>(desired: &K, live: &K) -> bool {
     }
 }
 
-/// `want` is contained in `have`: objects by key (nulls in `want` ignored), arrays element by
-/// element with equal length, scalars equal, and quantities equal by value (the API server
-/// rewrites `1000m` as `1`).
+/// `want` is contained in `have`: objects by key (a key absent from `have` matches a null or
+/// zero value in `want`), arrays element by element with equal length, scalars equal, and
+/// quantities equal by value (the API server rewrites `1000m` as `1`).
 pub fn is_subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| match h.get(k) {
+            Some(hv) => is_subset(v, hv),
+            // The API server omits zero values (Go `omitempty`): `initialDelaySeconds: 0`
+            // comes back absent.
+            None => is_zero(v),
+        }),
         (Value::Array(w), Value::Array(h)) => {
             w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
         }
@@ -155,6 +157,18 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
             matches!((quantity(a), b.as_f64()), (Some(x), Some(y)) if x == y)
         }
         (a, b) => a == b,
+    }
+}
+
+/// Null, 0, false, "" or an empty list/object: what Go's `omitempty` leaves out.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
