@@ -121,7 +121,8 @@ pub struct FastAgenticSpec {
     pub max_requests_jitter: Option<i32>,
 
     /// Fixed number of pods. Leave unset when `autoscaling` is set. `kubectl scale fa/NAME` writes
-    /// this field. Defaults to 1 when neither is set.
+    /// this field. When neither is set, a new Deployment starts with 1 pod and an existing one
+    /// keeps its current count (so removing `autoscaling` never scales running pods down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
