@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Operator at scale: COUNT FastAgentics created at once against the loopback control plane.
+#
+#   scripts/control-plane.sh up        # the control plane must be up
+#   bench/operator-scale.sh [COUNT]    # COUNT defaults to 500
+#
+# Measures, with the operator running as the chart's ServiceAccount (like the control-plane
+# tests) and watching one fresh namespace:
+#   1. time from the first create until every Deployment exists, and until every FastAgentic's
+#      status.observedGeneration equals its metadata.generation;
+#   2. the operator's peak resident memory (VmHWM in /proc/PID/status);
+#   3. writes while nothing changes: after the objects settle, the resourceVersions of every
+#      FastAgentic, Deployment and Service in the namespace are compared over IDLE seconds, and
+#      the operator's own "applying" log lines in that window are counted (target 0 for both).
+#
+# The resources ask for 0 replicas, so no pods are created: the figure is the operator's (and
+# the API server's), not the scheduler's or kwok's.
+#
+# Environment:
+#   FASTAGENTIC_BENCH_OPERATOR   operator binary (default: cargo build --release, then
+#                                ${CARGO_TARGET_DIR:-target}/release/fastagentic-operator)
+#   FASTAGENTIC_BENCH_IDLE       seconds of the idle window (default 60)
+#   FASTAGENTIC_BENCH_PARALLEL   concurrent kubectl apply processes creating the objects (default 8)
+#   FASTAGENTIC_BENCH_KEEP=1     keep the namespace afterwards
+# Results are printed and written to bench/results/operator-scale-<time>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COUNT="${1:-500}"
+IDLE="${FASTAGENTIC_BENCH_IDLE:-60}"
+PARALLEL="${FASTAGENTIC_BENCH_PARALLEL:-8}"
+TIMEOUT=600
+SYSTEM_NS=fastagentic-system
+RELEASE=fastagentic-operator
+
+log() { printf '[operator-scale] %s\n' "$*" >&2; }
+die() { printf '[operator-scale] ERROR: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+[[ "$COUNT" =~ ^[1-9][0-9]*$ ]] || die "COUNT must be a positive number, got '$COUNT'"
+command -v kubectl >/dev/null || die "kubectl is not installed"
+command -v curl >/dev/null || die "curl is not installed"
+
+# ---- the control plane (loopback only) --------------------------------------------------------
+if [[ -z "${KUBECONFIG:-}" ]]; then
+  eval "$(scripts/control-plane.sh env)"
+fi
+server="$(kubectl config view --minify -o 'jsonpath={.clusters[0].cluster.server}')"
+case "$server" in
+  https://127.0.0.1:* | https://localhost:* | "https://[::1]:"*) ;;
+  *) die "KUBECONFIG points at '$server', not at the loopback control plane of scripts/control-plane.sh" ;;
+esac
+kubectl get --raw /readyz >/dev/null 2>&1 || die "the API server at $server is not ready (scripts/control-plane.sh up)"
+
+# ---- the operator binary ------------------------------------------------------------------------
+operator="${FASTAGENTIC_BENCH_OPERATOR:-}"
+if [[ -z "$operator" ]]; then
+  log "building the operator (cargo build --release -p fastagentic-operator)"
+  cargo build --release -p fastagentic-operator >&2
+  operator="${CARGO_TARGET_DIR:-target}/release/fastagentic-operator"
+fi
+[[ -x "$operator" ]] || die "no operator binary at $operator"
+
+# ---- CRD, chart, and a token of the chart's ServiceAccount ----------------------------------------
+log "applying the CRD and installing the chart (replicaCount=0: the operator runs here, not in a pod)"
+kubectl apply --server-side --force-conflicts -f crds/fastagentic.io_fastagentics.yaml >/dev/null
+kubectl wait --for=condition=Established crd/fastagentics.fastagentic.io --timeout=60s >/dev/null
+helm="${FASTAGENTIC_HELM:-$(scripts/control-plane.sh path helm)}"
+"$helm" upgrade --install "$RELEASE" charts/fastagentic-operator --namespace "$SYSTEM_NS" \
+  --create-namespace --set replicaCount=0 >/dev/null
+
+work="$(mktemp -d /tmp/fastagentic-bench.XXXXXX)"
+ns="bench-scale-$(date +%s)"
+operator_pid=""
+cleanup() {
+  local rc=$?
+  if [[ -n "$operator_pid" ]] && kill -0 "$operator_pid" 2>/dev/null; then
+    kill -TERM "$operator_pid" 2>/dev/null || true
+    wait "$operator_pid" 2>/dev/null || true
+  fi
+  if [[ "${FASTAGENTIC_BENCH_KEEP:-0}" != 1 ]]; then
+    kubectl delete namespace "$ns" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+    rm -rf "$work"
+  else
+    log "kept namespace $ns and $work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+token="$(kubectl create token "$RELEASE" -n "$SYSTEM_NS" --duration 1h)"
+ca="$(kubectl config view --raw --minify --flatten -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}')"
+cat >"$work/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: cp, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: operator, user: {token: "$token"}}]
+contexts: [{name: operator, context: {cluster: cp, user: operator, namespace: $SYSTEM_NS}}]
+current-context: operator
+EOF
+chmod 600 "$work/operator.kubeconfig"
+
+kubectl create namespace "$ns" >/dev/null
+kubectl label namespace "$ns" fastagentic.io/bench=operator-scale >/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+metrics_port="$(free_port)"
+health_port="$(free_port)"
+log "starting $operator for namespace $ns (log $work/operator.log)"
+KUBECONFIG="$work/operator.kubeconfig" "$operator" run --namespace "$ns" \
+  --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \
+  --log-format json >"$work/operator.log" 2>&1 &
+operator_pid=$!
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$operator_pid" 2>/dev/null || die "the operator exited: $(tail -n 20 "$work/operator.log")"
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null || die "the operator never became ready"
+rss_start="$(awk '/^VmRSS/ { print $2 }' "/proc/$operator_pid/status")"
+
+# ---- COUNT resources, created at once ------------------------------------------------------------
+mkdir -p "$work/objects"
+for ((i = 1; i <= COUNT; i++)); do
+  printf -- '---\napiVersion: fastagentic.io/v1alpha1\nkind: FastAgentic\nmetadata:\n  name: agent-%04d\nspec:\n  image: registry.example.com/agent:1.0.0\n  server: gunicorn\n  workers: 2\n  maxConcurrent: 50\n  replicas: 0\n' "$i" \
+    >>"$work/objects/chunk-$((i % PARALLEL)).yaml"
+done
+
+log "creating $COUNT FastAgentics ($PARALLEL kubectl apply --server-side in parallel)"
+t0="$(now)"
+printf '%s\n' "$work"/objects/chunk-*.yaml |
+  xargs -P "$PARALLEL" -I{} kubectl apply --server-side -n "$ns" -f {} >"$work/apply.log"
+t_created="$(since "$t0")"
+log "all $COUNT created after ${t_created}s"
+
+t_deployments=""
+t_status=""
+while :; do
+  elapsed="$(since "$t0")"
+  if [[ -z "$t_deployments" ]]; then
+    deployments="$(kubectl get deployments -n "$ns" --no-headers 2>/dev/null | wc -l)"
+    ((deployments >= COUNT)) && t_deployments="$elapsed" && log "every Deployment exists after ${elapsed}s"
+  fi
+  if [[ -z "$t_status" ]]; then
+    observed="$(kubectl get fastagentics -n "$ns" --no-headers \
+      -o 'custom-columns=G:.metadata.generation,O:.status.observedGeneration' 2>/dev/null | awk '$1 == $2' | wc -l)"
+    ((observed >= COUNT)) && t_status="$elapsed" && log "every status has observedGeneration after ${elapsed}s"
+  fi
+  [[ -n "$t_deployments" && -n "$t_status" ]] && break
+  awk -v e="$elapsed" -v t="$TIMEOUT" 'BEGIN { exit !(e > t) }' &&
+    die "timed out after ${TIMEOUT}s: ${deployments:-?} Deployments, ${observed:-?} statuses observed"
+  sleep 1
+done
+
+# ---- idle: nothing changes, nothing may be written ---------------------------------------------------
+snapshot() {
+  local kind
+  for kind in fastagentics deployments services; do
+    kubectl get "$kind" -n "$ns" --no-headers \
+      -o 'custom-columns=N:.metadata.name,V:.metadata.resourceVersion' | sed "s|^|$kind/|"
+  done | sort
+}
+log "letting the controller-manager finish its Deployment status writes"
+settle_start="$(now)"
+prev="$(snapshot)"
+quiet=0
+while ((quiet < 15)); do
+  sleep 1
+  cur="$(snapshot)"
+  if [[ "$cur" == "$prev" ]]; then quiet=$((quiet + 1)); else quiet=0; prev="$cur"; fi
+  awk -v e="$(since "$settle_start")" 'BEGIN { exit !(e > 300) }' && die "the objects never settled for 15 s"
+done
+log "settled after $(since "$settle_start")s; watching ${IDLE}s of nothing changing"
+applies_before="$(grep -c '"message":"applying"' "$work/operator.log" || true)"
+reconciles_metric() { curl -fsS "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "fastagentic_operator_reconciles_total" { print $2 }'; }
+reconciles_before="$(reconciles_metric)"
+sleep "$IDLE"
+after="$(snapshot)"
+changed="$(diff <(printf '%s\n' "$prev") <(printf '%s\n' "$after") | grep -c '^>' || true)"
+applies_after="$(grep -c '"message":"applying"' "$work/operator.log" || true)"
+reconciles_after="$(reconciles_metric)"
+objects="$(printf '%s\n' "$after" | wc -l)"
+
+hwm_kib="$(awk '/^VmHWM/ { print $2 }' "/proc/$operator_pid/status")"
+rss_kib="$(awk '/^VmRSS/ { print $2 }' "/proc/$operator_pid/status")"
+kill -0 "$operator_pid" 2>/dev/null || die "the operator died during the benchmark"
+
+mkdir -p bench/results
+result="bench/results/operator-scale-$(date +%Y%m%dT%H%M%S).txt"
+{
+  echo "operator-scale: $COUNT FastAgentics (replicas 0), $(nproc) CPUs, $(kubectl version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -n 1) API server"
+  printf '  %-52s %s s\n' "created (kubectl apply, $PARALLEL in parallel):" "$t_created"
+  printf '  %-52s %s s\n' "every Deployment exists:" "$t_deployments"
+  printf '  %-52s %s s\n' "every status.observedGeneration = generation:" "$t_status"
+  printf '  %-52s %s / %s / %s MiB\n' "operator RSS at start / end / peak (VmHWM):" \
+    "$((rss_start / 1024))" "$((rss_kib / 1024))" "$((hwm_kib / 1024))"
+  printf '  %-52s %s\n' "idle ${IDLE} s: objects changed (of $objects):" "$changed"
+  printf '  %-52s %s\n' "idle ${IDLE} s: operator applies logged:" "$((applies_after - applies_before))"
+  printf '  %-52s %s\n' "idle ${IDLE} s: reconciles (reads only):" \
+    "$(awk -v a="$reconciles_before" -v b="$reconciles_after" 'BEGIN { print b - a }')"
+} | tee "$result"
+log "written to $result"
