@@ -6,6 +6,9 @@
 //!
 //!     FASTAGENTIC_E2E=kind cargo test -p fastagentic-tests --test kind_e2e -- --nocapture
 
+// A test fails loudly when its prerequisites are missing; panicking is the point here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
