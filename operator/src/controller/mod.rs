@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -144,11 +144,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (store, writer) = reflector::store();
+    // Objects are read through `DeserializeGuard`: one FastAgentic that does not deserialize
+    // (stored under an older schema, say) is logged and skipped instead of failing the whole
+    // watch and stalling every other resource.
     let fastagentics = watcher(
-        api_for::<FastAgentic>(&client, &scope),
+        api_for::<DeserializeGuard<FastAgentic>>(&client, &scope),
         watcher::Config::default(),
     )
     .default_backoff()
+    .filter_map(|event| std::future::ready(skip_invalid(event)))
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
@@ -185,6 +189,37 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Passes well-formed FastAgentics on and drops (with a warning) those that do not deserialize.
+fn skip_invalid(
+    event: Result<watcher::Event<DeserializeGuard<FastAgentic>>, watcher::Error>,
+) -> Option<Result<watcher::Event<FastAgentic>, watcher::Error>> {
+    use watcher::Event as E;
+    let unwrap = |guard: DeserializeGuard<FastAgentic>| match guard.0 {
+        Ok(fa) => Some(fa),
+        Err(invalid) => {
+            tracing::warn!(
+                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                name = invalid.metadata.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "skipping a FastAgentic that does not match the operator's types"
+            );
+            None
+        }
+    };
+    let event = match event {
+        Err(e) => return Some(Err(e)),
+        Ok(event) => event,
+    };
+    let mapped = match event {
+        E::Apply(g) => E::Apply(unwrap(g)?),
+        E::InitApply(g) => E::InitApply(unwrap(g)?),
+        E::Delete(g) => E::Delete(unwrap(g)?),
+        E::Init => E::Init,
+        E::InitDone => E::InitDone,
+    };
+    Some(Ok(mapped))
 }
 
 fn now() -> Time {
@@ -303,4 +338,38 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    fn guard(value: serde_json::Value) -> DeserializeGuard<FastAgentic> {
+        serde_json::from_value(value).expect("a guard always deserializes")
+    }
+
+    #[test]
+    fn a_malformed_fastagentic_is_skipped_and_a_good_one_passes() {
+        let good = guard(json!({
+            "apiVersion": "fastagentic.io/v1alpha1", "kind": "FastAgentic",
+            "metadata": {"name": "good", "namespace": "ns"},
+            "spec": {"image": "agent:1"}
+        }));
+        let bad = guard(json!({
+            "apiVersion": "fastagentic.io/v1alpha1", "kind": "FastAgentic",
+            "metadata": {"name": "bad", "namespace": "ns"},
+            "spec": {"image": "agent:1", "workers": "many"}
+        }));
+        assert!(bad.0.is_err(), "workers: \"many\" must not deserialize");
+
+        match skip_invalid(Ok(watcher::Event::Apply(good))) {
+            Some(Ok(watcher::Event::Apply(fa))) => assert_eq!(fa.name_any(), "good"),
+            other => panic!("the good object must pass, got {other:?}"),
+        }
+        assert!(skip_invalid(Ok(watcher::Event::InitApply(bad))).is_none());
+        assert!(matches!(
+            skip_invalid(Ok(watcher::Event::InitDone)),
+            Some(Ok(watcher::Event::InitDone))
+        ));
+    }
 }
