@@ -101,12 +101,12 @@ pub struct RunArgs {
     pub host: IpAddr,
 
     /// Port to bind to (1-65535).
-    #[arg(long, env = "FASTAGENTIC_PORT", default_value = "8000",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_PORT", default_value = "8000",
           value_parser = parse_port, help_heading = "Server")]
     pub port: u16,
 
     /// Number of worker processes (1-512).
-    #[arg(long, env = "FASTAGENTIC_WORKERS", default_value = "1",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_WORKERS", default_value = "1",
           value_parser = parse_workers, help_heading = "Server")]
     pub workers: u32,
 
@@ -119,7 +119,7 @@ pub struct RunArgs {
 
     /// Max concurrent requests per worker (a positive integer, or `unlimited`); over it,
     /// HTTP 503 at once with Retry-After.
-    #[arg(long, env = "FASTAGENTIC_MAX_CONCURRENT", default_value = "unlimited",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_MAX_CONCURRENT", default_value = "unlimited",
           value_parser = parse_limit, help_heading = "Server")]
     pub max_concurrent: ConcurrencyLimit,
 
@@ -135,53 +135,53 @@ pub struct RunArgs {
     pub title: String,
 
     /// Recycle a worker after this many requests (0 = never).
-    #[arg(long, env = "FASTAGENTIC_MAX_REQUESTS", default_value = "0",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_MAX_REQUESTS", default_value = "0",
           value_parser = parse_count, help_heading = "Workers")]
     pub max_requests: u64,
 
     /// Add a random 0..=N to each worker's --max-requests so workers do not recycle together.
-    #[arg(long, env = "FASTAGENTIC_MAX_REQUESTS_JITTER", default_value = "0",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_MAX_REQUESTS_JITTER", default_value = "0",
           value_parser = parse_count, help_heading = "Workers")]
     pub max_requests_jitter: u64,
 
     /// Redis connection pool size per worker.
-    #[arg(long, env = "FASTAGENTIC_REDIS_POOL_SIZE", default_value = "10",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_REDIS_POOL_SIZE", default_value = "10",
           value_parser = parse_pool_size, help_heading = "Pools")]
     pub redis_pool_size: u32,
 
     /// Seconds to wait for a Redis connection from the pool.
-    #[arg(long, env = "FASTAGENTIC_REDIS_POOL_TIMEOUT", default_value = "5.0",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_REDIS_POOL_TIMEOUT", default_value = "5.0",
           value_parser = parse_positive_seconds, help_heading = "Pools")]
     pub redis_pool_timeout: Duration,
 
     /// Database connection pool size per worker (connections kept).
-    #[arg(long, env = "FASTAGENTIC_DB_POOL_SIZE", default_value = "5",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_DB_POOL_SIZE", default_value = "5",
           value_parser = parse_pool_size, help_heading = "Pools")]
     pub db_pool_size: u32,
 
     /// Additional database connections per worker under load.
-    #[arg(long, env = "FASTAGENTIC_DB_MAX_OVERFLOW", default_value = "10",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_DB_MAX_OVERFLOW", default_value = "10",
           value_parser = parse_overflow, help_heading = "Pools")]
     pub db_max_overflow: u32,
 
     /// Graceful shutdown timeout in seconds: in-flight requests still running after it are cut.
-    #[arg(long, env = "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN", default_value = "30",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN", default_value = "30",
           value_parser = parse_seconds, help_heading = "Timeouts")]
     pub timeout_graceful: Duration,
 
     /// Seconds an idle keep-alive connection stays open.
-    #[arg(long, env = "FASTAGENTIC_TIMEOUT_KEEP_ALIVE", default_value = "5",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_TIMEOUT_KEEP_ALIVE", default_value = "5",
           value_parser = parse_positive_seconds, help_heading = "Timeouts")]
     pub timeout_keep_alive: Duration,
 
     /// Largest accepted request body in bytes (larger: HTTP 413).
-    #[arg(long, env = "FASTAGENTIC_MAX_BODY_SIZE", default_value = "1048576",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_MAX_BODY_SIZE", default_value = "1048576",
           value_parser = parse_body_size, help_heading = "Server")]
     pub max_body_size: usize,
 
     /// Milliseconds the built-in `echo` agent waits before answering (to show load without
     /// an LLM).
-    #[arg(long, env = "FASTAGENTIC_ECHO_DELAY_MS", default_value = "0",
+    #[arg(long, allow_negative_numbers = true, env = "FASTAGENTIC_ECHO_DELAY_MS", default_value = "0",
           value_parser = parse_delay_ms, help_heading = "Agent")]
     pub echo_delay_ms: u64,
 
