@@ -190,7 +190,20 @@ pub struct RunArgs {
           value_parser = parse_log_filter, help_heading = "Server")]
     pub log_level: String,
 
-    /// Testing aid: adds `POST /__test/panic`, a handler that panics.
+    /// Redis and PostgreSQL URLs and the database pool's recycling, pre-ping and timeout.
+    #[command(flatten)]
+    pub pools: crate::pools::PoolArgs,
+
+    /// Where runs are recorded.
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
+
+    /// The agent backend.
+    #[command(flatten)]
+    pub agent: crate::agents::AgentArgs,
+
+    /// Testing aid: adds `POST /__test/panic`, a handler that panics, and the
+    /// `POST /__test/hold/{pool}/{ms}` routes that hold a pooled connection.
     #[arg(long, env = "FASTAGENTIC_ENABLE_TEST_ROUTES", default_value = "false",
           num_args = 0..=1, default_missing_value = "true",
           value_parser = parse_bool, hide = true)]
@@ -248,6 +261,13 @@ impl RunArgs {
                     .to_owned(),
             );
         }
+        self.durable_store()?;
+        // The backend is built again per worker; building it here reports a missing URL or
+        // key as a usage error before anything starts.
+        self.agent
+            .build(Duration::from_millis(self.echo_delay_ms))
+            .map(drop)
+            .map_err(|e| format!("invalid agent configuration: {e}"))?;
         if self.reload && self.workers > 1 {
             return Err(format!(
                 "invalid combination: --reload (FASTAGENTIC_RELOAD) with --workers \
@@ -256,6 +276,25 @@ impl RunArgs {
             ));
         }
         Ok(())
+    }
+
+    /// The durable store to use: `--durable-store` when given (its URL must be set),
+    /// otherwise the store whose URL is set when exactly one of `REDIS_URL` and `DATABASE_URL`
+    /// is, otherwise memory (with both set the choice is ambiguous, so it stays memory until
+    /// `--durable-store` picks one).
+    pub fn durable_store(&self) -> Result<crate::store::DurableStoreKind, String> {
+        crate::store::resolve_store_kind(
+            self.store.durable_store,
+            self.pools.redis_url.is_some(),
+            self.pools.database_url.is_some(),
+        )
+        .map_err(|e| {
+            format!(
+                "invalid combination: --durable-store {kind} ({e}); accepted: memory, or \
+                 redis with REDIS_URL, or postgres with DATABASE_URL",
+                kind = e.kind
+            )
+        })
     }
 
     /// Which process model serves these options.
@@ -299,6 +338,15 @@ impl RunArgs {
             "timeout_keep_alive": self.timeout_keep_alive.as_secs_f64(),
             "max_body_size": self.max_body_size,
             "echo_delay_ms": self.echo_delay_ms,
+            "redis_configured": self.pools.redis_url.is_some(),
+            "database_configured": self.pools.database_url.is_some(),
+            "db_pool_recycle": self.pools.db_pool_recycle.as_secs_f64(),
+            "db_pool_pre_ping": self.pools.db_pool_pre_ping,
+            "db_pool_timeout": self.pools.db_pool_timeout.as_secs_f64(),
+            "durable_store": self.durable_store().ok().map(|k| k.to_string()),
+            "agent": format!("{:?}", self.agent.agent).to_ascii_lowercase(),
+            "agent_timeout": self.agent.agent_timeout,
+            "model": self.agent.model,
         })
     }
 }

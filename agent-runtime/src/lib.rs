@@ -5,7 +5,10 @@
 //! - [`server`]: HTTP application and layers, serving loop, pre-fork supervisor;
 //! - [`metrics`]: per-process counters and the pod-wide view;
 //! - [`agent`]: the agent seam behind `POST /chat`;
-//! - [`services`]: what a worker serves (agent backend, readiness checks, extra routes).
+//! - [`services`]: what a worker serves (agent backend, pools, run store, readiness checks,
+//!   extra routes);
+//! - [`pools`], [`store`], [`agents`], [`runs`]: per-worker Redis/PostgreSQL pools, the durable
+//!   run store, the agent backends, and durable runs over HTTP.
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -17,6 +20,7 @@ pub mod services;
 
 pub mod agents;
 pub mod pools;
+pub mod runs;
 pub mod store;
 
 use std::ffi::OsString;

@@ -3,7 +3,7 @@
 //! Each process keeps its numbers in one fixed array of atomic words ([`Counters`]), laid out
 //! like a *slot*. In pre-fork mode the supervisor creates an anonymous shared file (memfd) with
 //! one slot per worker process and passes it to every worker; after each response head and
-//! each finished body a worker writes its whole slot (one `pwrite` of 512 bytes, checksummed)
+//! each finished body a worker writes its whole slot (one `pwrite` of [`SLOT_BYTES`], checksummed)
 //! and whoever answers `/metrics` reads all slots (`pread`) and adds them up. So the numbers are
 //! for the pod whichever worker answers, exact at the moment the response is sent, without a
 //! round trip to the supervisor and without `unsafe` shared memory.
@@ -12,6 +12,12 @@
 //! gauge and hands the slot to the next worker it starts, which continues the counters from
 //! where its predecessor stopped. Counters therefore never go down, and the file holds at most
 //! as many slots as workers can be alive at once.
+//!
+//! Besides the request counters a slot holds the worker's durable-run counters (started,
+//! completed, failed, replayed) and a snapshot of each of its connection pools (max size, open,
+//! in use, idle, waiters, wait timeouts), refreshed every second and before `/metrics` answers.
+//! Pool gauges are added over live workers only; the timeout counters continue across
+//! replacements like the request counters.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -42,9 +48,19 @@ pub const BUCKETS: &[f64] = &[
 ];
 
 /// Bytes per slot in the shared file.
-pub const SLOT_BYTES: usize = 512;
+pub const SLOT_BYTES: usize = 1024;
 
-const MAGIC: u64 = 0x4641_5f4d_4554_5231; // "FA_METR1"
+/// Slot format version 2 (runs and pools added, 1024-byte slots). Supervisor and workers are
+/// the same binary, so a slot is only ever read by the version that wrote it; the magic still
+/// changes with the layout so a mismatch reads as an unusable slot, never as wrong numbers.
+const MAGIC: u64 = 0x4641_5f4d_4554_5232; // "FA_METR2"
+
+/// Pools reported per slot, in this order.
+pub const POOLS: &[&str] = &[crate::pools::REDIS_POOL, crate::pools::DB_POOL];
+/// Words per pool: max size, open, in use, idle, waiters, timeouts.
+const POOL_WORDS: usize = 6;
+/// Durable-run events counted per slot, in this order.
+pub const RUN_EVENTS: &[&str] = &["started", "completed", "failed", "replayed"];
 
 // Word indices of a slot.
 const W_MAGIC: usize = 0;
@@ -58,10 +74,13 @@ const W_HANDLED: usize = 7; // requests by this process (not carried over)
 const W_DURATION_SUM_US: usize = 8;
 const W_ROUTES: usize = 9;
 const W_BUCKETS: usize = W_ROUTES + 7 * 5;
-const W_CHECKSUM: usize = W_BUCKETS + 12 + 1; // one more bucket: +Inf
+const W_RUNS: usize = W_BUCKETS + 12 + 1; // one more bucket: +Inf
+const W_POOLS: usize = W_RUNS + 4;
+const W_CHECKSUM: usize = W_POOLS + 2 * POOL_WORDS;
 const WORDS: usize = W_CHECKSUM + 1;
 
 const _: () = assert!(ROUTES.len() == 7 && CLASSES.len() == 5 && BUCKETS.len() == 12);
+const _: () = assert!(RUN_EVENTS.len() == 4 && POOLS.len() == 2);
 const _: () = assert!(WORDS * 8 <= SLOT_BYTES);
 
 /// Lifecycle of the process owning a slot, as seen by the supervisor.
@@ -244,6 +263,11 @@ impl SharedFile {
         w[W_MAGIC] = MAGIC;
         w[W_STATE] = SlotState::Exited as u64;
         w[W_IN_FLIGHT] = 0;
+        for p in 0..POOLS.len() {
+            for k in 0..POOL_WORDS - 1 {
+                w[W_POOLS + p * POOL_WORDS + k] = 0;
+            }
+        }
         w[W_CHECKSUM] = checksum(&w);
         self.write_slot(slot, &w)
     }
@@ -262,11 +286,26 @@ struct Sink {
     dirty: AtomicBool,
 }
 
+/// A durable-run event (see [`RUN_EVENTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEvent {
+    /// The store recorded a new (or retried) run as running.
+    Started = 0,
+    /// A run was recorded completed.
+    Completed = 1,
+    /// A run was recorded failed.
+    Failed = 2,
+    /// A completed run was answered from the store without running the agent.
+    Replayed = 3,
+}
+
 /// The metrics of this process (one per process).
 #[derive(Debug)]
 pub struct Counters {
     words: [AtomicU64; WORDS],
     sink: Option<Sink>,
+    /// Pool wait timeouts the slot's previous owners counted (a new process's pools start at 0).
+    pool_timeout_base: [u64; 2],
 }
 
 impl Counters {
@@ -275,6 +314,7 @@ impl Counters {
         let c = Self {
             words: std::array::from_fn(|_| AtomicU64::new(0)),
             sink: None,
+            pool_timeout_base: [0; 2],
         };
         c.init();
         Arc::new(c)
@@ -292,6 +332,7 @@ impl Counters {
                 lock: Mutex::new(()),
                 dirty: AtomicBool::new(false),
             }),
+            pool_timeout_base: std::array::from_fn(|p| previous[W_POOLS + p * POOL_WORDS + 5]),
         };
         c.init();
         c.publish();
@@ -305,6 +346,54 @@ impl Counters {
         self.words[W_STARTED_MS].store(now_ms(), Ordering::Relaxed);
         self.words[W_IN_FLIGHT].store(0, Ordering::Relaxed);
         self.words[W_HANDLED].store(0, Ordering::Relaxed);
+        for p in 0..POOLS.len() {
+            for k in 0..POOL_WORDS - 1 {
+                self.words[W_POOLS + p * POOL_WORDS + k].store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The slot this process publishes into (pre-fork workers), for naming its connections.
+    pub fn slot(&self) -> Option<usize> {
+        self.sink.as_ref().map(|s| s.slot)
+    }
+
+    /// Counts a durable-run event (and publishes it).
+    pub fn run_event(&self, event: RunEvent) {
+        self.words[W_RUNS + event as usize].fetch_add(1, Ordering::AcqRel);
+        self.publish();
+    }
+
+    /// Records the current numbers of this process's pools (`None`: not configured), without
+    /// publishing; see [`Counters::publish_now`].
+    pub fn set_pools(&self, pools: [Option<crate::pools::PoolMetrics>; 2]) {
+        for (p, m) in pools.iter().enumerate() {
+            let base = W_POOLS + p * POOL_WORDS;
+            let m = m.unwrap_or(crate::pools::PoolMetrics {
+                max_size: 0,
+                size: 0,
+                in_use: 0,
+                idle: 0,
+                waiters: 0,
+                timeouts: 0,
+            });
+            let values = [
+                m.max_size as u64,
+                m.size as u64,
+                m.in_use as u64,
+                m.idle as u64,
+                m.waiters as u64,
+                self.pool_timeout_base[p] + m.timeouts,
+            ];
+            for (k, v) in values.into_iter().enumerate() {
+                self.words[base + k].store(v, Ordering::Release);
+            }
+        }
+    }
+
+    /// Writes this process's slot now.
+    pub fn publish_now(&self) {
+        self.publish();
     }
 
     /// Sets this process's lifecycle state (and publishes it).
@@ -455,6 +544,11 @@ pub struct PodSnapshot {
     pub buckets: [u64; 13],
     /// Sum of durations.
     pub duration_sum: Duration,
+    /// Durable-run events, in [`RUN_EVENTS`] order.
+    pub runs: [u64; 4],
+    /// Per pool ([`POOLS`] order): max size, open, in use, idle, waiters (live workers) and
+    /// wait timeouts (all time).
+    pub pools: [[u64; POOL_WORDS]; 2],
     /// Live workers (pre-fork mode).
     pub workers: Vec<WorkerView>,
     /// Whether these numbers cover several processes.
@@ -482,8 +576,19 @@ impl PodSnapshot {
                 s.buckets[b] += w[W_BUCKETS + b];
             }
             s.duration_sum += Duration::from_micros(w[W_DURATION_SUM_US]);
+            for e in 0..RUN_EVENTS.len() {
+                s.runs[e] += w[W_RUNS + e];
+            }
+            for p in 0..POOLS.len() {
+                s.pools[p][POOL_WORDS - 1] += w[W_POOLS + p * POOL_WORDS + POOL_WORDS - 1];
+            }
             let state = SlotState::from_word(w[W_STATE]);
             if state.is_alive() {
+                for p in 0..POOLS.len() {
+                    for k in 0..POOL_WORDS - 1 {
+                        s.pools[p][k] += w[W_POOLS + p * POOL_WORDS + k];
+                    }
+                }
                 s.in_flight += w[W_IN_FLIGHT];
                 s.workers.push(WorkerView {
                     slot,
@@ -513,6 +618,34 @@ impl PodSnapshot {
             .saturating_sub(self.rejected)
     }
 
+    /// `runs` of the JSON view.
+    fn runs_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (e, name) in RUN_EVENTS.iter().enumerate() {
+            m.insert((*name).to_owned(), self.runs[e].into());
+        }
+        m.into()
+    }
+
+    /// `pools` of the JSON view: the configured pools only (max size > 0).
+    fn pools_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (p, name) in POOLS.iter().enumerate() {
+            let v = &self.pools[p];
+            if v[0] == 0 && v[5] == 0 {
+                continue;
+            }
+            m.insert(
+                (*name).to_owned(),
+                serde_json::json!({
+                    "max_size": v[0], "size": v[1], "in_use": v[2], "idle": v[3],
+                    "waiters": v[4], "timeouts": v[5],
+                }),
+            );
+        }
+        m.into()
+    }
+
     /// The seed's `/metrics` JSON, with the counters.
     pub fn to_json(
         &self,
@@ -539,6 +672,8 @@ impl PodSnapshot {
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "requests": by_route,
+            "runs": self.runs_json(),
+            "pools": self.pools_json(),
             "workers": self.workers,
             "process": process,
         })
@@ -588,6 +723,63 @@ impl prometheus_client::collector::Collector for PodCollector {
             "Server errors (5xx) other than concurrency-limit rejections",
             s.errors_total(),
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "fastagentic_runs",
+                "Durable-run events by kind (whole pod)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (e, event) in RUN_EVENTS.iter().enumerate() {
+                let labels = [("event", *event)];
+                ConstCounter::new(s.runs[e]).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        for (k, name, help) in [
+            (
+                0,
+                "fastagentic_pool_max_size",
+                "Most connections the pools may open (live workers)",
+            ),
+            (
+                1,
+                "fastagentic_pool_size",
+                "Open connections (live workers)",
+            ),
+            (
+                2,
+                "fastagentic_pool_in_use",
+                "Connections handed out (live workers)",
+            ),
+            (
+                3,
+                "fastagentic_pool_idle",
+                "Open connections waiting in the pools (live workers)",
+            ),
+            (
+                4,
+                "fastagentic_pool_waiters",
+                "Callers waiting for a connection (live workers)",
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (p, pool) in POOLS.iter().enumerate() {
+                let labels = [("pool", *pool)];
+                ConstGauge::new(s.pools[p][k] as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "fastagentic_pool_timeouts",
+                "Callers that got no connection within the pool timeout (HTTP 503)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (p, pool) in POOLS.iter().enumerate() {
+                let labels = [("pool", *pool)];
+                ConstCounter::new(s.pools[p][POOL_WORDS - 1]).encode(m.encode_family(&labels)?)?;
+            }
+        }
         let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(v).encode(m)
@@ -690,5 +882,44 @@ mod tests {
         let s = a.pod_snapshot();
         assert_eq!(s.requests_total(), 4, "the dead worker's counts stay");
         assert_eq!(s.in_flight, 0);
+    }
+
+    #[test]
+    fn runs_and_pools_add_up_and_timeouts_survive_replacement() {
+        let file = SharedFile::create(2).expect("memfd");
+        let a = Counters::shared(file.clone(), 0);
+        let b = Counters::shared(file.clone(), 1);
+        let pool = |size, timeouts| crate::pools::PoolMetrics {
+            max_size: 3,
+            size,
+            in_use: 1,
+            idle: size - 1,
+            waiters: 0,
+            timeouts,
+        };
+        a.run_event(RunEvent::Started);
+        a.run_event(RunEvent::Completed);
+        b.run_event(RunEvent::Replayed);
+        a.set_pools([Some(pool(2, 1)), None]);
+        a.publish_now();
+        b.set_pools([Some(pool(3, 2)), None]);
+        b.publish_now();
+        let s = a.pod_snapshot();
+        assert_eq!(s.runs, [1, 1, 0, 1]);
+        assert_eq!(s.pools[0], [6, 5, 2, 3, 0, 3]);
+        assert_eq!(s.pools[1], [0; 6]);
+        let j = s.to_json("i", serde_json::json!({}), serde_json::json!({}));
+        assert_eq!(j["pools"]["redis"]["size"], 5);
+        assert!(j["pools"].get("database").is_none());
+        assert_eq!(j["runs"]["replayed"], 1);
+        // Worker b dies; its replacement starts with fresh pools.
+        file.mark_exited(1).expect("mark");
+        let b2 = Counters::shared(file.clone(), 1);
+        b2.set_pools([Some(pool(1, 0)), None]);
+        b2.publish_now();
+        let s = a.pod_snapshot();
+        assert_eq!(s.pools[0][1], 3, "open connections of live workers only");
+        assert_eq!(s.pools[0][5], 3, "timeouts continue across the replacement");
+        assert_eq!(s.runs[3], 1);
     }
 }

@@ -16,11 +16,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
 use http_body::{Frame, SizeHint};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -30,9 +28,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::agent::{Agent, AgentError, AgentRequest};
+use crate::agent::Agent;
 use crate::metrics::Counters;
-use crate::services::ReadinessCheck;
+use crate::runs::Runs;
+use crate::services::{Pools, ReadinessCheck};
 
 /// Response header carrying the instance id.
 pub const INSTANCE_HEADER: &str = "x-fastagentic-instance";
@@ -57,6 +56,10 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The agent backend.
     pub agent: Arc<dyn Agent>,
+    /// Durable runs (store + agent) behind `/chat`, `/chat/stream` and `/runs/{run_id}`.
+    pub runs: Runs,
+    /// This worker's pools, for `/metrics`.
+    pub pools: Pools,
     /// Readiness checks.
     pub checks: Vec<Arc<dyn ReadinessCheck>>,
     /// Permits of the concurrency limit (`None`: unlimited).
@@ -121,7 +124,8 @@ pub fn app(
 
     let mut agent_routes = Router::new()
         .route("/chat", post(chat))
-        .route("/chat/stream", post(chat_stream));
+        .route("/chat/stream", post(chat_stream))
+        .route("/runs/{run_id}", get(get_run));
     if test_routes {
         agent_routes = agent_routes.route("/__test/panic", post(panic_route));
     }
@@ -390,6 +394,7 @@ fn wants_prometheus(h: &HeaderMap) -> Option<&'static str> {
 
 async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(content_type) = wants_prometheus(&headers) {
+        st.counters.set_pools(st.pools.metrics());
         let mut out = String::new();
         let res = if content_type.starts_with("application/openmetrics") {
             prometheus_client::encoding::text::encode(&mut out, &st.registry)
@@ -405,6 +410,7 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
             ),
         };
     }
+    st.counters.set_pools(st.pools.metrics());
     let snapshot = st.counters.pod_snapshot();
     Json(snapshot.to_json(
         &st.instance_id,
@@ -414,58 +420,19 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
-fn parse_agent_request(body: &Bytes) -> Result<AgentRequest, Box<Response>> {
-    serde_json::from_slice::<AgentRequest>(body).map_err(|e| {
-        Box::new(json_error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request",
-            &format!("expected a JSON body {{\"message\": string, ...}}: {e}"),
-        ))
-    })
+async fn chat(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    st.runs.chat(&headers, &body).await
 }
 
-fn agent_error(e: AgentError) -> Response {
-    json_error(e.status, &e.error, &e.message)
+async fn chat_stream(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    st.runs.chat_stream(&headers, &body).await
 }
 
-async fn chat(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request = match parse_agent_request(&body) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    match st.agent.run(request).await {
-        Ok(reply) => {
-            let mut body = serde_json::to_value(&reply).unwrap_or_else(|_| json!({}));
-            body["agent"] = st.agent.name().into();
-            body["instance_id"] = st.instance_id.clone().into();
-            Json(body).into_response()
-        }
-        Err(e) => agent_error(e),
-    }
-}
-
-async fn chat_stream(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request = match parse_agent_request(&body) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    let chunks = match st.agent.stream(request).await {
-        Ok(s) => s,
-        Err(e) => return agent_error(e),
-    };
-    let events = chunks
-        .map(|c| {
-            Ok::<_, std::convert::Infallible>(match c {
-                Ok(delta) => Event::default().data(json!({"delta": delta}).to_string()),
-                Err(e) => Event::default()
-                    .event("error")
-                    .data(json!({"error": e.error, "message": e.message}).to_string()),
-            })
-        })
-        .chain(futures::stream::once(async {
-            Ok(Event::default().event("done").data("{}"))
-        }));
-    Sse::new(events).into_response()
+async fn get_run(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(run_id): axum::extract::Path<String>,
+) -> Response {
+    st.runs.get(&run_id).await
 }
 
 async fn panic_route() -> Response {

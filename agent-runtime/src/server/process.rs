@@ -16,6 +16,9 @@ use super::serve::{self, ServeOptions};
 use crate::config::RunArgs;
 use crate::metrics::{Counters, PodCollector, SlotState};
 
+/// How often a process refreshes its pool gauges in its metrics slot.
+const POOL_METRICS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How this process was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -68,7 +71,11 @@ async fn serve_process(
     counters: Arc<Counters>,
     role: Role,
 ) -> ExitCode {
-    let services = match crate::services::build_services(&args).await {
+    let worker = crate::services::WorkerContext {
+        instance_id: instance_id.clone(),
+        worker: counters.slot().unwrap_or(0),
+    };
+    let services = match crate::services::build_services(&args, &worker).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(event = "startup_failed", instance_id = %instance_id, error = %e);
@@ -111,7 +118,14 @@ async fn serve_process(
         counters: counters.clone(),
         registry,
         draining: AtomicBool::new(false),
+        runs: crate::runs::Runs {
+            store: services.runs,
+            agent: services.agent.clone(),
+            instance_id: instance_id.clone(),
+            counters: counters.clone(),
+        },
         agent: services.agent,
+        pools: services.pools.clone(),
         checks: services.checks,
         limiter: args
             .max_concurrent
@@ -152,6 +166,19 @@ async fn serve_process(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    // Pool gauges of idle workers stay current for the pod-wide view.
+    {
+        let counters = counters.clone();
+        let pools = services.pools;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POOL_METRICS_PERIOD);
+            loop {
+                tick.tick().await;
+                counters.set_pools(pools.metrics());
+                counters.publish_now();
+            }
+        });
+    }
     counters.set_state(SlotState::Ready);
     tracing::info!(
         event = "startup",

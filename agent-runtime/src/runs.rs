@@ -1,0 +1,472 @@
+//! Durable runs over HTTP: `POST /chat`, `POST /chat/stream` and `GET /runs/{run_id}`.
+//!
+//! Every agent request is a run with an id: the body's `run_id`, else the `Idempotency-Key`
+//! header, else a generated one. When both are given they must be equal (400 otherwise: two
+//! different keys for one request is a client bug, and silently picking one could replay the
+//! wrong run). The store's atomic `begin` decides what happens:
+//!
+//! - started: the agent runs, and the run is recorded `completed` (with the agent's answer) or
+//!   `failed` (with the error) *before* the response is sent;
+//! - already completed: the stored answer is returned without running the agent, marked with
+//!   `"replayed": true` and the header `X-FastAgentic-Replayed: true`;
+//! - still running: 409 with the run's record.
+//!
+//! The agent call runs in its own task, so a client that disconnects does not leave the run
+//! `running` forever: the task still records the outcome. During a graceful shutdown the
+//! response (and so the store write before it) completes before the process exits.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
+use crate::metrics::{Counters, RunEvent};
+use crate::pools::PoolError;
+use crate::store::{Begin, RunId, RunRecord, RunStore, StoreError};
+
+/// Request header accepted as the run id.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set (to `true`) on an answer served from the store.
+pub const REPLAYED_HEADER: &str = "x-fastagentic-replayed";
+/// Chunks buffered between a streaming run and its (possibly slow) client.
+const STREAM_BUFFER: usize = 64;
+
+/// What a run needs: the store, the agent, and where to count.
+#[derive(Clone)]
+pub struct Runs {
+    /// The durable store.
+    pub store: Arc<dyn RunStore>,
+    /// The agent backend.
+    pub agent: Arc<dyn Agent>,
+    /// Instance id recorded with each run.
+    pub instance_id: String,
+    /// Run counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Why a request's run id was refused (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRunId(pub String);
+
+/// Picks the run id of a request (see the module docs). Pure.
+pub fn resolve_run_id(body: Option<&str>, header: Option<&str>) -> Result<RunId, BadRunId> {
+    let parse =
+        |source: &str, id: &str| RunId::parse(id).map_err(|e| BadRunId(format!("{source}: {e}")));
+    match (body, header) {
+        (Some(b), Some(h)) if b != h => Err(BadRunId(format!(
+            "run_id {:?} and the Idempotency-Key header {:?} differ; send one, or the same \
+             value in both",
+            b.chars().take(40).collect::<String>(),
+            h.chars().take(40).collect::<String>(),
+        ))),
+        (Some(b), _) => parse("run_id", b),
+        (None, Some(h)) => parse("run_id (Idempotency-Key header)", h),
+        (None, None) => Ok(RunId::generate()),
+    }
+}
+
+/// A JSON error body with a machine-readable `error` code.
+fn error_json(status: StatusCode, error: &str, message: &str, extra: Value) -> Response {
+    let mut body = json!({"error": error, "message": message, "status": status.as_u16()});
+    if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        b.extend(extra);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// 503 (with `Retry-After`) or 500 for a pool that handed out no connection, e.g.
+/// `{"error": "redis_pool_exhausted", ...}`.
+pub fn pool_error_response(e: &PoolError) -> Response {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error_json(status, &e.code(), &e.to_string(), Value::Null);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::server::http::RETRY_AFTER_SECS),
+        );
+    }
+    resp
+}
+
+/// The response for a store failure.
+pub fn store_error_response(e: &StoreError) -> Response {
+    match e {
+        StoreError::Pool(p) => pool_error_response(p),
+        other => {
+            let status = StatusCode::from_u16(other.status_code())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error_json(
+                status,
+                "durable_store_error",
+                &other.to_string(),
+                Value::Null,
+            )
+        }
+    }
+}
+
+fn agent_error_response(e: &AgentError, run_id: &RunId) -> Response {
+    error_json(
+        e.status,
+        &e.error,
+        &e.message,
+        json!({"run_id": run_id, "run_status": "failed"}),
+    )
+}
+
+fn bad_run_id_response(e: &BadRunId) -> Response {
+    error_json(
+        StatusCode::BAD_REQUEST,
+        "invalid_run_id",
+        &e.0,
+        json!({"field": "run_id"}),
+    )
+}
+
+fn still_running_response(record: &RunRecord) -> Response {
+    error_json(
+        StatusCode::CONFLICT,
+        "run_in_progress",
+        &format!(
+            "run {} is still running (started {} on {}); retry later or GET /runs/{}",
+            record.run_id, record.updated_at, record.instance_id, record.run_id
+        ),
+        json!({"run_id": record.run_id, "run_status": record.status, "run": record}),
+    )
+}
+
+fn parse_request(body: &Bytes) -> Result<AgentRequest, Response> {
+    serde_json::from_slice::<AgentRequest>(body).map_err(|e| {
+        crate::server::http::json_error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            &format!("expected a JSON body {{\"message\": string, ...}}: {e}"),
+        )
+    })
+}
+
+/// What is stored as a completed run's output: the agent's answer without the run id.
+fn output_value(reply: &AgentReply, agent: &str) -> Value {
+    let mut v = json!({"output": reply.output, "agent": agent});
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in &reply.extra {
+            o.entry(k.clone()).or_insert_with(|| x.clone());
+        }
+    }
+    v
+}
+
+/// The answer body: the stored output plus run id, answering instance and replay flag.
+fn answer_body(output: &Value, run_id: &str, instance_id: &str, replayed: bool) -> Value {
+    let mut body = match output {
+        Value::Object(_) => output.clone(),
+        other => json!({"output": other}),
+    };
+    body["run_id"] = run_id.into();
+    body["instance_id"] = instance_id.into();
+    body["replayed"] = replayed.into();
+    body
+}
+
+fn replayed(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        HeaderName::from_static(REPLAYED_HEADER),
+        HeaderValue::from_static("true"),
+    );
+    resp
+}
+
+/// The parsed request, its run id, and what the store decided.
+enum Admission {
+    /// Run it: the request (with its run id set).
+    Run(AgentRequest, RunId),
+    /// Answer with this response (replay, conflict, or error).
+    Answer(Response),
+    /// A completed run: its record.
+    Replay(RunRecord),
+}
+
+impl Runs {
+    async fn admit(&self, headers: &HeaderMap, body: &Bytes) -> Admission {
+        let mut request = match parse_request(body) {
+            Ok(r) => r,
+            Err(resp) => return Admission::Answer(resp),
+        };
+        let header = headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str());
+        let header = match header {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) => {
+                return Admission::Answer(bad_run_id_response(&BadRunId(
+                    "run_id (Idempotency-Key header): not visible ASCII".to_owned(),
+                )));
+            }
+            None => None,
+        };
+        let run_id = match resolve_run_id(request.run_id.as_deref(), header) {
+            Ok(id) => id,
+            Err(e) => return Admission::Answer(bad_run_id_response(&e)),
+        };
+        request.run_id = Some(run_id.to_string());
+        let input = serde_json::to_value(&request).unwrap_or(Value::Null);
+        match self.store.begin(&run_id, &input, &self.instance_id).await {
+            Ok(Begin::Started(_)) => {
+                self.counters.run_event(RunEvent::Started);
+                Admission::Run(request, run_id)
+            }
+            Ok(Begin::AlreadyCompleted(record)) => {
+                self.counters.run_event(RunEvent::Replayed);
+                Admission::Replay(record)
+            }
+            Ok(Begin::StillRunning(record)) => Admission::Answer(still_running_response(&record)),
+            Err(e) => {
+                tracing::warn!(event = "run_begin_failed", run_id = %run_id, error = %e);
+                Admission::Answer(store_error_response(&e))
+            }
+        }
+    }
+
+    /// Records a failed run (logging a store failure: the response is the agent's error).
+    async fn record_failure(&self, run_id: &RunId, error: &str) {
+        self.counters.run_event(RunEvent::Failed);
+        if let Err(e) = self.store.fail(run_id, error).await {
+            tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %e);
+        }
+    }
+
+    /// `POST /chat`.
+    pub async fn chat(&self, headers: &HeaderMap, body: &Bytes) -> Response {
+        let (request, run_id) = match self.admit(headers, body).await {
+            Admission::Run(r, id) => (r, id),
+            Admission::Answer(resp) => return resp,
+            Admission::Replay(record) => {
+                let output = record.output.unwrap_or(Value::Null);
+                let body = answer_body(&output, &record.run_id, &self.instance_id, true);
+                return replayed(Json(body).into_response());
+            }
+        };
+        let this = self.clone();
+        let id = run_id.clone();
+        // Its own task: the run is recorded even if the client goes away meanwhile.
+        let task = tokio::spawn(async move {
+            match this.agent.run(request).await {
+                Ok(reply) => {
+                    let output = output_value(&reply, this.agent.name());
+                    match this.store.complete(&id, &output).await {
+                        Ok(_) => {
+                            this.counters.run_event(RunEvent::Completed);
+                            Ok(output)
+                        }
+                        Err(e) => Err(Err(e)),
+                    }
+                }
+                Err(e) => {
+                    this.record_failure(&id, &format!("{}: {}", e.error, e.message))
+                        .await;
+                    Err(Ok(e))
+                }
+            }
+        });
+        match task.await {
+            Ok(Ok(output)) => Json(answer_body(
+                &output,
+                run_id.as_str(),
+                &self.instance_id,
+                false,
+            ))
+            .into_response(),
+            Ok(Err(Ok(agent_error))) => agent_error_response(&agent_error, &run_id),
+            Ok(Err(Err(store_error))) => {
+                tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %store_error);
+                store_error_response(&store_error)
+            }
+            Err(join) => {
+                self.record_failure(&run_id, "the agent task failed").await;
+                tracing::error!(event = "run_task_failed", run_id = %run_id, error = %join);
+                error_json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    "the agent task failed",
+                    json!({"run_id": run_id}),
+                )
+            }
+        }
+    }
+
+    /// `POST /chat/stream`: server-sent events `data: {"delta": ...}`, then `event: done`
+    /// (`{"run_id", "replayed"}`) or `event: error`.
+    pub async fn chat_stream(&self, headers: &HeaderMap, body: &Bytes) -> Response {
+        let (request, run_id) = match self.admit(headers, body).await {
+            Admission::Run(r, id) => (r, id),
+            Admission::Answer(resp) => return resp,
+            Admission::Replay(record) => {
+                let text = record
+                    .output
+                    .as_ref()
+                    .and_then(|o| o.get("output"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let done = json!({"run_id": record.run_id, "replayed": true}).to_string();
+                let events = futures::stream::iter([
+                    Event::default().data(json!({"delta": text}).to_string()),
+                    Event::default().event("done").data(done),
+                ])
+                .map(Ok::<_, std::convert::Infallible>);
+                return replayed(Sse::new(events).into_response());
+            }
+        };
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<(), AgentError>>();
+        let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
+        let this = self.clone();
+        let id = run_id.clone();
+        // Its own task, like `chat`: the stream is consumed and the run recorded even if the
+        // client goes away (sends to a gone client are ignored).
+        tokio::spawn(async move {
+            let mut chunks = match this.agent.stream(request).await {
+                Ok(s) => {
+                    let _ = opened_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    this.record_failure(&id, &format!("{}: {}", e.error, e.message))
+                        .await;
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut text = String::new();
+            while let Some(chunk) = chunks.next().await {
+                match chunk {
+                    Ok(delta) => {
+                        text.push_str(&delta);
+                        let _ = tx
+                            .send(Event::default().data(json!({"delta": delta}).to_string()))
+                            .await;
+                    }
+                    Err(e) => {
+                        this.record_failure(&id, &format!("{}: {}", e.error, e.message))
+                            .await;
+                        let data = json!({"error": e.error, "message": e.message, "run_id": id});
+                        let _ = tx
+                            .send(Event::default().event("error").data(data.to_string()))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            let output = json!({"output": text, "agent": this.agent.name()});
+            let last = match this.store.complete(&id, &output).await {
+                Ok(_) => {
+                    this.counters.run_event(RunEvent::Completed);
+                    Event::default()
+                        .event("done")
+                        .data(json!({"run_id": id, "replayed": false}).to_string())
+                }
+                Err(e) => {
+                    tracing::warn!(event = "run_record_failed", run_id = %id, error = %e);
+                    let data = json!({"error": "durable_store_error", "message": e.to_string(), "run_id": id});
+                    Event::default().event("error").data(data.to_string())
+                }
+            };
+            let _ = tx.send(last).await;
+        });
+        match opened_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return agent_error_response(&e, &run_id),
+            Err(_) => {
+                return error_json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error",
+                    "the agent task failed",
+                    json!({"run_id": run_id}),
+                );
+            }
+        }
+        let events =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+                .map(Ok::<_, std::convert::Infallible>);
+        Sse::new(events).into_response()
+    }
+
+    /// `GET /runs/{run_id}`.
+    pub async fn get(&self, id: &str) -> Response {
+        let run_id = match RunId::parse(id) {
+            Ok(id) => id,
+            Err(e) => return bad_run_id_response(&BadRunId(format!("run_id: {e}"))),
+        };
+        match self.store.get(&run_id).await {
+            Ok(Some(record)) => Json(record).into_response(),
+            Ok(None) => error_json(
+                StatusCode::NOT_FOUND,
+                "run_not_found",
+                &format!("no run {run_id} in the {} store", self.store.kind()),
+                json!({"run_id": run_id}),
+            ),
+            Err(e) => store_error_response(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_comes_from_body_or_header_and_they_must_agree() {
+        assert_eq!(
+            resolve_run_id(Some("a-1"), None).map(|r| r.to_string()),
+            Ok("a-1".to_owned())
+        );
+        assert_eq!(
+            resolve_run_id(None, Some("h-1")).map(|r| r.to_string()),
+            Ok("h-1".to_owned())
+        );
+        assert_eq!(
+            resolve_run_id(Some("same"), Some("same")).map(|r| r.to_string()),
+            Ok("same".to_owned())
+        );
+        let conflict = resolve_run_id(Some("a"), Some("b"));
+        assert!(
+            matches!(&conflict, Err(BadRunId(m)) if m.contains("differ")),
+            "{conflict:?}"
+        );
+        let bad = resolve_run_id(Some("has space"), None);
+        assert!(
+            matches!(&bad, Err(BadRunId(m)) if m.starts_with("run_id")),
+            "{bad:?}"
+        );
+        let bad = resolve_run_id(None, Some("x/y"));
+        assert!(
+            matches!(&bad, Err(BadRunId(m)) if m.contains("Idempotency-Key")),
+            "{bad:?}"
+        );
+        let generated = resolve_run_id(None, None).map(|r| r.to_string());
+        assert!(
+            matches!(&generated, Ok(id) if id.starts_with("run-")),
+            "{generated:?}"
+        );
+    }
+
+    #[test]
+    fn answers_carry_the_run_id_and_replay_flag() {
+        let reply = AgentReply {
+            output: "hi".into(),
+            run_id: Some("r".into()),
+            extra: serde_json::Map::from_iter([("tokens".to_owned(), json!(3))]),
+        };
+        let out = output_value(&reply, "echo");
+        assert_eq!(out, json!({"output": "hi", "agent": "echo", "tokens": 3}));
+        let body = answer_body(&out, "r", "pod-1", true);
+        assert_eq!(body["run_id"], "r");
+        assert_eq!(body["replayed"], true);
+        assert_eq!(body["instance_id"], "pod-1");
+        assert_eq!(body["output"], "hi");
+    }
+}
