@@ -262,6 +262,25 @@ impl RunArgs {
             );
         }
         self.durable_store()?;
+        if let Some(url) = &self.pools.redis_url
+            && deadpool_redis::redis::Client::open(url.as_str()).is_err()
+        {
+            return Err(format!(
+                "invalid value '{}' for REDIS_URL (--redis-url): accepted: \
+                 redis://[:password@]host[:port][/db], rediss://... or unix:///path",
+                crate::pools::redact_url(url)
+            ));
+        }
+        if let Some(url) = &self.pools.database_url
+            && (!(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+                || <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url).is_err())
+        {
+            return Err(format!(
+                "invalid value '{}' for DATABASE_URL (--database-url): accepted: \
+                 postgres://user[:password]@host[:port]/database",
+                crate::pools::redact_url(url)
+            ));
+        }
         // The backend is built again per worker; building it here reports a missing URL or
         // key as a usage error before anything starts.
         self.agent

@@ -142,13 +142,13 @@ fn still_running_response(record: &RunRecord) -> Response {
     )
 }
 
-fn parse_request(body: &Bytes) -> Result<AgentRequest, Response> {
+fn parse_request(body: &Bytes) -> Result<AgentRequest, Box<Response>> {
     serde_json::from_slice::<AgentRequest>(body).map_err(|e| {
-        crate::server::http::json_error(
+        Box::new(crate::server::http::json_error(
             StatusCode::BAD_REQUEST,
             "Bad Request",
             &format!("expected a JSON body {{\"message\": string, ...}}: {e}"),
-        )
+        ))
     })
 }
 
@@ -197,7 +197,7 @@ impl Runs {
     async fn admit(&self, headers: &HeaderMap, body: &Bytes) -> Admission {
         let mut request = match parse_request(body) {
             Ok(r) => r,
-            Err(resp) => return Admission::Answer(resp),
+            Err(resp) => return Admission::Answer(*resp),
         };
         let header = headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str());
         let header = match header {

@@ -254,3 +254,76 @@ async fn openai_backend_through_the_binary_never_logs_the_key() {
         "the API key appears in the logs: {leaked:?}"
     );
 }
+
+#[test]
+fn store_and_agent_options_are_listed_and_bad_values_exit_2_naming_them() {
+    let help = runtime_support::command()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    for (flag, env) in [
+        ("--durable-store", "FASTAGENTIC_DURABLE_STORE"),
+        ("--redis-url", "REDIS_URL"),
+        ("--database-url", "DATABASE_URL"),
+        ("--db-pool-recycle", "FASTAGENTIC_DB_POOL_RECYCLE"),
+        ("--db-pool-pre-ping", "FASTAGENTIC_DB_POOL_PRE_PING"),
+        ("--db-pool-timeout", "FASTAGENTIC_DB_POOL_TIMEOUT"),
+        ("--agent", "FASTAGENTIC_AGENT"),
+        ("--agent-url", "FASTAGENTIC_AGENT_URL"),
+        ("--agent-timeout", "FASTAGENTIC_AGENT_TIMEOUT"),
+        ("--model", "FASTAGENTIC_MODEL"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing in --help"
+        );
+    }
+    for (args, env, needle) in [
+        (
+            &["--durable-store", "mongo"][..],
+            &[][..],
+            "--durable-store",
+        ),
+        (&["--durable-store", "redis"][..], &[][..], "REDIS_URL"),
+        (
+            &[][..],
+            &[("FASTAGENTIC_DURABLE_STORE", "postgres")][..],
+            "DATABASE_URL",
+        ),
+        (&["--agent", "http"][..], &[][..], "FASTAGENTIC_AGENT_URL"),
+        (&["--agent", "carrier-pigeon"][..], &[][..], "--agent"),
+        (&["--agent-timeout", "-1"][..], &[][..], "--agent-timeout"),
+        (
+            &["--db-pool-timeout", "-1"][..],
+            &[][..],
+            "--db-pool-timeout",
+        ),
+        (
+            &[][..],
+            &[("FASTAGENTIC_DB_POOL_PRE_PING", "maybe")][..],
+            "FASTAGENTIC_DB_POOL_PRE_PING",
+        ),
+        (&["--redis-url", "http://x"][..], &[][..], "REDIS_URL"),
+        (
+            &["--database-url", "mysql://u:pw@h/db"][..],
+            &[][..],
+            "DATABASE_URL",
+        ),
+    ] {
+        let out = runtime_support::command()
+            .arg("run")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?} {env:?}: {needle} missing in {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -97,7 +97,7 @@ pub struct AgentArgs {
     pub agent_url: Option<reqwest::Url>,
 
     /// Seconds to wait for the agent backend (504 after that; for streams, between chunks).
-    #[arg(long = "agent-timeout", env = "FASTAGENTIC_AGENT_TIMEOUT",
+    #[arg(long = "agent-timeout", allow_negative_numbers = true, env = "FASTAGENTIC_AGENT_TIMEOUT",
           default_value_t = DEFAULT_AGENT_TIMEOUT_SECS as f64, value_parser = parse_agent_timeout,
           help_heading = "Agent")]
     pub agent_timeout: f64,

@@ -62,6 +62,7 @@ pub struct PoolArgs {
     /// Seconds after which a database connection is closed and replaced.
     #[arg(
         long = "db-pool-recycle",
+        allow_negative_numbers = true,
         env = "FASTAGENTIC_DB_POOL_RECYCLE",
         default_value = "1800",
         value_parser = parse_db_pool_recycle,
@@ -83,6 +84,7 @@ pub struct PoolArgs {
     /// Seconds a request waits for a database connection before it gets a 503.
     #[arg(
         long = "db-pool-timeout",
+        allow_negative_numbers = true,
         env = "FASTAGENTIC_DB_POOL_TIMEOUT",
         default_value = "30",
         value_parser = parse_db_pool_timeout,
