@@ -59,7 +59,12 @@ fn bad_values_exit_2_with_one_line_naming_the_option() {
             "ten",
         ),
         (&["--db-pool-size=-5"], &[], "--db-pool-size", "-5"),
-        (&["--timeout-graceful", "-3"], &[], "--timeout-graceful", "-3"),
+        (
+            &["--timeout-graceful", "-3"],
+            &[],
+            "--timeout-graceful",
+            "-3",
+        ),
         (
             &["--db-max-overflow", "lots"],
             &[],
