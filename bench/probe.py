@@ -8,6 +8,13 @@
   probe.py probe503 PORT SECONDS [N]  while the server is saturated, N clients (default 4)
                                       send POST /chat one after another for SECONDS; print
                                       "<503s> <p50 ms> <p99 ms> <max ms> <200s>" of the 503s
+  probe.py openloop PORT SECONDS CONNS RATE
+                                      open-loop load: CONNS keep-alive connections send
+                                      POST /chat at RATE requests/s in total, each on a fixed
+                                      schedule (a rejected client does not retry at once, so the
+                                      limiter is saturated but the CPUs are not); print
+                                      "<503s> <p50 ms> <p99 ms> <max ms> <200s> <sent/s>"
+                                      of the 503s, timed from send to full response
   probe.py logstatus LOG STATUS       from the runtime's JSON log: "<count> <p50 ms> <p99 ms>"
                                       of request_completed.duration_ms for that status
                                       (time inside the server, without client queueing)
@@ -119,6 +126,74 @@ def probe_client(port, seconds):
     return lat, ok
 
 
+def openloop(port, seconds, conns, rate):
+    import asyncio
+
+    body = b'{"message": "probe"}'
+    req = (b"POST /chat HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    interval = conns / rate
+    lat503, counts = [], {"ok": 0, "sent": 0}
+
+    async def client(i):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        # Spread the connections' schedules evenly over one interval.
+        next_at = loop.time() + interval * i / conns
+        reader = writer = None
+        while True:
+            now = loop.time()
+            if now >= end:
+                break
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                t0 = time.perf_counter()
+                writer.write(req)
+                counts["sent"] += 1
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split()[1])
+                length, close = 0, False
+                for line in lines[1:]:
+                    k, _, v = line.partition(":")
+                    if k.lower() == "content-length":
+                        length = int(v.strip())
+                    elif k.lower() == "connection" and v.strip().lower() == "close":
+                        close = True
+                await reader.readexactly(length)
+                dt = (time.perf_counter() - t0) * 1000
+                if status == 503:
+                    lat503.append(dt)
+                elif status == 200:
+                    counts["ok"] += 1
+                if close:
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                if writer is not None:
+                    writer.close()
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    async def main():
+        await asyncio.gather(*(client(i) for i in range(conns)))
+
+    asyncio.run(main())
+    lat = sorted(lat503)
+    sent_rate = counts["sent"] / seconds
+    if not lat:
+        print(0, "-", "-", "-", counts["ok"], f"{sent_rate:.0f}")
+        return
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print(len(lat), f"{pick(0.5):.2f}", f"{pick(0.99):.2f}", f"{lat[-1]:.2f}", counts["ok"],
+          f"{sent_rate:.0f}")
+
+
 def logstatus(log, status):
     lat = []
     with open(log, errors="replace") as f:
@@ -148,6 +223,8 @@ if __name__ == "__main__":
         rss(int(sys.argv[2]))
     elif what == "probe503":
         probe503(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 4)
+    elif what == "openloop":
+        openloop(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     elif what == "logstatus":
         logstatus(sys.argv[2], int(sys.argv[3]))
     else:

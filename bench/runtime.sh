@@ -163,13 +163,13 @@ throughput() {
   local cmd=("${@//@PORT@/$port}")
   read -r SERVER_PID ms < <(cd "$dir" && $PROBE start "$port" "$WORK/$name.log" -- "${cmd[@]}")
   sleep 1
-  read -r idle_max idle_total procs < <($PROBE rss "$SERVER_PID")
+  read -r idle_max _ procs < <($PROBE rss "$SERVER_PID")
   local h c
   h=$(wrk -t2 -c$CONNS -d"${DUR}s" --latency "http://127.0.0.1:$port/health" | parse_wrk)
   ( sleep "$((DUR / 2))"; $PROBE rss "$SERVER_PID" >"$WORK/$name.rss" ) &
   c=$(wrk -t2 -c$CONNS -d"${DUR}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/chat" | parse_wrk)
   wait
-  read -r load_max load_total _ <"$WORK/$name.rss"
+  read -r load_max _ _ <"$WORK/$name.rss"
   stop_server
   R[$name]="$ms $idle_max $load_max $procs $h $c"
   log "$name: start ${ms} ms, RSS idle ${idle_max} KiB loaded ${load_max} KiB (largest of ${procs} processes), /health [$h], /chat [$c]"
@@ -199,6 +199,23 @@ overload() {
   log "$name: 200s $ok, 503s $rej, probe of 503s [count p50 p99 max, 200s]: $p, wrk p99 of all: $all99 ms"
 }
 
+# openload NAME DIR -- CMD...: the limiter saturated by an open-loop load (100 connections, 2000
+# requests/s offered against a capacity of about 100/s), so the CPUs are not: every rejected
+# client waits for its next slot instead of retrying at once.
+openload() {
+  local name=$1 dir=$2; shift 3
+  local port; port=$(free_port)
+  local cmd=("${@//@PORT@/$port}")
+  read -r SERVER_PID _ < <(cd "$dir" && $PROBE start "$port" "$WORK/$name.log" -- "${cmd[@]}")
+  local p
+  p=$($PROBE openloop "$port" "$DUR" 100 2000)
+  stop_server
+  local inside
+  inside=$($PROBE logstatus "$WORK/$name.log" 503 | awk '{print $3}')
+  R[$name]="$p $inside"
+  log "$name: open loop [503s p50 p99 max, 200s, sent/s]: $p, 503 p99 inside: $inside ms"
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "run: ${DUR}s per load, $CONNS connections, $(nproc) cores"
 throughput hello "$WORK" -- "$HELLO_BIN" @PORT@
@@ -207,12 +224,14 @@ throughput rs2 "$WORK" -- "$BIN" run --port @PORT@ --instance-id bench --server 
 overload rs_over 100 "$WORK" -- "$BIN" run --port @PORT@ --instance-id bench --server gunicorn --workers 2 --max-concurrent 10 --echo-delay-ms 200
 # Permits taken but CPU not saturated: one process, 10 permits, 10 wrk connections holding them.
 overload rs_hold 10 "$WORK" -- "$BIN" run --port @PORT@ --instance-id bench --max-concurrent 10 --echo-delay-ms 200
+openload rs_open "$WORK" -- "$BIN" run --port @PORT@ --instance-id bench --server gunicorn --workers 2 --max-concurrent 10 --echo-delay-ms 200
 if [ -n "$PY" ]; then
   export PYTHONPATH=.
   throughput py1 "$WORK/peer" -- "$PY" run app:app --port @PORT@ --instance-id bench
   throughput py2 "$WORK/peer" -- "$PY" run app:app --port @PORT@ --instance-id bench --server gunicorn --workers 2
   ECHO_DELAY_MS=200 overload py_over 100 "$WORK/peer" -- "$PY" run app:app --port @PORT@ --instance-id bench --server gunicorn --workers 2 --max-concurrent 10
   ECHO_DELAY_MS=200 overload py_hold 10 "$WORK/peer" -- "$PY" run app:app --port @PORT@ --instance-id bench --max-concurrent 10
+  ECHO_DELAY_MS=200 openload py_open "$WORK/peer" -- "$PY" run app:app --port @PORT@ --instance-id bench --server gunicorn --workers 2 --max-concurrent 10
 fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.1fx", a/b }'; }
@@ -245,10 +264,21 @@ echo "| server | case | 200s | 503s | 503 p50 (ms) | 503 p99 (ms) | 503 max (ms)
 echo "|---|---|---|---|---|---|---|---|---|"
 for n in rs_over rs_hold py_over py_hold; do
   [ -n "${R[$n]:-}" ] || continue
-  read -r ok rej cnt p50 p99 mx _ all99 inside <<<"${R[$n]}"
+  read -r ok rej _ p50 p99 mx _ all99 inside <<<"${R[$n]}"
   case $n in rs_*) label="fastagentic (Rust)";; *) label="Python FastAgentic"; inside="-";; esac
   case $n in *hold) c="hold, 10 conns";; *) c="over, 100 conns";; esac
   echo "| $label | $c | $ok | $rej | $p50 | $p99 | $mx | $inside | $all99 |"
+done
+echo
+echo "Limiter saturated, CPUs not: open loop, 100 keep-alive connections offering 2000 POST /chat per second in total (capacity about 100/s: 2 workers x 10 permits / 200 ms), gunicorn mode 2 workers, --max-concurrent 10, ${DUR}s; 503 latency from send to full response, all 503s counted."
+echo
+echo "| server | 503s | 503 p50 (ms) | 503 p99 (ms) | 503 max (ms) | 200s | sent/s | 503 p99 inside server (ms) |"
+echo "|---|---|---|---|---|---|---|---|"
+for n in rs_open py_open; do
+  [ -n "${R[$n]:-}" ] || continue
+  read -r cnt p50 p99 mx ok sent inside <<<"${R[$n]}"
+  case $n in rs_*) label="fastagentic (Rust)";; *) label="Python FastAgentic"; inside="-";; esac
+  echo "| $label | $cnt | $p50 | $p99 | $mx | $ok | $sent | $inside |"
 done
 echo
 echo "Ratios:"
