@@ -3,6 +3,7 @@
 //! schema with a message naming the value. All of it is `scripts/validate-chart.sh`; this test
 //! runs it with the helm that `scripts/test.sh` provides (FASTAGENTIC_HELM).
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -16,7 +17,7 @@ fn chart_lints_renders_valid_objects_and_refuses_bad_values() {
             std::env::var("FASTAGENTIC_REQUIRE_CONTROL_PLANE").as_deref() != Ok("1"),
             "{why}, and FASTAGENTIC_REQUIRE_CONTROL_PLANE=1"
         );
-        eprintln!("*** {why} ***");
+        let _ = writeln!(std::io::stderr(), "*** {why} ***");
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -262,7 +263,8 @@ async fn pod_template_runs_and_passes_its_probes() {
     let stores = match (std::env::var("REDIS_URL"), std::env::var("DATABASE_URL")) {
         (Ok(r), Ok(d)) if !r.is_empty() && !d.is_empty() => Some((r, d)),
         _ => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED (store part of pod_template_runs_and_passes_its_probes): REDIS_URL and \
                  DATABASE_URL are not set (scripts/services.sh up; eval \"$(scripts/services.sh env)\"); \
                  the resource runs without Redis and PostgreSQL ***\n"

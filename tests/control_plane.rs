@@ -17,6 +17,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use fastagentic_tests::*;
@@ -983,7 +984,8 @@ async fn ready_condition_end_to_end() {
         return;
     };
     if !cluster.kwok_node {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** SKIPPED ready_condition_end_to_end: no Ready kwok node (scripts/control-plane.sh \
              starts kwok + kube-scheduler when kwok builds); without nodes no pod becomes Ready ***\n"
         );

@@ -6,6 +6,7 @@
 // Test helpers may panic with a message: a failed expectation is a failed test.
 #![allow(clippy::expect_used)]
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,7 +19,8 @@ fn render_output_passes_kubernetes_validate_strict() {
         .status()
         .expect("run the script");
     if !check.success() {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "\n\
              ***********************************************************************\n\
              SKIPPED: kubernetes-validate is not installed, so render output was NOT\n\
