@@ -184,7 +184,38 @@ async fn redis_store_passes_the_suite() {
     };
     durable_run_suite(store).await;
     // Through the concrete type as well, which the HTTP layer may hold.
-    durable_run_suite(Arc::new(RedisRunStore::new(pool))).await;
+    durable_run_suite(Arc::new(RedisRunStore::new(pool.clone()))).await;
+
+    // Retention: a run's key expires a week after its last change, running or finished.
+    let store = RedisRunStore::new(pool.clone());
+    let id = run_id("ttl");
+    store
+        .begin(&id, &json!({"m": 1}), "i")
+        .await
+        .expect("begin");
+    let key = format!("{}{id}", agent_runtime::store::redis::KEY_PREFIX);
+    let ttl = |pool: agent_runtime::pools::RedisPool, key: String| async move {
+        let mut conn = pool.get().await.expect("redis connection");
+        let secs: i64 = deadpool_redis::redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut *conn)
+            .await
+            .expect("TTL");
+        secs
+    };
+    let running = ttl(pool.clone(), key.clone()).await;
+    store
+        .complete(&id, &json!({"out": 1}))
+        .await
+        .expect("complete");
+    let finished = ttl(pool.clone(), key).await;
+    let week = i64::try_from(agent_runtime::store::redis::RUN_TTL_SECONDS).expect("fits");
+    for secs in [running, finished] {
+        assert!(
+            secs > week - 60 && secs <= week,
+            "TTL {secs} s, want about {week} s"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,8 +1,13 @@
 //! In-memory run store: one map per worker, lost on restart. The default when no durable store
 //! is configured; good for development and for single-process deployments that accept losing
 //! idempotency across restarts.
+//!
+//! Bounded: every `POST /chat` records a run, so an unbounded map would grow with traffic. The
+//! store keeps at most [`DEFAULT_MAX_RUNS`] records per worker and forgets the oldest finished
+//! (completed or failed) runs first; a running run is never evicted. A replay of a forgotten run
+//! id runs the agent again, which is why production deployments use Redis or PostgreSQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,15 +16,82 @@ use serde_json::Value;
 
 use super::{Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError};
 
+/// Records kept per worker by default.
+pub const DEFAULT_MAX_RUNS: usize = 10_000;
+
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryRunStore {
     // A std mutex: no await happens while it is held.
-    runs: Mutex<HashMap<String, RunRecord>>,
+    runs: Mutex<Runs>,
+    max_runs: usize,
+}
+
+/// The records and the order in which their ids were first stored (oldest first).
+#[derive(Debug, Default)]
+struct Runs {
+    by_id: HashMap<String, RunRecord>,
+    order: VecDeque<String>,
+}
+
+impl Runs {
+    fn get_mut(&mut self, id: &str) -> Option<&mut RunRecord> {
+        self.by_id.get_mut(id)
+    }
+
+    fn get(&self, id: &str) -> Option<&RunRecord> {
+        self.by_id.get(id)
+    }
+
+    /// Stores a new record, first forgetting the oldest finished runs beyond `max` records.
+    fn insert(&mut self, id: String, record: RunRecord, max: usize) {
+        let mut kept_running = Vec::new();
+        while self.by_id.len() >= max {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            match self.by_id.get(&oldest) {
+                Some(r) if r.status == RunStatus::Running => kept_running.push(oldest),
+                _ => {
+                    self.by_id.remove(&oldest);
+                }
+            }
+        }
+        // Running runs keep their place at the front, oldest first.
+        for id in kept_running.into_iter().rev() {
+            self.order.push_front(id);
+        }
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, record);
+    }
+}
+
+impl Default for MemoryRunStore {
+    fn default() -> Self {
+        Self::with_max_runs(DEFAULT_MAX_RUNS)
+    }
 }
 
 impl MemoryRunStore {
-    fn with_runs<T>(&self, f: impl FnOnce(&mut HashMap<String, RunRecord>) -> T) -> T {
+    /// A store that keeps at most `max_runs` records (at least 1).
+    pub fn with_max_runs(max_runs: usize) -> Self {
+        Self {
+            runs: Mutex::new(Runs::default()),
+            max_runs: max_runs.max(1),
+        }
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.with_runs(|runs| runs.by_id.len())
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_runs<T>(&self, f: impl FnOnce(&mut Runs) -> T) -> T {
         // A panic while holding the lock cannot leave a record half-written (each closure
         // replaces whole records), so a poisoned map is still consistent.
         let mut runs = self
@@ -68,6 +140,7 @@ impl RunStore for MemoryRunStore {
         instance_id: &str,
     ) -> Result<Begin, StoreError> {
         let now = Utc::now();
+        let max = self.max_runs;
         Ok(self.with_runs(|runs| match runs.get_mut(run_id.as_str()) {
             Some(existing) if existing.status == RunStatus::Completed => {
                 Begin::AlreadyCompleted(existing.clone())
@@ -97,7 +170,7 @@ impl RunStore for MemoryRunStore {
                     instance_id: instance_id.to_owned(),
                     attempts: 1,
                 };
-                runs.insert(run_id.to_string(), record.clone());
+                runs.insert(run_id.to_string(), record.clone(), max);
                 Begin::Started(record)
             }
         }))
@@ -117,5 +190,79 @@ impl RunStore for MemoryRunStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: usize) -> RunId {
+        RunId::parse(&format!("run-{n}")).expect("valid id")
+    }
+
+    #[tokio::test]
+    async fn the_store_is_bounded_and_forgets_the_oldest_finished_runs() {
+        let store = MemoryRunStore::with_max_runs(3);
+        let input = serde_json::json!({"message": "hi"});
+        // run-0 stays running; run-1 and run-2 complete.
+        for n in 0..3 {
+            store.begin(&id(n), &input, "i").await.expect("begin");
+        }
+        for n in 1..3 {
+            store.complete(&id(n), &input).await.expect("complete");
+        }
+        // Two more runs: the oldest finished ones (run-1, run-2) go, the running run-0 stays.
+        for n in 3..5 {
+            store.begin(&id(n), &input, "i").await.expect("begin");
+        }
+        assert_eq!(store.len(), 3);
+        assert!(
+            store.get(&id(0)).await.expect("get").is_some(),
+            "running runs are kept"
+        );
+        assert!(store.get(&id(1)).await.expect("get").is_none());
+        assert!(store.get(&id(2)).await.expect("get").is_none());
+        assert!(store.get(&id(3)).await.expect("get").is_some());
+        assert!(store.get(&id(4)).await.expect("get").is_some());
+        // Ten thousand more finished runs never grow it past the bound.
+        for n in 3..5 {
+            store.complete(&id(n), &input).await.expect("complete");
+        }
+        for n in 5..10_005 {
+            store.begin(&id(n), &input, "i").await.expect("begin");
+            store.complete(&id(n), &input).await.expect("complete");
+        }
+        assert_eq!(store.len(), 3);
+        assert!(store.get(&id(0)).await.expect("get").is_some());
+        assert!(store.get(&id(10_004)).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn running_runs_are_never_evicted_even_past_the_bound() {
+        let store = MemoryRunStore::with_max_runs(2);
+        let input = serde_json::json!({});
+        for n in 0..4 {
+            store.begin(&id(n), &input, "i").await.expect("begin");
+        }
+        // All four are in flight: none may be forgotten, or their completion would be lost.
+        assert_eq!(store.len(), 4);
+        for n in 0..4 {
+            store
+                .complete(&id(n), &input)
+                .await
+                .expect("each run completes");
+        }
+        store.begin(&id(4), &input, "i").await.expect("begin");
+        assert_eq!(
+            store.len(),
+            2,
+            "finished runs are evicted down to the bound"
+        );
+    }
+
+    #[test]
+    fn the_default_bound() {
+        assert_eq!(MemoryRunStore::default().max_runs, DEFAULT_MAX_RUNS);
     }
 }

@@ -4,6 +4,10 @@
 //! Every state change is one Lua script, so it is atomic on the server: `begin` reads the
 //! status and writes `running` in the same step (the Redis equivalent of `SET NX`, extended to
 //! restart failed runs), and `complete`/`fail` only change a run that is still running.
+//!
+//! Retention: every state change sets the key to expire [`RUN_TTL_SECONDS`] (7 days) later, so
+//! the key space is bounded by a week of traffic; a run id older than that runs again. A run
+//! whose process died while it ran (it stays `running`, answering 409) is forgotten the same way.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -19,7 +23,10 @@ use crate::pools::RedisPool;
 /// Prefix of every run key.
 pub const KEY_PREFIX: &str = "fastagentic:run:";
 
-/// ARGV: run_id, input JSON, instance_id, now. Returns {outcome, HGETALL} where outcome is
+/// Seconds a run is kept after its last change.
+pub const RUN_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// ARGV: run_id, input JSON, instance_id, now, ttl seconds. Returns {outcome, HGETALL} where outcome is
 /// `started` or the existing status.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -31,6 +38,7 @@ if status == false or status == 'failed' then
   redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
   redis.call('HDEL', KEYS[1], 'output', 'error')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
   return {'started', redis.call('HGETALL', KEYS[1])}
 end
 return {status, redis.call('HGETALL', KEYS[1])}
@@ -38,7 +46,7 @@ return {status, redis.call('HGETALL', KEYS[1])}
     )
 });
 
-/// ARGV: new status, field to set (`output` or `error`), its value, now. Returns {outcome,
+/// ARGV: new status, field to set (`output` or `error`), its value, now, ttl seconds. Returns {outcome,
 /// HGETALL} where outcome is `done`, `missing` or the status of a run that is not running.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -47,6 +55,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == false then return {'missing', {}} end
 if status ~= 'running' then return {status, redis.call('HGETALL', KEYS[1])} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[2], ARGV[3], 'updated_at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {'done', redis.call('HGETALL', KEYS[1])}
 ",
     )
@@ -82,6 +91,7 @@ impl RedisRunStore {
             .arg(field)
             .arg(value)
             .arg(Utc::now().to_rfc3339())
+            .arg(RUN_TTL_SECONDS)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -162,6 +172,7 @@ impl RunStore for RedisRunStore {
             .arg(input.to_string())
             .arg(instance_id)
             .arg(Utc::now().to_rfc3339())
+            .arg(RUN_TTL_SECONDS)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
