@@ -45,7 +45,7 @@ pub fn main_entry() -> ExitCode {
     };
     match cli.command {
         Command::Run(run) => {
-            logging::init(&run.log_level);
+            let _log = logging::init(&run.log_level);
             let instance_id = run.instance_id();
             match run.mode() {
                 Mode::Single => {
@@ -82,7 +82,7 @@ pub fn main_entry() -> ExitCode {
             }
         }
         Command::Worker(w) => {
-            logging::init(&w.run.log_level);
+            let _log = logging::init(&w.run.log_level);
             server::prefork::run_worker(w)
         }
     }

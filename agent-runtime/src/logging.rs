@@ -1,10 +1,23 @@
 //! JSON logs on stdout via tracing, and a panic hook that logs panics as JSON events.
+//!
+//! Lines are written by a background thread (`tracing-appender`), so a request never waits for
+//! a `write` to stdout on its own thread: with one access-log line per request the direct
+//! writes were the largest cost of a small request. The writer is not lossy: when its queue is
+//! full, logging waits instead of dropping lines. The returned guard flushes what is queued when
+//! it is dropped, at the end of `main`.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the JSON subscriber with `filter` (EnvFilter syntax, already validated).
-pub fn init(filter: &str) {
+/// Installs the JSON subscriber with `filter` (EnvFilter syntax, already validated). Keep the
+/// guard alive until the process exits: dropping it flushes the queued lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(filter: &str) -> WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("fastagentic-log")
+        .finish(std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
@@ -12,7 +25,7 @@ pub fn init(filter: &str) {
         .with_span_list(false)
         .with_target(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .try_init();
     std::panic::set_hook(Box::new(|info| {
         let message = info
@@ -27,4 +40,5 @@ pub fn init(filter: &str) {
             .unwrap_or_default();
         tracing::error!(event = "handler_panic", message = %message, location = %location);
     }));
+    guard
 }
