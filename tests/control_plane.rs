@@ -906,43 +906,26 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
         &fastagentic("agent", json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "disruptionBudget": {"maxUnavailable": 1}})),
     )
     .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    let services: Api<Service> = Api::namespaced(client.clone(), n);
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), n);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
     let present = || async {
         let mut have = Vec::new();
-        if deployments
-            .get_opt("agent")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            have.push("Deployment");
-        }
-        if services
-            .get_opt("agent")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            have.push("Service");
-        }
-        if hpas
-            .get_opt("agent")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            have.push("HPA");
-        }
-        if pdbs
-            .get_opt("agent")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            have.push("PDB");
+        for (kind, found) in [
+            (
+                "Deployment",
+                exists::<Deployment>(&client, n, "agent").await?,
+            ),
+            ("Service", exists::<Service>(&client, n, "agent").await?),
+            (
+                "HPA",
+                exists::<HorizontalPodAutoscaler>(&client, n, "agent").await?,
+            ),
+            (
+                "PDB",
+                exists::<PodDisruptionBudget>(&client, n, "agent").await?,
+            ),
+        ] {
+            if found {
+                have.push(kind);
+            }
         }
         Ok::<_, String>(have)
     };

@@ -796,6 +796,22 @@ pub fn resource_version<K: ResourceExt>(k: &K) -> String {
     k.resource_version().unwrap_or_default()
 }
 
+/// Whether the namespaced object `name` of kind `K` exists (`Err` carries the API error).
+pub async fn exists<K>(client: &Client, ns: &str, name: &str) -> Result<bool, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + k8s_openapi::serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map(|o| o.is_some())
+        .map_err(|e| e.to_string())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
