@@ -34,6 +34,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The build needs a few GiB (scripts/README.md has the measured figure); say so up front when
+# the disk is short rather than failing later inside rustc with "No space left on device".
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+step "disk: $((free_kib / 1024)) MiB free for $target_dir"
+if ((free_kib < 6 * 1024 * 1024)); then
+    echo "warning: less than 6 GiB free where cargo builds ($target_dir); the build may run out of space" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -82,3 +92,5 @@ cargo build --workspace --bins
 
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+step "disk: target/ uses $(du -sh "$target_dir" | cut -f1)"
