@@ -14,7 +14,7 @@
 //! as many slots as workers can be alive at once.
 //!
 //! Besides the request counters a slot holds the worker's durable-run counters (started,
-//! completed, failed, replayed) and a snapshot of each of its connection pools (max size, open,
+//! completed, failed, replayed, taken_over) and a snapshot of each of its connection pools (max size, open,
 //! in use, idle, waiters, wait timeouts), refreshed every second and before `/metrics` answers.
 //! Pool gauges are added over live workers only; the timeout counters continue across
 //! replacements like the request counters.
@@ -50,17 +50,18 @@ pub const BUCKETS: &[f64] = &[
 /// Bytes per slot in the shared file.
 pub const SLOT_BYTES: usize = 1024;
 
-/// Slot format version 2 (runs and pools added, 1024-byte slots). Supervisor and workers are
+/// Slot format version 3 (version 2 added runs and pools and 1024-byte slots; version 3 the
+/// `taken_over` run counter). Supervisor and workers are
 /// the same binary, so a slot is only ever read by the version that wrote it; the magic still
 /// changes with the layout so a mismatch reads as an unusable slot, never as wrong numbers.
-const MAGIC: u64 = 0x4641_5f4d_4554_5232; // "FA_METR2"
+const MAGIC: u64 = 0x4641_5f4d_4554_5233; // "FA_METR3"
 
 /// Pools reported per slot, in this order.
 pub const POOLS: &[&str] = &[crate::pools::REDIS_POOL, crate::pools::DB_POOL];
 /// Words per pool: max size, open, in use, idle, waiters, timeouts.
 const POOL_WORDS: usize = 6;
 /// Durable-run events counted per slot, in this order.
-pub const RUN_EVENTS: &[&str] = &["started", "completed", "failed", "replayed"];
+pub const RUN_EVENTS: &[&str] = &["started", "completed", "failed", "replayed", "taken_over"];
 
 // Word indices of a slot.
 const W_MAGIC: usize = 0;
@@ -75,12 +76,12 @@ const W_DURATION_SUM_US: usize = 8;
 const W_ROUTES: usize = 9;
 const W_BUCKETS: usize = W_ROUTES + 7 * 5;
 const W_RUNS: usize = W_BUCKETS + 12 + 1; // one more bucket: +Inf
-const W_POOLS: usize = W_RUNS + 4;
+const W_POOLS: usize = W_RUNS + 5;
 const W_CHECKSUM: usize = W_POOLS + 2 * POOL_WORDS;
 const WORDS: usize = W_CHECKSUM + 1;
 
 const _: () = assert!(ROUTES.len() == 7 && CLASSES.len() == 5 && BUCKETS.len() == 12);
-const _: () = assert!(RUN_EVENTS.len() == 4 && POOLS.len() == 2);
+const _: () = assert!(RUN_EVENTS.len() == 5 && POOLS.len() == 2);
 const _: () = assert!(WORDS * 8 <= SLOT_BYTES);
 
 /// Lifecycle of the process owning a slot, as seen by the supervisor.
@@ -297,6 +298,8 @@ pub enum RunEvent {
     Failed = 2,
     /// A completed run was answered from the store without running the agent.
     Replayed = 3,
+    /// A stalled running run was started again by another attempt (also counted `Started`).
+    TakenOver = 4,
 }
 
 /// The metrics of this process (one per process).
@@ -545,7 +548,7 @@ pub struct PodSnapshot {
     /// Sum of durations.
     pub duration_sum: Duration,
     /// Durable-run events, in [`RUN_EVENTS`] order.
-    pub runs: [u64; 4],
+    pub runs: [u64; 5],
     /// Per pool ([`POOLS`] order): max size, open, in use, idle, waiters (live workers) and
     /// wait timeouts (all time).
     pub pools: [[u64; POOL_WORDS]; 2],
@@ -900,18 +903,22 @@ mod tests {
         a.run_event(RunEvent::Started);
         a.run_event(RunEvent::Completed);
         b.run_event(RunEvent::Replayed);
+        b.run_event(RunEvent::Started);
+        b.run_event(RunEvent::TakenOver);
         a.set_pools([Some(pool(2, 1)), None]);
         a.publish_now();
         b.set_pools([Some(pool(3, 2)), None]);
         b.publish_now();
         let s = a.pod_snapshot();
-        assert_eq!(s.runs, [1, 1, 0, 1]);
+        assert_eq!(s.runs, [2, 1, 0, 1, 1]);
         assert_eq!(s.pools[0], [6, 5, 2, 3, 0, 3]);
         assert_eq!(s.pools[1], [0; 6]);
         let j = s.to_json("i", serde_json::json!({}), serde_json::json!({}));
         assert_eq!(j["pools"]["redis"]["size"], 5);
         assert!(j["pools"].get("database").is_none());
         assert_eq!(j["runs"]["replayed"], 1);
+        assert_eq!(j["runs"]["taken_over"], 1);
+        assert_eq!(j["runs"]["started"], 2);
         // Worker b dies; its replacement starts with fresh pools.
         file.mark_exited(1).expect("mark");
         let b2 = Counters::shared(file.clone(), 1);
@@ -921,5 +928,6 @@ mod tests {
         assert_eq!(s.pools[0][1], 3, "open connections of live workers only");
         assert_eq!(s.pools[0][5], 3, "timeouts continue across the replacement");
         assert_eq!(s.runs[3], 1);
+        assert_eq!(s.runs[4], 1, "run counters continue across the replacement");
     }
 }
