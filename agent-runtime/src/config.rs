@@ -262,6 +262,7 @@ impl RunArgs {
             );
         }
         self.durable_store()?;
+        self.stale_after_exceeds_run_time()?;
         if let Some(url) = &self.pools.redis_url
             && deadpool_redis::redis::Client::open(url.as_str()).is_err()
         {
@@ -292,6 +293,33 @@ impl RunArgs {
                 "invalid combination: --reload (FASTAGENTIC_RELOAD) with --workers \
                  (FASTAGENTIC_WORKERS) {}; accepted: --reload with --workers 1",
                 self.workers
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--run-stale-after` must be longer than a live run may take (`--agent-timeout`, and the
+    /// echo agent's `--echo-delay-ms`, which no timeout bounds), or a run that is merely slow
+    /// would be taken over.
+    fn stale_after_exceeds_run_time(&self) -> Result<(), String> {
+        let stale = self.store.run_stale_after;
+        let agent_timeout = self.agent.agent_timeout;
+        if stale <= agent_timeout {
+            return Err(format!(
+                "invalid combination: --run-stale-after (FASTAGENTIC_RUN_STALE_AFTER) {stale} \
+                 is not greater than --agent-timeout (FASTAGENTIC_AGENT_TIMEOUT) {agent_timeout}; \
+                 accepted: --run-stale-after greater than --agent-timeout, so that a live run is \
+                 never taken over"
+            ));
+        }
+        let echo_delay = Duration::from_millis(self.echo_delay_ms).as_secs_f64();
+        if stale <= echo_delay {
+            return Err(format!(
+                "invalid combination: --run-stale-after (FASTAGENTIC_RUN_STALE_AFTER) {stale} \
+                 is not greater than --echo-delay-ms (FASTAGENTIC_ECHO_DELAY_MS) {} ({echo_delay} \
+                 s); accepted: --run-stale-after greater than the echo delay, so that a live run \
+                 is never taken over",
+                self.echo_delay_ms
             ));
         }
         Ok(())
@@ -363,6 +391,7 @@ impl RunArgs {
             "db_pool_pre_ping": self.pools.db_pool_pre_ping,
             "db_pool_timeout": self.pools.db_pool_timeout.as_secs_f64(),
             "durable_store": self.durable_store().ok().map(|k| k.to_string()),
+            "run_stale_after": self.store.run_stale_after,
             "agent": format!("{:?}", self.agent.agent).to_ascii_lowercase(),
             "agent_timeout": self.agent.agent_timeout,
             "model": self.agent.model,
@@ -631,7 +660,54 @@ mod tests {
         assert_eq!(r.db_max_overflow, 10);
         assert_eq!(r.timeout_graceful, Duration::from_secs(30));
         assert_eq!(r.timeout_keep_alive, Duration::from_secs(5));
+        assert_eq!(r.store.stale_after(), Duration::from_secs(300));
         assert_eq!(r.mode(), Mode::Single);
+    }
+
+    #[test]
+    fn stale_after_must_exceed_agent_timeout_and_echo_delay() {
+        for (args, other) in [
+            (&["--run-stale-after", "60"][..], "--agent-timeout"),
+            (
+                &["--run-stale-after", "2", "--agent-timeout", "3"][..],
+                "--agent-timeout",
+            ),
+            (
+                &[
+                    "--run-stale-after",
+                    "2",
+                    "--agent-timeout",
+                    "1",
+                    "--echo-delay-ms",
+                    "2000",
+                ][..],
+                "--echo-delay-ms",
+            ),
+        ] {
+            let CliOutcome::Usage(line) = run(args) else {
+                panic!("{args:?} must be rejected")
+            };
+            assert!(
+                line.contains("--run-stale-after") && line.contains(other),
+                "{line}"
+            );
+            assert_eq!(line.lines().count(), 1, "{line}");
+        }
+        let CliOutcome::Ok(cli) = run(&[
+            "--run-stale-after",
+            "2.5",
+            "--agent-timeout",
+            "2",
+            "--echo-delay-ms",
+            "2000",
+        ]) else {
+            panic!("must parse")
+        };
+        let Command::Run(r) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(r.store.stale_after(), Duration::from_millis(2500));
+        assert_eq!(r.effective_json()["run_stale_after"], 2.5);
     }
 
     #[test]
@@ -641,6 +717,9 @@ mod tests {
             (&["--port", "70000"][..], "--port"),
             (&["--server", "daphne"][..], "--server"),
             (&["--timeout-graceful", "-1"][..], "--timeout-graceful"),
+            (&["--run-stale-after", "0"][..], "--run-stale-after"),
+            (&["--run-stale-after", "-1"][..], "--run-stale-after"),
+            (&["--run-stale-after", "abc"][..], "--run-stale-after"),
         ] {
             let CliOutcome::Usage(line) = run(args) else {
                 panic!("{args:?} must be rejected")

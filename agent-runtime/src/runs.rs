@@ -9,11 +9,18 @@
 //!   `failed` (with the error) *before* the response is sent;
 //! - already completed: the stored answer is returned without running the agent, marked with
 //!   `"replayed": true` and the header `X-FastAgentic-Replayed: true`;
-//! - still running: 409 with the run's record.
+//! - still running: 409 with the run's record;
+//! - stalled (running, not updated for longer than `--run-stale-after`: its process died): taken
+//!   over like a new run, with the warning event `run_taken_over`.
 //!
 //! The agent call runs in its own task, so a client that disconnects does not leave the run
 //! `running` forever: the task still records the outcome. During a graceful shutdown the
 //! response (and so the store write before it) completes before the process exits.
+//!
+//! An attempt records its outcome under its attempt number. When another request took the run
+//! over meanwhile (this attempt was slow, not dead), the store refuses the write: the answer is
+//! 409 `run_superseded`, the event `run_superseded` is logged, and the record stays the other
+//! attempt's.
 
 use std::sync::Arc;
 
@@ -99,6 +106,16 @@ pub fn pool_error_response(e: &PoolError) -> Response {
 pub fn store_error_response(e: &StoreError) -> Response {
     match e {
         StoreError::Pool(p) => pool_error_response(p),
+        StoreError::Superseded { run_id, attempt } => error_json(
+            StatusCode::CONFLICT,
+            "run_superseded",
+            &format!(
+                "run {run_id} was taken over by another attempt after this one (attempt \
+                 {attempt}) stalled; this attempt's result was not recorded; GET /runs/{run_id} \
+                 for the run's current state"
+            ),
+            json!({"run_id": run_id, "attempt": attempt}),
+        ),
         other => {
             let status = StatusCode::from_u16(other.status_code())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -183,10 +200,24 @@ fn replayed(mut resp: Response) -> Response {
     resp
 }
 
+/// The `event: error` data of a stream whose outcome the store did not record.
+fn store_error_event(e: &StoreError, run_id: &RunId) -> Value {
+    let code = match e {
+        StoreError::Superseded { .. } => "run_superseded",
+        _ => "durable_store_error",
+    };
+    json!({"error": code, "message": e.to_string(), "run_id": run_id})
+}
+
+/// Logs that the store refused to record the outcome of a taken-over attempt.
+fn log_superseded(run_id: &RunId, attempt: u32, operation: &str) {
+    tracing::warn!(event = "run_superseded", run_id = %run_id, attempt, operation);
+}
+
 /// The parsed request, its run id, and what the store decided.
 enum Admission {
-    /// Run it: the request (with its run id set).
-    Run(AgentRequest, RunId),
+    /// Run it: the request (with its run id set), and the attempt to record its outcome under.
+    Run(AgentRequest, RunId, u32),
     /// Answer with this response (replay, conflict, or error).
     Answer(Response),
     /// A completed run: its record.
@@ -216,9 +247,19 @@ impl Runs {
         request.run_id = Some(run_id.to_string());
         let input = serde_json::to_value(&request).unwrap_or(Value::Null);
         match self.store.begin(&run_id, &input, &self.instance_id).await {
-            Ok(Begin::Started(_)) => {
+            Ok(Begin::Started(record, taken_over)) => {
                 self.counters.run_event(RunEvent::Started);
-                Admission::Run(request, run_id)
+                if let Some(previous) = taken_over {
+                    self.counters.run_event(RunEvent::TakenOver);
+                    tracing::warn!(
+                        event = "run_taken_over",
+                        run_id = %run_id,
+                        previous_instance_id = %previous.instance_id,
+                        previous_attempts = previous.attempts,
+                        attempt = record.attempts,
+                    );
+                }
+                Admission::Run(request, run_id, record.attempts)
             }
             Ok(Begin::AlreadyCompleted(record)) => {
                 self.counters.run_event(RunEvent::Replayed);
@@ -232,18 +273,33 @@ impl Runs {
         }
     }
 
-    /// Records a failed run (logging a store failure: the response is the agent's error).
-    async fn record_failure(&self, run_id: &RunId, error: &str) {
-        self.counters.run_event(RunEvent::Failed);
-        if let Err(e) = self.store.fail(run_id, error).await {
-            tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %e);
+    /// Records a failed run. A store failure is logged (the response stays the agent's error),
+    /// except a superseded attempt, which is returned: the run is another attempt's now.
+    async fn record_failure(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Option<StoreError> {
+        match self.store.fail(run_id, attempt, error).await {
+            Err(e @ StoreError::Superseded { .. }) => {
+                log_superseded(run_id, attempt, "fail");
+                Some(e)
+            }
+            result => {
+                self.counters.run_event(RunEvent::Failed);
+                if let Err(e) = result {
+                    tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %e);
+                }
+                None
+            }
         }
     }
 
     /// `POST /chat`.
     pub async fn chat(&self, headers: &HeaderMap, body: &Bytes) -> Response {
-        let (request, run_id) = match self.admit(headers, body).await {
-            Admission::Run(r, id) => (r, id),
+        let (request, run_id, attempt) = match self.admit(headers, body).await {
+            Admission::Run(r, id, attempt) => (r, id, attempt),
             Admission::Answer(resp) => return resp,
             Admission::Replay(record) => {
                 let output = record.output.unwrap_or(Value::Null);
@@ -258,18 +314,25 @@ impl Runs {
             match this.agent.run(request).await {
                 Ok(reply) => {
                     let output = output_value(&reply, this.agent.name());
-                    match this.store.complete(&id, &output).await {
+                    match this.store.complete(&id, attempt, &output).await {
                         Ok(_) => {
                             this.counters.run_event(RunEvent::Completed);
                             Ok(output)
                         }
-                        Err(e) => Err(Err(e)),
+                        Err(e) => {
+                            if matches!(e, StoreError::Superseded { .. }) {
+                                log_superseded(&id, attempt, "complete");
+                            }
+                            Err(Err(e))
+                        }
                     }
                 }
                 Err(e) => {
-                    this.record_failure(&id, &format!("{}: {}", e.error, e.message))
-                        .await;
-                    Err(Ok(e))
+                    let error = format!("{}: {}", e.error, e.message);
+                    match this.record_failure(&id, attempt, &error).await {
+                        Some(superseded) => Err(Err(superseded)),
+                        None => Err(Ok(e)),
+                    }
                 }
             }
         });
@@ -283,11 +346,18 @@ impl Runs {
             .into_response(),
             Ok(Err(Ok(agent_error))) => agent_error_response(&agent_error, &run_id),
             Ok(Err(Err(store_error))) => {
-                tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %store_error);
+                // A superseded attempt was logged where the store refused it.
+                if !matches!(store_error, StoreError::Superseded { .. }) {
+                    tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %store_error);
+                }
                 store_error_response(&store_error)
             }
             Err(join) => {
-                self.record_failure(&run_id, "the agent task failed").await;
+                // A superseded attempt was already logged by `record_failure`; the answer is
+                // the 500 either way.
+                let _ = self
+                    .record_failure(&run_id, attempt, "the agent task failed")
+                    .await;
                 tracing::error!(event = "run_task_failed", run_id = %run_id, error = %join);
                 error_json(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -302,8 +372,8 @@ impl Runs {
     /// `POST /chat/stream`: server-sent events `data: {"delta": ...}`, then `event: done`
     /// (`{"run_id", "replayed"}`) or `event: error`.
     pub async fn chat_stream(&self, headers: &HeaderMap, body: &Bytes) -> Response {
-        let (request, run_id) = match self.admit(headers, body).await {
-            Admission::Run(r, id) => (r, id),
+        let (request, run_id, attempt) = match self.admit(headers, body).await {
+            Admission::Run(r, id, attempt) => (r, id, attempt),
             Admission::Answer(resp) => return resp,
             Admission::Replay(record) => {
                 let text = record
@@ -322,7 +392,7 @@ impl Runs {
                 return replayed(Sse::new(events).into_response());
             }
         };
-        let (opened_tx, opened_rx) = oneshot::channel::<Result<(), AgentError>>();
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<(), Response>>();
         let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
         let this = self.clone();
         let id = run_id.clone();
@@ -335,9 +405,12 @@ impl Runs {
                     s
                 }
                 Err(e) => {
-                    this.record_failure(&id, &format!("{}: {}", e.error, e.message))
-                        .await;
-                    let _ = opened_tx.send(Err(e));
+                    let error = format!("{}: {}", e.error, e.message);
+                    let resp = match this.record_failure(&id, attempt, &error).await {
+                        Some(superseded) => store_error_response(&superseded),
+                        None => agent_error_response(&e, &id),
+                    };
+                    let _ = opened_tx.send(Err(resp));
                     return;
                 }
             };
@@ -351,9 +424,11 @@ impl Runs {
                             .await;
                     }
                     Err(e) => {
-                        this.record_failure(&id, &format!("{}: {}", e.error, e.message))
-                            .await;
-                        let data = json!({"error": e.error, "message": e.message, "run_id": id});
+                        let error = format!("{}: {}", e.error, e.message);
+                        let data = match this.record_failure(&id, attempt, &error).await {
+                            Some(superseded) => store_error_event(&superseded, &id),
+                            None => json!({"error": e.error, "message": e.message, "run_id": id}),
+                        };
                         let _ = tx
                             .send(Event::default().event("error").data(data.to_string()))
                             .await;
@@ -362,7 +437,7 @@ impl Runs {
                 }
             }
             let output = json!({"output": text, "agent": this.agent.name()});
-            let last = match this.store.complete(&id, &output).await {
+            let last = match this.store.complete(&id, attempt, &output).await {
                 Ok(_) => {
                     this.counters.run_event(RunEvent::Completed);
                     Event::default()
@@ -370,8 +445,11 @@ impl Runs {
                         .data(json!({"run_id": id, "replayed": false}).to_string())
                 }
                 Err(e) => {
-                    tracing::warn!(event = "run_record_failed", run_id = %id, error = %e);
-                    let data = json!({"error": "durable_store_error", "message": e.to_string(), "run_id": id});
+                    match &e {
+                        StoreError::Superseded { .. } => log_superseded(&id, attempt, "complete"),
+                        _ => tracing::warn!(event = "run_record_failed", run_id = %id, error = %e),
+                    }
+                    let data = store_error_event(&e, &id);
                     Event::default().event("error").data(data.to_string())
                 }
             };
@@ -379,7 +457,7 @@ impl Runs {
         });
         match opened_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return agent_error_response(&e, &run_id),
+            Ok(Err(resp)) => return resp,
             Err(_) => {
                 return error_json(
                     StatusCode::INTERNAL_SERVER_ERROR,

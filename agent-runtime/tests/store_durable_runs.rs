@@ -1,5 +1,6 @@
-//! One durable-run suite, run against every store: memory, and real Redis and PostgreSQL
-//! servers (`REDIS_URL`, `DATABASE_URL`; see `store_support.rs` for how they are found).
+//! One durable-run suite, and one suite for stalled runs (takeover and fencing), run against
+//! every store: memory, and real Redis and PostgreSQL servers (`REDIS_URL`, `DATABASE_URL`; see
+//! `store_support.rs` for how they are found).
 
 #[path = "store_support.rs"]
 mod support;
@@ -9,13 +10,19 @@ use std::time::Duration;
 
 use agent_runtime::pools::{DbPoolConfig, RedisPoolConfig, build_pg_pool, build_redis_pool};
 use agent_runtime::store::{
-    Begin, DurableStoreKind, MemoryRunStore, PostgresRunStore, RedisRunStore, RunId, RunStatus,
-    RunStore, StoreError, build_run_store, migrate,
+    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, MemoryRunStore, PostgresRunStore,
+    RedisRunStore, RunId, RunStatus, RunStore, StoreError, TakenOver, build_run_store, migrate,
 };
 use serde_json::json;
 use sqlx::Row;
 
 const INSTANCE: &str = "test-instance";
+
+/// The runtime's default stale-after: nothing in [`durable_run_suite`] gets near it.
+const DEFAULT_STALE: Duration = Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS);
+
+/// The short stale-after of [`stalled_run_suite`].
+const SHORT_STALE: Duration = Duration::from_secs(1);
 
 fn run_id(name: &str) -> RunId {
     match RunId::parse(&support::unique(name)) {
@@ -36,7 +43,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     let id = run_id("suite");
     let input = json!({"message": "hello", "n": 1});
     let started = store.begin(&id, &input, INSTANCE).await;
-    let Ok(Begin::Started(record)) = started else {
+    let Ok(Begin::Started(record, None)) = started else {
         panic!("{kind}: first begin must start: {started:?}")
     };
     assert_eq!(record.run_id, id.as_str());
@@ -59,7 +66,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     );
 
     let output = json!({"output": "hello"});
-    let completed = store.complete(&id, &output).await;
+    let completed = store.complete(&id, record.attempts, &output).await;
     let Ok(completed) = completed else {
         panic!("{kind}: complete: {completed:?}")
     };
@@ -84,7 +91,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     );
 
     // A finished run cannot be finished again.
-    let twice = store.complete(&id, &json!({"output": "again"})).await;
+    let twice = store.complete(&id, 1, &json!({"output": "again"})).await;
     assert!(
         matches!(
             &twice,
@@ -103,7 +110,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
         matches!(missing, Ok(None)),
         "{kind}: unknown id: {missing:?}"
     );
-    let missing = store.complete(&unknown, &output).await;
+    let missing = store.complete(&unknown, 1, &output).await;
     assert!(
         matches!(&missing, Err(e @ StoreError::NotFound(_)) if e.status_code() == 404),
         "{kind}: complete of unknown id: {missing:?}"
@@ -113,16 +120,16 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     let failing = run_id("fail");
     assert!(matches!(
         store.begin(&failing, &input, INSTANCE).await,
-        Ok(Begin::Started(_))
+        Ok(Begin::Started(_, None))
     ));
-    let failed = store.fail(&failing, "upstream timed out").await;
+    let failed = store.fail(&failing, 1, "upstream timed out").await;
     assert!(
         matches!(&failed, Ok(r) if r.status == RunStatus::Failed && r.error.as_deref() == Some("upstream timed out")),
         "{kind}: fail: {failed:?}"
     );
     let retry = store.begin(&failing, &input, "retrying-instance").await;
-    let Ok(Begin::Started(retried)) = retry else {
-        panic!("{kind}: a failed run must be retryable: {retry:?}")
+    let Ok(Begin::Started(retried, None)) = retry else {
+        panic!("{kind}: a failed run must be retryable (and is no takeover): {retry:?}")
     };
     assert_eq!(retried.attempts, 2);
     assert_eq!(retried.error, None);
@@ -149,7 +156,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     let mut running = 0;
     for task in tasks {
         match task.await {
-            Ok(Ok(Begin::Started(_))) => started += 1,
+            Ok(Ok(Begin::Started(_, None))) => started += 1,
             Ok(Ok(Begin::StillRunning(_))) => running += 1,
             other => panic!("{kind}: concurrent begin: {other:?}"),
         }
@@ -161,9 +168,170 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     );
 }
 
+/// Stalled runs: `store` takes over runs left running for longer than [`SHORT_STALE`].
+async fn stalled_run_suite(store: Arc<dyn RunStore>) {
+    let kind = store.kind();
+    let input = json!({"message": "long one"});
+
+    // A running run younger than the threshold is still running.
+    let id = run_id("stall");
+    let t0 = std::time::Instant::now();
+    let first = store.begin(&id, &input, "instance-a").await;
+    let Ok(Begin::Started(first, None)) = first else {
+        panic!("{kind}: first begin must start: {first:?}")
+    };
+    assert_eq!(first.attempts, 1);
+    let young = store
+        .begin(&id, &json!({"message": "retry"}), "instance-b")
+        .await;
+    assert!(
+        t0.elapsed() < SHORT_STALE,
+        "{kind}: the machine is too slow for this check ({:?})",
+        t0.elapsed()
+    );
+    let Ok(Begin::StillRunning(running)) = young else {
+        panic!("{kind}: a run younger than the threshold must be running: {young:?}")
+    };
+    assert_eq!(running.instance_id, "instance-a");
+    assert_eq!(running.attempts, 1);
+
+    // Older than the threshold: the next begin takes it over, exactly like a failed run.
+    tokio::time::sleep(SHORT_STALE + Duration::from_millis(300)).await;
+    let retry_input = json!({"message": "retry"});
+    let taken = store.begin(&id, &retry_input, "instance-b").await;
+    let Ok(Begin::Started(taken, Some(previous))) = taken else {
+        panic!("{kind}: a stalled run must be taken over: {taken:?}")
+    };
+    assert_eq!(
+        previous,
+        TakenOver {
+            instance_id: "instance-a".to_owned(),
+            attempts: 1
+        },
+        "{kind}"
+    );
+    assert_eq!(taken.status, RunStatus::Running);
+    assert_eq!(taken.attempts, 2);
+    assert_eq!(taken.instance_id, "instance-b");
+    assert_eq!(taken.input, retry_input);
+    assert_eq!((taken.output.as_ref(), taken.error.as_ref()), (None, None));
+    assert_eq!(taken.created_at, first.created_at, "{kind}: same run");
+    assert!(taken.updated_at > first.updated_at, "{kind}: {taken:?}");
+    // Taken over just now: not stale any more.
+    let again = store.begin(&id, &input, "instance-c").await;
+    assert!(
+        matches!(&again, Ok(Begin::StillRunning(r)) if r.attempts == 2 && r.instance_id == "instance-b"),
+        "{kind}: {again:?}"
+    );
+
+    // The old attempt was slow, not dead: its finish is refused and changes nothing.
+    let before = store.get(&id).await.ok().flatten();
+    let late = store.complete(&id, 1, &json!({"output": "late"})).await;
+    assert!(
+        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if e.status_code() == 409),
+        "{kind}: complete of the superseded attempt: {late:?}"
+    );
+    let late = store.fail(&id, 1, "late failure").await;
+    assert!(
+        matches!(&late, Err(StoreError::Superseded { attempt: 1, .. })),
+        "{kind}: fail of the superseded attempt: {late:?}"
+    );
+    let after = store.get(&id).await.ok().flatten();
+    assert_eq!(after, before, "{kind}: a superseded finish changes nothing");
+    assert_eq!(after.map(|r| r.status), Some(RunStatus::Running));
+
+    // The new attempt finishes normally; the old one is still refused afterwards.
+    let output = json!({"output": "retry"});
+    let done = store.complete(&id, 2, &output).await;
+    assert!(
+        matches!(&done, Ok(r) if r.status == RunStatus::Completed && r.attempts == 2 && r.output.as_ref() == Some(&output)),
+        "{kind}: complete of the new attempt: {done:?}"
+    );
+    let late = store.complete(&id, 1, &json!({"output": "late"})).await;
+    assert!(
+        matches!(&late, Err(StoreError::Superseded { .. })),
+        "{kind}: {late:?}"
+    );
+    let replay = store.begin(&id, &input, "instance-d").await;
+    assert!(
+        matches!(&replay, Ok(Begin::AlreadyCompleted(r)) if r.output.as_ref() == Some(&output) && r.instance_id == "instance-b"),
+        "{kind}: completed runs are never taken over: {replay:?}"
+    );
+
+    // A failed run older than the threshold is retried, not taken over.
+    let failing = run_id("stall-fail");
+    assert!(matches!(
+        store.begin(&failing, &input, "instance-a").await,
+        Ok(Begin::Started(_, None))
+    ));
+    let failed = store.fail(&failing, 1, "upstream timed out").await;
+    assert!(
+        matches!(&failed, Ok(r) if r.status == RunStatus::Failed),
+        "{kind}: {failed:?}"
+    );
+    tokio::time::sleep(SHORT_STALE + Duration::from_millis(300)).await;
+    let retry = store.begin(&failing, &input, "instance-b").await;
+    assert!(
+        matches!(&retry, Ok(Begin::Started(r, None)) if r.attempts == 2 && r.error.is_none()),
+        "{kind}: a failed run is retried as before: {retry:?}"
+    );
+    let done = store.complete(&failing, 2, &output).await;
+    assert!(
+        matches!(&done, Ok(r) if r.status == RunStatus::Completed),
+        "{kind}: {done:?}"
+    );
+
+    // Concurrent begins of a stalled run: exactly one takes it over.
+    let contested = run_id("stall-race");
+    assert!(matches!(
+        store.begin(&contested, &input, "instance-dead").await,
+        Ok(Begin::Started(_, None))
+    ));
+    tokio::time::sleep(SHORT_STALE + Duration::from_millis(300)).await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = Arc::clone(&store);
+        let id = contested.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .begin(&id, &json!({"message": i}), &format!("instance-{i}"))
+                .await
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut running = 0;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(Begin::Started(record, Some(previous)))) => winners.push((record, previous)),
+            Ok(Ok(Begin::StillRunning(_))) => running += 1,
+            other => panic!("{kind}: concurrent begin of a stalled run: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (winners.len(), running),
+        (1, 31),
+        "{kind}: exactly one concurrent begin must take the stalled run over"
+    );
+    let (record, previous) = &winners[0];
+    assert_eq!(record.attempts, 2, "{kind}");
+    assert_eq!(previous.instance_id, "instance-dead", "{kind}");
+    assert_eq!(previous.attempts, 1, "{kind}");
+    let stored = store.get(&contested).await.ok().flatten();
+    assert_eq!(
+        stored.map(|r| (r.attempts, r.instance_id)),
+        Some((2, record.instance_id.clone())),
+        "{kind}: the winner's record is the stored one"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_passes_the_suite() {
     durable_run_suite(Arc::new(MemoryRunStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_takes_over_stalled_runs() {
+    stalled_run_suite(Arc::new(MemoryRunStore::new(SHORT_STALE))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -178,16 +346,16 @@ async fn redis_store_passes_the_suite() {
     let Ok(Some(pool)) = pool else {
         panic!("redis pool: {pool:?}")
     };
-    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None);
+    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, DEFAULT_STALE);
     let Ok(store) = store else {
         panic!("{store:?}")
     };
     durable_run_suite(store).await;
     // Through the concrete type as well, which the HTTP layer may hold.
-    durable_run_suite(Arc::new(RedisRunStore::new(pool.clone()))).await;
+    durable_run_suite(Arc::new(RedisRunStore::new(pool.clone(), DEFAULT_STALE))).await;
 
     // Retention: a run's key expires a week after its last change, running or finished.
-    let store = RedisRunStore::new(pool.clone());
+    let store = RedisRunStore::new(pool.clone(), DEFAULT_STALE);
     let id = run_id("ttl");
     store
         .begin(&id, &json!({"m": 1}), "i")
@@ -205,7 +373,7 @@ async fn redis_store_passes_the_suite() {
     };
     let running = ttl(pool.clone(), key.clone()).await;
     store
-        .complete(&id, &json!({"out": 1}))
+        .complete(&id, 1, &json!({"out": 1}))
         .await
         .expect("complete");
     let finished = ttl(pool.clone(), key).await;
@@ -231,12 +399,150 @@ async fn postgres_store_passes_the_suite() {
     let Ok(Some(pool)) = pool else {
         panic!("pg pool: {pool:?}")
     };
-    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool));
+    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), DEFAULT_STALE);
     let Ok(store) = store else {
         panic!("{store:?}")
     };
     durable_run_suite(store).await;
-    durable_run_suite(Arc::new(PostgresRunStore::new(pool))).await;
+    durable_run_suite(Arc::new(PostgresRunStore::new(pool, DEFAULT_STALE))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_takes_over_stalled_runs() {
+    let Some(url) = support::redis_url("redis_store_takes_over_stalled_runs") else {
+        return;
+    };
+    let pool = build_redis_pool(&RedisPoolConfig {
+        max_size: 8,
+        ..RedisPoolConfig::new(Some(url))
+    });
+    let Ok(Some(pool)) = pool else {
+        panic!("redis pool: {pool:?}")
+    };
+    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
+    let Ok(store) = store else {
+        panic!("{store:?}")
+    };
+    stalled_run_suite(store).await;
+
+    let mut conn = pool.get().await.expect("redis connection");
+    let key = |id: &RunId| format!("{}{id}", agent_runtime::store::redis::KEY_PREFIX);
+    let store = RedisRunStore::new(pool.clone(), Duration::from_secs(60));
+
+    // Every state change stamps `updated_ms` with the server's clock.
+    let id = run_id("stamp");
+    store.begin(&id, &json!({}), "i").await.expect("begin");
+    let (secs, micros): (u64, u64) = deadpool_redis::redis::cmd("TIME")
+        .query_async(&mut *conn)
+        .await
+        .expect("TIME");
+    let now = secs * 1000 + micros / 1000;
+    let stamp: u64 = deadpool_redis::redis::cmd("HGET")
+        .arg(key(&id))
+        .arg("updated_ms")
+        .query_async(&mut *conn)
+        .await
+        .expect("updated_ms is a number");
+    assert!(
+        now.abs_diff(stamp) < 5_000,
+        "updated_ms {stamp}, TIME {now}"
+    );
+
+    // Staleness is `updated_ms` against the server's TIME: an hour old is stalled at once.
+    let _: () = deadpool_redis::redis::cmd("HSET")
+        .arg(key(&id))
+        .arg("updated_ms")
+        .arg(now - 3_600_000)
+        .query_async(&mut *conn)
+        .await
+        .expect("HSET");
+    let taken = store.begin(&id, &json!({}), "j").await;
+    assert!(
+        matches!(&taken, Ok(Begin::Started(r, Some(_))) if r.attempts == 2 && r.instance_id == "j"),
+        "{taken:?}"
+    );
+    let done = store.complete(&id, 2, &json!({"output": "x"})).await;
+    assert!(done.is_ok(), "{done:?}");
+    let stamp2: u64 = deadpool_redis::redis::cmd("HGET")
+        .arg(key(&id))
+        .arg("updated_ms")
+        .query_async(&mut *conn)
+        .await
+        .expect("updated_ms is a number");
+    assert!(
+        stamp2 >= now,
+        "complete stamps updated_ms too: {stamp2} < {now}"
+    );
+
+    // A running record written by an older version (no `updated_ms`) is never taken over, however
+    // old its `updated_at`; it still expires by TTL.
+    let legacy = run_id("legacy");
+    let _: () = deadpool_redis::redis::cmd("HSET")
+        .arg(key(&legacy))
+        .arg(&[
+            ("run_id", legacy.as_str()),
+            ("status", "running"),
+            ("input", "{}"),
+            ("instance_id", "old-version"),
+            ("created_at", "2020-01-01T00:00:00+00:00"),
+            ("updated_at", "2020-01-01T00:00:00+00:00"),
+            ("attempts", "1"),
+        ])
+        .query_async(&mut *conn)
+        .await
+        .expect("HSET legacy record");
+    let _: () = deadpool_redis::redis::cmd("EXPIRE")
+        .arg(key(&legacy))
+        .arg(600)
+        .query_async(&mut *conn)
+        .await
+        .expect("EXPIRE");
+    let begun = store.begin(&legacy, &json!({}), "new-version").await;
+    assert!(
+        matches!(&begun, Ok(Begin::StillRunning(r)) if r.instance_id == "old-version"),
+        "{begun:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_takes_over_stalled_runs() {
+    let Some(url) = support::database_url("postgres_store_takes_over_stalled_runs") else {
+        return;
+    };
+    let pool = build_pg_pool(&DbPoolConfig {
+        min_connections: 2,
+        max_overflow: 6,
+        ..DbPoolConfig::new(Some(url.clone()))
+    });
+    let Ok(Some(pool)) = pool else {
+        panic!("pg pool: {pool:?}")
+    };
+    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
+    let Ok(store) = store else {
+        panic!("{store:?}")
+    };
+    stalled_run_suite(store).await;
+
+    // Staleness is `updated_at` against the database's `now()`: an hour old is stalled at once.
+    let store = PostgresRunStore::new(pool, Duration::from_secs(60));
+    let id = run_id("db-clock");
+    store.begin(&id, &json!({}), "i").await.expect("begin");
+    let young = store.begin(&id, &json!({}), "j").await;
+    assert!(matches!(young, Ok(Begin::StillRunning(_))), "{young:?}");
+    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
+    let moved = sqlx::query(
+        "UPDATE fastagentic_runs SET updated_at = now() - interval '1 hour' WHERE run_id = $1",
+    )
+    .bind(id.as_str())
+    .execute(&admin)
+    .await
+    .expect("UPDATE");
+    assert_eq!(moved.rows_affected(), 1);
+    let taken = store.begin(&id, &json!({}), "j").await;
+    assert!(
+        matches!(&taken, Ok(Begin::Started(r, Some(p))) if r.attempts == 2 && p.instance_id == "i"),
+        "{taken:?}"
+    );
 }
 
 /// Several workers starting at once each run the migrations: all succeed and each migration is
@@ -332,8 +638,8 @@ async fn stores_on_unreachable_servers_fail_fast_with_503() {
         panic!("lazy pg pool must build: {db:?}")
     };
     for store in [
-        build_run_store(DurableStoreKind::Redis, Some(&redis), None),
-        build_run_store(DurableStoreKind::Postgres, None, Some(&db)),
+        build_run_store(DurableStoreKind::Redis, Some(&redis), None, DEFAULT_STALE),
+        build_run_store(DurableStoreKind::Postgres, None, Some(&db), DEFAULT_STALE),
     ] {
         let Ok(store) = store else {
             panic!("{store:?}")

@@ -9,12 +9,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError};
+use super::{
+    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore,
+    StoreError, TakenOver,
+};
 
 /// Records kept per worker by default.
 pub const DEFAULT_MAX_RUNS: usize = 10_000;
@@ -25,6 +29,7 @@ pub struct MemoryRunStore {
     // A std mutex: no await happens while it is held.
     runs: Mutex<Runs>,
     max_runs: usize,
+    stale_after: chrono::Duration,
 }
 
 /// The records and the order in which their ids were first stored (oldest first).
@@ -68,16 +73,32 @@ impl Runs {
 
 impl Default for MemoryRunStore {
     fn default() -> Self {
-        Self::with_max_runs(DEFAULT_MAX_RUNS)
+        Self::with_limits(
+            DEFAULT_MAX_RUNS,
+            Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS),
+        )
     }
 }
 
 impl MemoryRunStore {
-    /// A store that keeps at most `max_runs` records (at least 1).
+    /// A store that takes over runs left `running` for longer than `stale_after`.
+    pub fn new(stale_after: Duration) -> Self {
+        Self::with_limits(DEFAULT_MAX_RUNS, stale_after)
+    }
+
+    /// A store that keeps at most `max_runs` records (at least 1), with the default stale-after.
     pub fn with_max_runs(max_runs: usize) -> Self {
+        Self::with_limits(max_runs, Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS))
+    }
+
+    /// A store that keeps at most `max_runs` records (at least 1) and takes over runs left
+    /// `running` for longer than `stale_after`.
+    pub fn with_limits(max_runs: usize, stale_after: Duration) -> Self {
         Self {
             runs: Mutex::new(Runs::default()),
             max_runs: max_runs.max(1),
+            // Out of chrono's range only for absurd values: such a run is then never stale.
+            stale_after: chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX),
         }
     }
 
@@ -104,6 +125,7 @@ impl MemoryRunStore {
     fn finish(
         &self,
         run_id: &RunId,
+        attempt: u32,
         status: RunStatus,
         output: Option<Value>,
         error: Option<String>,
@@ -112,6 +134,12 @@ impl MemoryRunStore {
             let record = runs
                 .get_mut(run_id.as_str())
                 .ok_or_else(|| StoreError::NotFound(run_id.to_string()))?;
+            if record.attempts != attempt {
+                return Err(StoreError::Superseded {
+                    run_id: run_id.to_string(),
+                    attempt,
+                });
+            }
             if record.status != RunStatus::Running {
                 return Err(StoreError::NotRunning {
                     run_id: run_id.to_string(),
@@ -141,22 +169,31 @@ impl RunStore for MemoryRunStore {
     ) -> Result<Begin, StoreError> {
         let now = Utc::now();
         let max = self.max_runs;
+        // Running and last updated before this: stalled. (`None`: the threshold reaches back
+        // past chrono's range, so nothing is.)
+        let stale_before = now.checked_sub_signed(self.stale_after);
+        let stalled = |r: &RunRecord| stale_before.is_some_and(|t| r.updated_at < t);
         Ok(self.with_runs(|runs| match runs.get_mut(run_id.as_str()) {
             Some(existing) if existing.status == RunStatus::Completed => {
                 Begin::AlreadyCompleted(existing.clone())
             }
-            Some(existing) if existing.status == RunStatus::Running => {
+            Some(existing) if existing.status == RunStatus::Running && !stalled(existing) => {
                 Begin::StillRunning(existing.clone())
             }
-            Some(failed) => {
-                failed.status = RunStatus::Running;
-                failed.input = input.clone();
-                failed.output = None;
-                failed.error = None;
-                failed.instance_id = instance_id.to_owned();
-                failed.updated_at = now;
-                failed.attempts = failed.attempts.saturating_add(1);
-                Begin::Started(failed.clone())
+            Some(previous) => {
+                // Failed, or running but stalled: start it again.
+                let taken_over = (previous.status == RunStatus::Running).then(|| TakenOver {
+                    instance_id: previous.instance_id.clone(),
+                    attempts: previous.attempts,
+                });
+                previous.status = RunStatus::Running;
+                previous.input = input.clone();
+                previous.output = None;
+                previous.error = None;
+                previous.instance_id = instance_id.to_owned();
+                previous.updated_at = now;
+                previous.attempts = previous.attempts.saturating_add(1);
+                Begin::Started(previous.clone(), taken_over)
             }
             None => {
                 let record = RunRecord {
@@ -171,17 +208,39 @@ impl RunStore for MemoryRunStore {
                     attempts: 1,
                 };
                 runs.insert(run_id.to_string(), record.clone(), max);
-                Begin::Started(record)
+                Begin::Started(record, None)
             }
         }))
     }
 
-    async fn complete(&self, run_id: &RunId, output: &Value) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Completed, Some(output.clone()), None)
+    async fn complete(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        output: &Value,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(
+            run_id,
+            attempt,
+            RunStatus::Completed,
+            Some(output.clone()),
+            None,
+        )
     }
 
-    async fn fail(&self, run_id: &RunId, error: &str) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Failed, None, Some(error.to_owned()))
+    async fn fail(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(
+            run_id,
+            attempt,
+            RunStatus::Failed,
+            None,
+            Some(error.to_owned()),
+        )
     }
 
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {
@@ -210,7 +269,7 @@ mod tests {
             store.begin(&id(n), &input, "i").await.expect("begin");
         }
         for n in 1..3 {
-            store.complete(&id(n), &input).await.expect("complete");
+            store.complete(&id(n), 1, &input).await.expect("complete");
         }
         // Two more runs: the oldest finished ones (run-1, run-2) go, the running run-0 stays.
         for n in 3..5 {
@@ -227,11 +286,11 @@ mod tests {
         assert!(store.get(&id(4)).await.expect("get").is_some());
         // Ten thousand more finished runs never grow it past the bound.
         for n in 3..5 {
-            store.complete(&id(n), &input).await.expect("complete");
+            store.complete(&id(n), 1, &input).await.expect("complete");
         }
         for n in 5..10_005 {
             store.begin(&id(n), &input, "i").await.expect("begin");
-            store.complete(&id(n), &input).await.expect("complete");
+            store.complete(&id(n), 1, &input).await.expect("complete");
         }
         assert_eq!(store.len(), 3);
         assert!(store.get(&id(0)).await.expect("get").is_some());
@@ -249,7 +308,7 @@ mod tests {
         assert_eq!(store.len(), 4);
         for n in 0..4 {
             store
-                .complete(&id(n), &input)
+                .complete(&id(n), 1, &input)
                 .await
                 .expect("each run completes");
         }

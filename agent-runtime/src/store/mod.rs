@@ -11,6 +11,18 @@
 //! usually transient (an upstream timeout), and a client that retries with its idempotency key
 //! expects a second try, not the old error forever.
 //!
+//! **Stalled runs are taken over**: a run whose process died while it ran (SIGKILL, OOM, a lost
+//! node) would stay `running` forever. So `begin` on a `running` record whose last update is
+//! older than the store's stale-after threshold (`--run-stale-after`, longer than any live
+//! attempt may take) starts it again exactly like a failed run, and says so
+//! ([`Begin::Started`] with a [`TakenOver`]). Staleness is judged by the store's own clock where
+//! it has one (Redis `TIME`, PostgreSQL `now()`), so pods with skewed clocks agree.
+//!
+//! **Fencing**: the attempt that was taken over may still be alive (slow rather than dead).
+//! `complete` and `fail` therefore name the attempt they finish (the `attempts` of the record
+//! `begin` returned) and only change a record that is still `running` at that attempt; a finish
+//! of a superseded attempt changes nothing and fails with [`StoreError::Superseded`] (HTTP 409).
+//!
 //! Implementations: [`memory`] (per worker, lost on restart; the default), [`redis`] (a hash per
 //! run, updated by Lua scripts) and [`postgres`] (table `fastagentic_runs`, created by embedded
 //! migrations). Records do not expire; cleaning old runs is left to the operator of the store.
@@ -21,6 +33,7 @@ pub mod redis;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,6 +49,12 @@ pub use redis::RedisRunStore;
 
 /// Longest accepted run id.
 pub const MAX_RUN_ID_LEN: usize = 128;
+
+/// Default `--run-stale-after`, seconds.
+pub const DEFAULT_RUN_STALE_AFTER_SECS: u64 = 300;
+
+/// Largest accepted `--run-stale-after`, seconds: a week, the Redis store's retention.
+pub const MAX_RUN_STALE_AFTER_SECS: u64 = 7 * 24 * 3600;
 
 /// A validated run id: 1-128 characters of `A-Z a-z 0-9 . _ : -`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -145,15 +164,27 @@ pub struct RunRecord {
     pub updated_at: DateTime<Utc>,
     /// Instance that ran (or is running) the latest attempt.
     pub instance_id: String,
-    /// How many times the run was begun (1 unless a failed run was retried).
+    /// How many times the run was begun (1 unless a failed or stalled run was started again).
+    /// Also the number of the latest attempt, which `complete` and `fail` must name.
+    pub attempts: u32,
+}
+
+/// The stalled attempt a [`Begin::Started`] replaced (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Instance that ran the stalled attempt.
+    pub instance_id: String,
+    /// Its attempt number.
     pub attempts: u32,
 }
 
 /// What [`RunStore::begin`] decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// The caller owns the run now and must `complete` or `fail` it.
-    Started(RunRecord),
+    /// The caller owns the run now and must `complete` or `fail` it, naming the record's
+    /// `attempts`. The second field is `Some` when a stalled `running` attempt was taken over
+    /// (and `None` for a new run or the retry of a failed one).
+    Started(RunRecord, Option<TakenOver>),
     /// The run already finished: answer with the stored result, do not run again.
     AlreadyCompleted(RunRecord),
     /// Another request is running it (HTTP 409).
@@ -195,6 +226,18 @@ pub enum StoreError {
         /// Its status.
         status: RunStatus,
     },
+    /// `complete`/`fail` for an attempt that another `begin` took over after it stalled: the
+    /// record belongs to a later attempt and was not changed. HTTP 409.
+    #[error(
+        "run {run_id}: attempt {attempt} was taken over by another attempt after it stalled; \
+         its result was not recorded"
+    )]
+    Superseded {
+        /// The run.
+        run_id: String,
+        /// The attempt that tried to finish.
+        attempt: u32,
+    },
 }
 
 impl StoreError {
@@ -205,7 +248,7 @@ impl StoreError {
             StoreError::Backend { .. } => 503,
             StoreError::Corrupt { .. } => 500,
             StoreError::NotFound(_) => 404,
-            StoreError::NotRunning { .. } => 409,
+            StoreError::NotRunning { .. } | StoreError::Superseded { .. } => 409,
         }
     }
 }
@@ -216,8 +259,9 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
     /// Which kind of store this is.
     fn kind(&self) -> DurableStoreKind;
 
-    /// Atomically starts the run unless it exists and is running or completed (see
-    /// [`Begin`]); a failed run is started again.
+    /// Atomically starts the run unless it exists and is completed, or running and updated
+    /// within the stale-after threshold (see [`Begin`]); a failed or stalled run is started
+    /// again.
     async fn begin(
         &self,
         run_id: &RunId,
@@ -225,11 +269,23 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         instance_id: &str,
     ) -> Result<Begin, StoreError>;
 
-    /// Marks a running run completed with `output`.
-    async fn complete(&self, run_id: &RunId, output: &Value) -> Result<RunRecord, StoreError>;
+    /// Marks the run completed with `output`, if it is still running at `attempt` (the
+    /// `attempts` of the record `begin` returned); [`StoreError::Superseded`] otherwise.
+    async fn complete(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        output: &Value,
+    ) -> Result<RunRecord, StoreError>;
 
-    /// Marks a running run failed with `error`.
-    async fn fail(&self, run_id: &RunId, error: &str) -> Result<RunRecord, StoreError>;
+    /// Marks the run failed with `error`, if it is still running at `attempt`;
+    /// [`StoreError::Superseded`] otherwise.
+    async fn fail(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Result<RunRecord, StoreError>;
 
     /// The record, or `None` for an unknown id.
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError>;
@@ -262,13 +318,41 @@ impl fmt::Display for DurableStoreKind {
     }
 }
 
-/// Durable store option.
+/// Durable store options.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Where runs are recorded: memory, redis or postgres. Default: the store whose URL is set
     /// when exactly one of REDIS_URL and DATABASE_URL is set, memory otherwise.
     #[arg(long = "durable-store", env = "FASTAGENTIC_DURABLE_STORE", value_enum)]
     pub durable_store: Option<DurableStoreKind>,
+
+    /// Seconds after its last update a run still recorded `running` counts as stalled (its
+    /// process died), so a retry with its run id runs it again instead of answering 409. Must be
+    /// greater than --agent-timeout and --echo-delay-ms.
+    #[arg(long = "run-stale-after", allow_negative_numbers = true,
+          env = "FASTAGENTIC_RUN_STALE_AFTER",
+          default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,
+          value_parser = parse_run_stale_after)]
+    pub run_stale_after: f64,
+}
+
+impl StoreArgs {
+    /// `--run-stale-after` as a duration.
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs_f64(self.run_stale_after)
+    }
+}
+
+/// Value parser of `--run-stale-after` (seconds > 0, at most a week).
+pub fn parse_run_stale_after(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_RUN_STALE_AFTER_SECS as f64 => {
+            Ok(secs)
+        }
+        _ => Err(format!(
+            "accepted: seconds, a number > 0 and <= {MAX_RUN_STALE_AFTER_SECS} (e.g. 300 or 0.5)"
+        )),
+    }
 }
 
 /// The durable store that was asked for cannot be built.
@@ -306,27 +390,31 @@ pub fn resolve_store_kind(
     }
 }
 
-/// Builds the store for `kind` on the worker's pools (see [`resolve_store_kind`]). Connects
-/// nothing: the Postgres schema is migrated on first use or first `ping`.
+/// Builds the store for `kind` on the worker's pools (see [`resolve_store_kind`]), taking over
+/// runs that stayed `running` longer than `stale_after`. Connects nothing: the Postgres schema
+/// is migrated on first use or first `ping`.
 pub fn build_run_store(
     kind: DurableStoreKind,
     redis: Option<&RedisPool>,
     db: Option<&DbPool>,
+    stale_after: Duration,
 ) -> Result<Arc<dyn RunStore>, StoreConfigError> {
     Ok(match kind {
-        DurableStoreKind::Memory => Arc::new(MemoryRunStore::default()),
-        DurableStoreKind::Redis => Arc::new(RedisRunStore::new(redis.cloned().ok_or(
-            StoreConfigError {
+        DurableStoreKind::Memory => Arc::new(MemoryRunStore::new(stale_after)),
+        DurableStoreKind::Redis => Arc::new(RedisRunStore::new(
+            redis.cloned().ok_or(StoreConfigError {
                 kind,
                 missing: "REDIS_URL",
-            },
-        )?)),
-        DurableStoreKind::Postgres => Arc::new(PostgresRunStore::new(db.cloned().ok_or(
-            StoreConfigError {
+            })?,
+            stale_after,
+        )),
+        DurableStoreKind::Postgres => Arc::new(PostgresRunStore::new(
+            db.cloned().ok_or(StoreConfigError {
                 kind,
                 missing: "DATABASE_URL",
-            },
-        )?)),
+            })?,
+            stale_after,
+        )),
     })
 }
 
@@ -388,7 +476,8 @@ mod tests {
             parsed,
             Ok(Cli {
                 store: StoreArgs {
-                    durable_store: Some(DurableStoreKind::Postgres)
+                    durable_store: Some(DurableStoreKind::Postgres),
+                    ..
                 }
             })
         ));
@@ -399,6 +488,35 @@ mod tests {
             matches!(&err, Err(e) if e.contains("mongo") && e.contains("memory") && e.contains("redis") && e.contains("postgres")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn stale_after_option_has_a_default_and_rejects_bad_values() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let parsed = Cli::try_parse_from(["x"]).map(|c| c.store.stale_after());
+        assert!(
+            matches!(parsed, Ok(d) if d == Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS)),
+            "{parsed:?}"
+        );
+        let parsed = Cli::try_parse_from(["x", "--run-stale-after", "0.25"]);
+        assert!(
+            matches!(&parsed, Ok(c) if c.store.stale_after() == Duration::from_millis(250)),
+            "{parsed:?}"
+        );
+        for bad in ["0", "-1", "abc", "inf", "NaN", "604801"] {
+            let err = Cli::try_parse_from(["x", "--run-stale-after", bad])
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert!(
+                matches!(&err, Err(e) if e.contains("--run-stale-after") && e.contains(bad) && e.contains("accepted")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,23 @@
 //! PostgreSQL run store: table `fastagentic_runs`, created by the embedded migrations in
 //! `agent-runtime/migrations/`.
 //!
-//! `begin` is a single `INSERT ... ON CONFLICT DO UPDATE ... WHERE status = 'failed'
-//! RETURNING`: the row lock on the conflicting key serialises concurrent callers, so exactly one
-//! gets a row back (started) and the rest read the existing record.
+//! `begin` is a single `INSERT ... ON CONFLICT DO UPDATE ... WHERE status = 'failed' OR
+//! (status = 'running' AND updated_at < now() - stale-after) RETURNING`: the row lock on the
+//! conflicting key serialises concurrent callers, so exactly one gets a row back (started) and
+//! the rest read the existing record. Staleness is judged by the database's clock (`now()`, and
+//! `updated_at` is always set by the database), so pods with skewed clocks agree.
+//!
+//! The statement also reads the row as it was before (a CTE on the statement's snapshot), to
+//! tell a takeover from a failed-run retry and name the stalled attempt; the update only
+//! applies when the locked row is still at the status and attempt of that snapshot, so what it
+//! reports is exactly what it replaced (when the row changed in between, `begin` tries again).
+//! `complete`/`fail` update only `WHERE status = 'running' AND attempts = <the caller's>`.
 //!
 //! Migrations run on first use (or first `ping`), not at process start, so a worker starts even
 //! when the database is down; sqlx takes a PostgreSQL advisory lock around them, so several
 //! workers and pods starting at once apply each migration exactly once.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -16,7 +26,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tokio::sync::OnceCell;
 
-use super::{Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError};
+use super::{
+    Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+};
 use crate::pools::DbPool;
 
 /// The embedded schema migrations.
@@ -37,20 +49,29 @@ const SELECT_RUN: &str = concat!(
 
 const FINISH_RUN: &str = concat!(
     "UPDATE fastagentic_runs SET status = $2, output = $3, error = $4, updated_at = now() ",
-    "WHERE run_id = $1 AND status = 'running' RETURNING ",
+    "WHERE run_id = $1 AND status = 'running' AND attempts = $5 RETURNING ",
     columns!()
 );
 
-/// Insert, or restart a failed run; returns the row only when this call started the run.
+/// Insert, or restart a failed run or a stalled running one ($4: stale-after, seconds); returns
+/// the row only when this call started the run, with the status, instance and attempt it had
+/// before (`prev_*`, NULL for a new row).
 const BEGIN_RUN: &str = concat!(
+    "WITH prev AS (SELECT status, instance_id, attempts FROM fastagentic_runs WHERE run_id = $1), ",
+    "started AS (",
     "INSERT INTO fastagentic_runs AS r (run_id, status, input, instance_id) ",
     "VALUES ($1, 'running', $2, $3) ",
     "ON CONFLICT (run_id) DO UPDATE SET status = 'running', input = EXCLUDED.input, ",
     "output = NULL, error = NULL, instance_id = EXCLUDED.instance_id, ",
     "attempts = r.attempts + 1, updated_at = now() ",
-    "WHERE r.status = 'failed' ",
+    "WHERE (r.status = 'failed' ",
+    "OR (r.status = 'running' AND r.updated_at < now() - make_interval(secs => $4))) ",
+    // Unchanged since the snapshot `prev` was read, so `prev` is what this replaces.
+    "AND r.status = (SELECT status FROM prev) AND r.attempts = (SELECT attempts FROM prev) ",
     "RETURNING ",
-    columns!()
+    columns!(),
+    ") SELECT started.*, prev.status AS prev_status, prev.instance_id AS prev_instance_id, ",
+    "prev.attempts AS prev_attempts FROM started LEFT JOIN prev ON true"
 );
 
 /// Applies the embedded migrations (idempotent; safe to run concurrently from many processes).
@@ -71,14 +92,17 @@ pub async fn migrate(db: &DbPool) -> Result<(), StoreError> {
 pub struct PostgresRunStore {
     db: DbPool,
     schema: OnceCell<()>,
+    stale_after_secs: f64,
 }
 
 impl PostgresRunStore {
-    /// A store on the worker's database pool.
-    pub fn new(db: DbPool) -> Self {
+    /// A store on the worker's database pool that takes over runs left `running` for longer
+    /// than `stale_after`.
+    pub fn new(db: DbPool, stale_after: Duration) -> Self {
         Self {
             db,
             schema: OnceCell::new(),
+            stale_after_secs: stale_after.as_secs_f64(),
         }
     }
 
@@ -110,6 +134,7 @@ impl PostgresRunStore {
     async fn finish(
         &self,
         run_id: &RunId,
+        attempt: u32,
         status: RunStatus,
         output: Option<&Value>,
         error: Option<&str>,
@@ -120,6 +145,7 @@ impl PostgresRunStore {
             .bind(status.as_str())
             .bind(output)
             .bind(error)
+            .bind(i64::from(attempt))
             .fetch_optional(&mut *conn)
             .await
             .map_err(backend)?;
@@ -128,6 +154,10 @@ impl PostgresRunStore {
         }
         match Self::select(&mut conn, run_id).await? {
             None => Err(StoreError::NotFound(run_id.to_string())),
+            Some(record) if record.attempts != attempt => Err(StoreError::Superseded {
+                run_id: run_id.to_string(),
+                attempt,
+            }),
             Some(record) => Err(StoreError::NotRunning {
                 run_id: run_id.to_string(),
                 status: record.status,
@@ -168,8 +198,31 @@ fn parse_row(run_id: &RunId, row: &PgRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// The stalled attempt a started row replaced: the `prev_*` columns of [`BEGIN_RUN`], when the
+/// row was running before.
+fn parse_taken_over(run_id: &RunId, row: &PgRow) -> Result<Option<TakenOver>, StoreError> {
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt {
+        store: DurableStoreKind::Postgres,
+        run_id: run_id.to_string(),
+        message: e.to_string(),
+    };
+    let status: Option<String> = row.try_get("prev_status").map_err(corrupt)?;
+    if status.as_deref() != Some(RunStatus::Running.as_str()) {
+        return Ok(None);
+    }
+    let attempts: Option<i32> = row.try_get("prev_attempts").map_err(corrupt)?;
+    Ok(Some(TakenOver {
+        instance_id: row
+            .try_get::<Option<String>, _>("prev_instance_id")
+            .map_err(corrupt)?
+            .unwrap_or_default(),
+        attempts: attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(0),
+    }))
+}
+
 /// How often `begin` re-reads when the row changed between its insert and its read (a failed
-/// run restarted by someone else in between). Each retry means another caller made progress.
+/// run restarted by someone else in between, or a change between the statement's snapshot and
+/// its row lock). Each retry means another caller made progress.
 const BEGIN_ATTEMPTS: usize = 5;
 
 #[async_trait]
@@ -190,18 +243,24 @@ impl RunStore for PostgresRunStore {
                 .bind(run_id.as_str())
                 .bind(input)
                 .bind(instance_id)
+                .bind(self.stale_after_secs)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(backend)?;
             if let Some(row) = started {
-                return parse_row(run_id, &row).map(Begin::Started);
+                let record = parse_row(run_id, &row)?;
+                let taken_over = parse_taken_over(run_id, &row)?;
+                return Ok(Begin::Started(record, taken_over));
             }
+            // Not started: the row is completed, or running and not stalled, or it changed
+            // between the statement's snapshot and its row lock. (A row that turned stale in
+            // the moment since is reported running; the next retry takes it over.)
             match Self::select(&mut conn, run_id).await? {
                 Some(r) if r.status == RunStatus::Completed => {
                     return Ok(Begin::AlreadyCompleted(r));
                 }
                 Some(r) if r.status == RunStatus::Running => return Ok(Begin::StillRunning(r)),
-                // Failed again (or gone) since our insert: try to start it once more.
+                // Failed again (or gone) since our statement: try to start it once more.
                 _ => continue,
             }
         }
@@ -211,13 +270,23 @@ impl RunStore for PostgresRunStore {
         })
     }
 
-    async fn complete(&self, run_id: &RunId, output: &Value) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Completed, Some(output), None)
+    async fn complete(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        output: &Value,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(run_id, attempt, RunStatus::Completed, Some(output), None)
             .await
     }
 
-    async fn fail(&self, run_id: &RunId, error: &str) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Failed, None, Some(error))
+    async fn fail(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(run_id, attempt, RunStatus::Failed, None, Some(error))
             .await
     }
 

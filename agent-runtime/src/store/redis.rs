@@ -1,23 +1,32 @@
 //! Redis run store: one hash per run at `fastagentic:run:{run_id}`, with the fields of
-//! [`RunRecord`] (`input`/`output` as JSON text, times as RFC 3339).
+//! [`RunRecord`] (`input`/`output` as JSON text, times as RFC 3339) and `updated_ms`, the
+//! server's clock (`TIME`, milliseconds) at the last state change.
 //!
 //! Every state change is one Lua script, so it is atomic on the server: `begin` reads the
 //! status and writes `running` in the same step (the Redis equivalent of `SET NX`, extended to
-//! restart failed runs), and `complete`/`fail` only change a run that is still running.
+//! restart failed runs and to take over stalled ones), and `complete`/`fail` only change a run
+//! that is still running at the caller's attempt.
+//!
+//! A run is stalled when it is `running` and its `updated_ms` is more than the stale-after
+//! threshold behind the server's `TIME`: the one clock every pod sees. A record without
+//! `updated_ms` (written by an older version) is never taken over; it still expires by TTL.
+//! (Writing after `TIME` in a script needs script effects replication, the default since Redis 5.)
 //!
 //! Retention: every state change sets the key to expire [`RUN_TTL_SECONDS`] (7 days) later, so
-//! the key space is bounded by a week of traffic; a run id older than that runs again. A run
-//! whose process died while it ran (it stays `running`, answering 409) is forgotten the same way.
+//! the key space is bounded by a week of traffic; a run id older than that runs again.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, Script};
 use serde_json::Value;
 
-use super::{Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError};
+use super::{
+    Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+};
 use crate::pools::RedisPool;
 
 /// Prefix of every run key.
@@ -26,35 +35,54 @@ pub const KEY_PREFIX: &str = "fastagentic:run:";
 /// Seconds a run is kept after its last change.
 pub const RUN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
-/// ARGV: run_id, input JSON, instance_id, now, ttl seconds. Returns {outcome, HGETALL} where outcome is
-/// `started` or the existing status.
+/// ARGV: run_id, input JSON, instance_id, now, ttl seconds, stale-after milliseconds. Returns
+/// {outcome, HGETALL, previous instance_id, previous attempts} where outcome is `started`,
+/// `taken_over` (a stalled running run was started again) or the existing status.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == false or status == 'failed' then
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('HMGET', KEYS[1], 'status', 'updated_ms', 'instance_id', 'attempts')
+local status = prev[1]
+local outcome = 'started'
+if status == 'running' then
+  local updated_ms = tonumber(prev[2])
+  if updated_ms ~= nil and now_ms - updated_ms > tonumber(ARGV[6]) then
+    outcome = 'taken_over'
+  end
+end
+if status == false or status == 'failed' or outcome == 'taken_over' then
   redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'status', 'running', 'input', ARGV[2],
-             'instance_id', ARGV[3], 'updated_at', ARGV[4])
+             'instance_id', ARGV[3], 'updated_at', ARGV[4], 'updated_ms', tostring(now_ms))
   redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
   redis.call('HDEL', KEYS[1], 'output', 'error')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
-  return {'started', redis.call('HGETALL', KEYS[1])}
+  return {outcome, redis.call('HGETALL', KEYS[1]), prev[3] or '', prev[4] or ''}
 end
-return {status, redis.call('HGETALL', KEYS[1])}
+return {status, redis.call('HGETALL', KEYS[1]), '', ''}
 ",
     )
 });
 
-/// ARGV: new status, field to set (`output` or `error`), its value, now, ttl seconds. Returns {outcome,
-/// HGETALL} where outcome is `done`, `missing` or the status of a run that is not running.
+/// ARGV: new status, field to set (`output` or `error`), its value, now, ttl seconds, attempt.
+/// Returns {outcome, HGETALL} where outcome is `done`, `missing`, `superseded` (the run is at
+/// another attempt) or the status of a run that is not running.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local status = redis.call('HGET', KEYS[1], 'status')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+local status = cur[1]
 if status == false then return {'missing', {}} end
+if tonumber(cur[2]) ~= tonumber(ARGV[6]) then
+  return {'superseded', redis.call('HGETALL', KEYS[1])}
+end
 if status ~= 'running' then return {status, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[2], ARGV[3], 'updated_at', ARGV[4])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[2], ARGV[3], 'updated_at', ARGV[4],
+           'updated_ms', tostring(now_ms))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {'done', redis.call('HGETALL', KEYS[1])}
 ",
@@ -65,12 +93,17 @@ return {'done', redis.call('HGETALL', KEYS[1])}
 #[derive(Debug, Clone)]
 pub struct RedisRunStore {
     pool: RedisPool,
+    stale_after_ms: u64,
 }
 
 impl RedisRunStore {
-    /// A store on the worker's Redis pool.
-    pub fn new(pool: RedisPool) -> Self {
-        Self { pool }
+    /// A store on the worker's Redis pool that takes over runs left `running` for longer than
+    /// `stale_after`.
+    pub fn new(pool: RedisPool, stale_after: Duration) -> Self {
+        Self {
+            pool,
+            stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
     fn key(run_id: &RunId) -> String {
@@ -80,6 +113,7 @@ impl RedisRunStore {
     async fn finish(
         &self,
         run_id: &RunId,
+        attempt: u32,
         status: RunStatus,
         field: &str,
         value: &str,
@@ -92,12 +126,17 @@ impl RedisRunStore {
             .arg(value)
             .arg(Utc::now().to_rfc3339())
             .arg(RUN_TTL_SECONDS)
+            .arg(attempt)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
         match outcome.as_str() {
             "done" => parse_record(run_id, &fields),
             "missing" => Err(StoreError::NotFound(run_id.to_string())),
+            "superseded" => Err(StoreError::Superseded {
+                run_id: run_id.to_string(),
+                attempt,
+            }),
             other => Err(StoreError::NotRunning {
                 run_id: run_id.to_string(),
                 status: RunStatus::parse(other).ok_or_else(|| corrupt(run_id, "unknown status"))?,
@@ -166,32 +205,60 @@ impl RunStore for RedisRunStore {
         instance_id: &str,
     ) -> Result<Begin, StoreError> {
         let mut conn = self.pool.get().await?;
-        let (outcome, fields): (String, HashMap<String, String>) = BEGIN
+        type Reply = (String, HashMap<String, String>, String, String);
+        let (outcome, fields, previous_instance, previous_attempts): Reply = BEGIN
             .key(Self::key(run_id))
             .arg(run_id.as_str())
             .arg(input.to_string())
             .arg(instance_id)
             .arg(Utc::now().to_rfc3339())
             .arg(RUN_TTL_SECONDS)
+            .arg(self.stale_after_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
         let record = parse_record(run_id, &fields)?;
         match outcome.as_str() {
-            "started" => Ok(Begin::Started(record)),
+            "started" => Ok(Begin::Started(record, None)),
+            "taken_over" => {
+                let taken_over = TakenOver {
+                    instance_id: previous_instance,
+                    attempts: previous_attempts.parse().map_err(|_| {
+                        corrupt(run_id, "field attempts of the stalled run is not a number")
+                    })?,
+                };
+                Ok(Begin::Started(record, Some(taken_over)))
+            }
             "completed" => Ok(Begin::AlreadyCompleted(record)),
             "running" => Ok(Begin::StillRunning(record)),
             other => Err(corrupt(run_id, format!("unexpected outcome {other:?}"))),
         }
     }
 
-    async fn complete(&self, run_id: &RunId, output: &Value) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Completed, "output", &output.to_string())
-            .await
+    async fn complete(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        output: &Value,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(
+            run_id,
+            attempt,
+            RunStatus::Completed,
+            "output",
+            &output.to_string(),
+        )
+        .await
     }
 
-    async fn fail(&self, run_id: &RunId, error: &str) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, RunStatus::Failed, "error", error).await
+    async fn fail(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(run_id, attempt, RunStatus::Failed, "error", error)
+            .await
     }
 
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {
