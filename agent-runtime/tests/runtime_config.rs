@@ -132,6 +132,43 @@ fn bad_values_exit_2_with_one_line_naming_the_option() {
             "FASTAGENTIC_RELOAD",
             "gunicorn",
         ),
+        (
+            &[],
+            &[("FASTAGENTIC_RUN_STALE_AFTER", "0")],
+            "FASTAGENTIC_RUN_STALE_AFTER",
+            "'0'",
+        ),
+        (
+            &[],
+            &[("FASTAGENTIC_RUN_STALE_AFTER", "-1")],
+            "FASTAGENTIC_RUN_STALE_AFTER",
+            "-1",
+        ),
+        (
+            &[],
+            &[("FASTAGENTIC_RUN_STALE_AFTER", "abc")],
+            "FASTAGENTIC_RUN_STALE_AFTER",
+            "abc",
+        ),
+        (
+            &["--run-stale-after", "inf"],
+            &[],
+            "--run-stale-after",
+            "inf",
+        ),
+        // Not longer than the agent timeout (default 60 s), or equal to it.
+        (
+            &[],
+            &[("FASTAGENTIC_RUN_STALE_AFTER", "30")],
+            "FASTAGENTIC_RUN_STALE_AFTER",
+            "30",
+        ),
+        (
+            &["--run-stale-after", "90", "--agent-timeout", "90"],
+            &[],
+            "--run-stale-after",
+            "90",
+        ),
     ];
     assert!(cases.len() >= 12);
     for (args, env, name, value) in cases {
@@ -154,6 +191,70 @@ fn bad_values_exit_2_with_one_line_naming_the_option() {
             assert!(!text.contains("RUST_BACKTRACE"), "no backtrace; {what}");
         }
     }
+}
+
+/// `--run-stale-after` must exceed how long a live run may take: the agent timeout and the echo
+/// delay. The one line names both options (flag and variable) and both values.
+#[test]
+fn stale_after_not_above_the_run_time_exits_2_naming_both_options() {
+    // (args, env, what the line must contain)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &["--run-stale-after", "60"],
+            &[],
+            &[
+                "--run-stale-after",
+                "FASTAGENTIC_RUN_STALE_AFTER",
+                " 60 ",
+                "--agent-timeout",
+                "FASTAGENTIC_AGENT_TIMEOUT",
+                "accepted",
+            ],
+        ),
+        (
+            &[],
+            &[
+                ("FASTAGENTIC_RUN_STALE_AFTER", "10"),
+                ("FASTAGENTIC_AGENT_TIMEOUT", "12.5"),
+            ],
+            &[
+                "FASTAGENTIC_RUN_STALE_AFTER",
+                " 10 ",
+                "--agent-timeout",
+                "12.5",
+            ],
+        ),
+        (
+            &["--run-stale-after", "5", "--agent-timeout", "1"],
+            &[("FASTAGENTIC_ECHO_DELAY_MS", "5000")],
+            &[
+                "--run-stale-after",
+                " 5 ",
+                "--echo-delay-ms",
+                "FASTAGENTIC_ECHO_DELAY_MS",
+                "5000",
+                "accepted",
+            ],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let (code, stdout, stderr) = run_fails(args, env);
+        let what = format!("args {args:?} env {env:?}: stdout {stdout:?} stderr {stderr:?}");
+        assert_eq!(code, Some(2), "exit status 2 expected; {what}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line on stderr; {what}");
+        for needle in *needles {
+            assert!(lines[0].contains(needle), "must contain {needle:?}; {what}");
+        }
+        assert!(!stderr.contains("panicked"), "no panic; {what}");
+    }
+    // Just above both is accepted (the server then serves: checked by `Server::start`).
+    let server = Server::start(
+        &["--run-stale-after", "5.5", "--agent-timeout", "5"],
+        &[("FASTAGENTIC_ECHO_DELAY_MS", "5000")],
+    );
+    assert_eq!(server.metrics()["config"]["run_stale_after"], 5.5);
 }
 
 #[test]
@@ -201,6 +302,8 @@ fn help_shows_each_option_with_variable_and_default() {
             "0",
         ),
         ("--title", "FASTAGENTIC_TITLE", "FastAgentic"),
+        ("--run-stale-after", "FASTAGENTIC_RUN_STALE_AFTER", "300"),
+        ("--agent-timeout", "FASTAGENTIC_AGENT_TIMEOUT", "60"),
     ] {
         // clap prints the option, then its help, then "[env: X=] [default: Y]".
         let section = option_block(&help, flag);
@@ -265,6 +368,7 @@ const ALL_OPTIONS: &[(&str, &str, &str)] = &[
     ("--workers", "FASTAGENTIC_WORKERS", "2"),
     ("--server", "FASTAGENTIC_SERVER", "gunicorn"),
     ("--host", "FASTAGENTIC_HOST", "127.0.0.1"),
+    ("--run-stale-after", "FASTAGENTIC_RUN_STALE_AFTER", "120.5"),
 ];
 
 fn assert_all_applied(server: &Server) {
@@ -284,6 +388,7 @@ fn assert_all_applied(server: &Server) {
     assert_eq!(c["workers"], 2);
     assert_eq!(c["server"], "gunicorn");
     assert_eq!(c["host"], "127.0.0.1");
+    assert_eq!(c["run_stale_after"], 120.5);
     assert_eq!(c["port"], server.port);
     let health = get(server.port, "/health").expect("health").json();
     assert_eq!(health["title"], "Option Agent");
@@ -340,6 +445,7 @@ fn flag_beats_variable_beats_default() {
     assert_eq!(m["config"]["redis_pool_size"], 33);
     // Neither: the seed's default.
     assert_eq!(m["config"]["db_max_overflow"], 10);
+    assert_eq!(m["config"]["run_stale_after"], 300.0);
     assert_eq!(m["config"]["timeout_graceful"], 30.0);
     let r = get(server.port, "/health").expect("health");
     assert_eq!(r.header("x-fastagentic-instance"), Some("from-flag"));

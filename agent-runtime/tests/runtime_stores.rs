@@ -1,7 +1,8 @@
 //! The real `fastagentic` binary with real Redis and PostgreSQL (`REDIS_URL`, `DATABASE_URL`;
 //! see `store_support.rs`): per-worker pool limits seen from the servers, pool exhaustion,
 //! recovery after killed backends and a stopped Redis, the durable-run suite through HTTP for
-//! every store, and runs in flight at SIGTERM.
+//! every store, runs in flight at SIGTERM, and runs whose process was killed or frozen mid-run
+//! (taken over by another process after `--run-stale-after`).
 // Tests fail by panicking; expect/unwrap are the assertions here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -670,6 +671,192 @@ async fn durable_runs_over_http_postgres() {
         return;
     };
     durable_run_suite("postgres", &[("DATABASE_URL", &url)]).await;
+}
+
+/// `--run-stale-after` of the takeover tests, seconds; longer than [`SLOW_ECHO_MS`].
+const STALE_AFTER: &str = "4";
+const STALE_AFTER_SECS: Duration = Duration::from_secs(4);
+/// Echo delay of the process whose run stalls.
+const SLOW_ECHO_MS: &str = "3000";
+
+/// A run begun on process A stalls (A is SIGKILLed, or SIGSTOPped when `freeze`); process B,
+/// on the same store, answers retries of the run id with 409 until the run is older than
+/// `--run-stale-after`, then takes it over and completes it as attempt 2. A frozen A that wakes
+/// up afterwards gets its completion refused: its client gets 409 `run_superseded` and the
+/// record stays B's.
+async fn stalled_run_is_taken_over(store: &str, env: &[(&str, &str)], freeze: bool) {
+    let (id_a, id_b) = (instance("sa"), instance("sb"));
+    let mut env_a = env.to_vec();
+    env_a.push(("FASTAGENTIC_RUN_STALE_AFTER", STALE_AFTER));
+    // Below the stale-after, as the runtime requires.
+    env_a.push(("FASTAGENTIC_AGENT_TIMEOUT", "2"));
+    env_a.push(("FASTAGENTIC_ECHO_DELAY_MS", SLOW_ECHO_MS));
+    let mut a = Server::start(&["--durable-store", store, "--instance-id", &id_a], &env_a);
+    let c = client();
+    let rid = support::unique("stalled");
+
+    let begun = Instant::now();
+    let first = {
+        let (c, url, rid) = (c.clone(), format!("{}/chat", base(&a)), rid.clone());
+        tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .json(&json!({"message": "first try", "run_id": rid}))
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.json::<Value>().await.unwrap_or_default()))
+        })
+    };
+    let running = poll(Duration::from_secs(10), || {
+        let r = runtime_support::get(a.port, &format!("/runs/{rid}")).ok()?;
+        (r.status == 200 && r.json()["status"] == "running").then_some(())
+    });
+    assert!(running.is_some(), "{store}: the run must be running on A");
+    if freeze {
+        a.signal(Signal::SIGSTOP);
+    } else {
+        a.signal(Signal::SIGKILL);
+        assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "A must die");
+    }
+
+    let mut env_b = env.to_vec();
+    env_b.push(("FASTAGENTIC_RUN_STALE_AFTER", STALE_AFTER));
+    env_b.push(("FASTAGENTIC_AGENT_TIMEOUT", "2"));
+    let b = Server::start(&["--durable-store", store, "--instance-id", &id_b], &env_b);
+    let retry = json!({"message": "second try", "run_id": rid});
+    let (st, busy, _) = chat(&c, &b, retry.clone()).await;
+    assert!(
+        begun.elapsed() < STALE_AFTER_SECS,
+        "{store}: too slow to check the 409 before the threshold ({:?})",
+        begun.elapsed()
+    );
+    assert_eq!(st, 409, "{store}: before the threshold: {busy}");
+    assert_eq!(busy["error"], "run_in_progress", "{store}: {busy}");
+    assert_eq!(busy["run"]["instance_id"], id_a.as_str(), "{store}: {busy}");
+
+    // Retry until B takes the run over.
+    let answer = loop {
+        let (st, body, headers) = chat(&c, &b, retry.clone()).await;
+        if st != 409 {
+            break (st, body, headers, begun.elapsed());
+        }
+        assert!(
+            begun.elapsed() < STALE_AFTER_SECS + Duration::from_secs(20),
+            "{store}: never taken over: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (st, body, headers, after) = answer;
+    assert_eq!(st, 200, "{store}: after the threshold: {body}");
+    assert!(
+        after >= STALE_AFTER_SECS,
+        "{store}: taken over after {after:?}, before the threshold"
+    );
+    assert_eq!(body["output"], "second try", "{store}: {body}");
+    assert_eq!(body["replayed"], false, "{store}: {body}");
+    assert_eq!(body["instance_id"], id_b.as_str(), "{store}: {body}");
+    assert_eq!(
+        headers.get("x-fastagentic-instance").map(|v| v.as_bytes()),
+        Some(id_b.as_bytes())
+    );
+    let (st, rec) = get_json(&c, format!("{}/runs/{rid}", base(&b))).await;
+    assert_eq!(st, 200, "{store}: {rec}");
+    assert_eq!(rec["status"], "completed", "{store}: {rec}");
+    assert_eq!(rec["attempts"], 2, "{store}: {rec}");
+    assert_eq!(rec["instance_id"], id_b.as_str(), "{store}: {rec}");
+    assert_eq!(rec["output"]["output"], "second try", "{store}: {rec}");
+
+    let m = b.metrics();
+    assert_eq!(m["runs"]["taken_over"], 1, "{store}: {m}");
+    assert_eq!(m["runs"]["started"], 1, "{store}: {m}");
+    assert_eq!(m["runs"]["completed"], 1, "{store}: {m}");
+    let prom =
+        runtime_support::request(b.port, "GET", "/metrics", &[("Accept", "text/plain")], None)
+            .unwrap()
+            .text();
+    assert!(
+        prom.contains("fastagentic_runs_total{event=\"taken_over\"} 1"),
+        "{prom}"
+    );
+    let events = poll(Duration::from_secs(5), || {
+        let e = b.events("run_taken_over");
+        (!e.is_empty()).then_some(e)
+    })
+    .unwrap_or_default();
+    assert_eq!(events.len(), 1, "{store}: {:?}", b.log_lines());
+    let e = &events[0];
+    assert_eq!(e["level"], "WARN", "{e}");
+    assert_eq!(e["run_id"], rid.as_str(), "{e}");
+    assert_eq!(e["previous_instance_id"], id_a.as_str(), "{e}");
+    assert_eq!(e["previous_attempts"], 1, "{e}");
+
+    if freeze {
+        // A wakes up and finishes its (superseded) attempt.
+        a.signal(Signal::SIGCONT);
+        let (st, body) = first.await.unwrap().expect("A answers its client");
+        assert_eq!(st, 409, "{store}: {body}");
+        assert_eq!(body["error"], "run_superseded", "{store}: {body}");
+        assert_eq!(body["attempt"], 1, "{store}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(
+                |m| m.contains("taken over by another attempt") && m.contains("stalled")
+            ),
+            "{store}: {body}"
+        );
+        let refused = poll(Duration::from_secs(5), || {
+            let e = a.events("run_superseded");
+            (!e.is_empty()).then_some(e)
+        });
+        assert!(refused.is_some(), "{store}: {:?}", a.log_lines());
+        assert_eq!(a.metrics()["runs"]["completed"], 0);
+        let (_, unchanged) = get_json(&c, format!("{}/runs/{rid}", base(&b))).await;
+        assert_eq!(
+            unchanged, rec,
+            "{store}: the superseded attempt changed nothing"
+        );
+    } else {
+        assert!(
+            first.await.unwrap().is_err(),
+            "{store}: A's client loses its connection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_run_is_taken_over_after_the_threshold_redis() {
+    let Some(url) = support::redis_url("a_killed_run_is_taken_over_after_the_threshold_redis")
+    else {
+        return;
+    };
+    stalled_run_is_taken_over("redis", &[("REDIS_URL", &url)], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_run_is_taken_over_after_the_threshold_postgres() {
+    let test = "a_killed_run_is_taken_over_after_the_threshold_postgres";
+    let Some(url) = support::database_url(test) else {
+        return;
+    };
+    stalled_run_is_taken_over("postgres", &[("DATABASE_URL", &url)], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_attempt_that_wakes_up_is_refused_with_409_redis() {
+    let test = "a_frozen_attempt_that_wakes_up_is_refused_with_409_redis";
+    let Some(url) = support::redis_url(test) else {
+        return;
+    };
+    stalled_run_is_taken_over("redis", &[("REDIS_URL", &url)], true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_attempt_that_wakes_up_is_refused_with_409_postgres() {
+    let test = "a_frozen_attempt_that_wakes_up_is_refused_with_409_postgres";
+    let Some(url) = support::database_url(test) else {
+        return;
+    };
+    stalled_run_is_taken_over("postgres", &[("DATABASE_URL", &url)], true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
