@@ -4,6 +4,7 @@
 #
 #   scripts/validate-render.sh            validate (installs kubernetes-validate on first use)
 #   scripts/validate-render.sh --check    exit 3 if kubernetes-validate is not installed, 0 if it is
+#   scripts/validate-render.sh --install  install kubernetes-validate if missing, validate nothing
 #
 # kubernetes-validate lives in a virtualenv under ~/.cache/fastagentic/venv (override with
 # FASTAGENTIC_VENV). The operator binary is FASTAGENTIC_OPERATOR_BIN if set, else built with
@@ -29,6 +30,11 @@ if [[ ! -x "$TOOL" ]]; then
         echo "error: pip install kubernetes-validate failed" >&2
         exit 2
     fi
+fi
+
+if [[ "${1:-}" == "--install" ]]; then
+    echo "kubernetes-validate: $("$TOOL" --version 2>&1 | head -n 1) in $VENV"
+    exit 0
 fi
 
 BIN="${FASTAGENTIC_OPERATOR_BIN:-}"
