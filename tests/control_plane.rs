@@ -26,6 +26,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -577,6 +578,26 @@ async fn changing_workers_updates_env_and_template_hash() {
     )
     .await;
     let hash = config_hash(&d).expect("config hash");
+    for kind in ["Deployment", "Service"] {
+        let created = wait_event(
+            &client,
+            n,
+            "agent",
+            "Normal",
+            "Created",
+            &format!("created {kind} agent"),
+        )
+        .await;
+        assert_eq!(
+            created.reporting_controller.as_deref(),
+            Some("fastagentic-operator")
+        );
+        let related = created.related.expect("related object");
+        assert_eq!(
+            (related.kind.as_deref(), related.name.as_deref()),
+            (Some(kind), Some("agent"))
+        );
+    }
     merge_patch_spec(&client, n, "agent", json!({"workers": 4})).await;
     let d2 = wait_deployment(
         &client,
@@ -600,6 +621,75 @@ async fn changing_workers_updates_env_and_template_hash() {
         "the Deployment's generation did not move"
     );
     wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_event(
+        &client,
+        n,
+        "agent",
+        "Normal",
+        "Updated",
+        "updated Deployment agent",
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), n);
+    let service_updates: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.note.as_deref() == Some("updated Service agent to match the spec"))
+        .collect();
+    assert!(
+        service_updates.is_empty(),
+        "only the Deployment changed: {service_updates:?}"
+    );
+}
+
+/// Waits for an Event about FastAgentic `name` with this type and reason whose note contains
+/// `note`, and returns it.
+async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    note: &str,
+) -> Event {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("a {type_} Event {reason} on {name} saying {note:?}"),
+        RECONCILE,
+        || async {
+            let events = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let about: Vec<&Event> = events
+                .items
+                .iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("FastAgentic")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                })
+                .collect();
+            about
+                .iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some(type_)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.note.as_deref().is_some_and(|n| n.contains(note))
+                })
+                .map(|e| (*e).clone())
+                .ok_or_else(|| {
+                    let seen: Vec<_> = about
+                        .iter()
+                        .map(|e| (e.type_.clone(), e.reason.clone(), e.note.clone()))
+                        .collect();
+                    format!("events so far: {seen:?}")
+                })
+        },
+    )
+    .await
 }
 
 /// resourceVersions of a FastAgentic and all its children.
@@ -1325,6 +1415,8 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
     eprintln!("log: {logged}");
+    let warning = wait_event(&client, n, "agent", "Warning", "Forbidden", "services").await;
+    eprintln!("event: {:?}", warning.note);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         op.exit_status().is_none(),

@@ -195,11 +195,30 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
                 STATUS,
                 Reply::StatusOf(Box::new(fa0.clone())),
             ),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
     (fa0, seen)
+}
+
+/// Asserts that `seen` are the Normal Events on the FastAgentic for `changes` (reason, related
+/// kind, note), in order.
+fn assert_change_events(seen: &[Seen], changes: &[(&str, &str, &str)]) {
+    assert_eq!(seen.len(), changes.len(), "{seen:#?}");
+    for (s, (reason, kind, note)) in seen.iter().zip(changes) {
+        assert_eq!((&s.method, s.path.as_str()), (&Method::POST, EVENTS));
+        assert_eq!(s.body["type"], "Normal", "{}", s.body);
+        assert_eq!(s.body["reason"], *reason, "{}", s.body);
+        assert_eq!(s.body["note"], *note, "{}", s.body);
+        assert_eq!(s.body["regarding"]["kind"], "FastAgentic");
+        assert_eq!(s.body["regarding"]["name"], NAME);
+        assert_eq!(s.body["related"]["kind"], *kind, "{}", s.body);
+        assert_eq!(s.body["related"]["name"], NAME, "{}", s.body);
+    }
 }
 
 #[tokio::test]
@@ -219,6 +238,19 @@ async fn create_applies_three_children_and_status() {
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(seen[5].body["spec"]["ports"][0]["name"], "http");
     assert_eq!(seen[6].body["spec"]["maxReplicas"], 10);
+
+    assert_change_events(
+        &seen[8..],
+        &[
+            ("Created", "Deployment", "created Deployment agent"),
+            ("Created", "Service", "created Service agent"),
+            (
+                "Created",
+                "HorizontalPodAutoscaler",
+                "created HorizontalPodAutoscaler agent",
+            ),
+        ],
+    );
 
     let status = &seen[7].body["status"];
     assert_eq!(status["observedGeneration"], 1);
@@ -275,11 +307,20 @@ async fn edited_child_is_corrected() {
             step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
             step(Method::GET, PDB, Reply::NotFound),
             step(Method::PATCH, SERVICE, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
     assert_eq!(seen2[4].body["spec"]["ports"][0]["port"], 8000);
+    assert_change_events(
+        &seen2[5..],
+        &[(
+            "Updated",
+            "Service",
+            "updated Service agent to match the spec",
+        )],
+    );
 }
 
 #[tokio::test]
@@ -311,10 +352,27 @@ async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
                 Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
             ),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(off))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
+    assert_change_events(
+        &seen2[7..],
+        &[
+            (
+                "Updated",
+                "Deployment",
+                "updated Deployment agent to match the spec",
+            ),
+            (
+                "Deleted",
+                "HorizontalPodAutoscaler",
+                "deleted HorizontalPodAutoscaler agent: no longer wanted by the spec",
+            ),
+        ],
+    );
     assert_apply(&seen2[4], DEPLOY, FIELD_MANAGER);
     assert_eq!(
         seen2[4].body["spec"]["replicas"], 6,
@@ -336,6 +394,8 @@ async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(fixed))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
@@ -361,10 +421,27 @@ async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(Method::PATCH, HPA, Reply::Echo),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(auto))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
+    assert_change_events(
+        &seen2[8..],
+        &[
+            (
+                "Updated",
+                "Deployment",
+                "updated Deployment agent to match the spec",
+            ),
+            (
+                "Created",
+                "HorizontalPodAutoscaler",
+                "created HorizontalPodAutoscaler agent",
+            ),
+        ],
+    );
     assert_apply(&seen2[4], DEPLOY, HANDOFF_FIELD_MANAGER);
     assert_eq!(
         seen2[4].body["spec"]["replicas"], 4,
@@ -465,6 +542,8 @@ async fn secret_values_never_leave_the_secret() {
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(f.clone()))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;

@@ -13,7 +13,7 @@ use fastagentic_crd::FastAgentic;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -24,6 +24,42 @@ use serde_json::{Value, json};
 use super::Error;
 use crate::build::Children;
 use crate::labels::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
+
+/// One write a reconcile made to a child, reported in a Normal Event on the FastAgentic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// What was done.
+    pub action: ChangeAction,
+    /// The child's kind (`Deployment`, `Service`, ...).
+    pub kind: String,
+    /// The child's name.
+    pub name: String,
+    /// The child, for the Event's `related` field.
+    pub reference: ObjectReference,
+}
+
+/// What was done to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeAction {
+    /// It did not exist and was applied.
+    Created,
+    /// It existed but differed from the spec (a spec change, or an edit by someone else) and
+    /// was applied again.
+    Updated,
+    /// It is no longer wanted (autoscaling or the disruption budget was removed).
+    Deleted,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = match self.action {
+            ChangeAction::Created => "created",
+            ChangeAction::Updated => "updated",
+            ChangeAction::Deleted => "deleted",
+        };
+        write!(f, "{action} {} {}", self.kind, self.name)
+    }
+}
 
 /// The children as they are in the cluster now (read with GET, so a reconcile sees its own
 /// previous writes).
@@ -65,14 +101,15 @@ impl Live {
 }
 
 /// Applies `children` (only those that differ from `live`), deletes the unwanted ones, and
-/// returns the Deployment as the server has it now.
+/// returns the Deployment as the server has it now with the list of writes made (empty when
+/// everything was already as desired).
 pub async fn apply_children(
     client: &Client,
     ns: &str,
     fa: &FastAgentic,
     children: Children,
     live: Live,
-) -> Result<Deployment, Error> {
+) -> Result<(Deployment, Vec<Change>), Error> {
     let Children {
         deployment,
         service,
@@ -92,29 +129,37 @@ pub async fn apply_children(
     {
         hand_off_replicas(&deployments, live).await?;
     }
-    let deployment = apply_if_changed(&deployments, &deployment, live_deployment.as_ref()).await?;
+    let mut changes = Vec::new();
+    let deployment = apply_if_changed(
+        &deployments,
+        &deployment,
+        live_deployment.as_ref(),
+        &mut changes,
+    )
+    .await?;
     apply_if_changed(
         &Api::namespaced(client.clone(), ns),
         &service,
         live_service.as_ref(),
+        &mut changes,
     )
     .await?;
 
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
     match &hpa {
         Some(h) => {
-            apply_if_changed(&hpas, h, live_hpa.as_ref()).await?;
+            apply_if_changed(&hpas, h, live_hpa.as_ref(), &mut changes).await?;
         }
-        None => delete_if_ours(&hpas, fa, live_hpa.as_ref()).await?,
+        None => delete_if_ours(&hpas, fa, live_hpa.as_ref(), &mut changes).await?,
     }
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
     match &pdb {
         Some(p) => {
-            apply_if_changed(&pdbs, p, live_pdb.as_ref()).await?;
+            apply_if_changed(&pdbs, p, live_pdb.as_ref(), &mut changes).await?;
         }
-        None => delete_if_ours(&pdbs, fa, live_pdb.as_ref()).await?,
+        None => delete_if_ours(&pdbs, fa, live_pdb.as_ref(), &mut changes).await?,
     }
-    Ok(deployment)
+    Ok((deployment, changes))
 }
 
 /// True when `live` is already what `desired` asks for: same applied hash, and every field of
@@ -199,7 +244,12 @@ fn quantity(s: &str) -> Option<f64> {
     Some(number * factor)
 }
 
-async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<K, Error>
+async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    live: Option<&K>,
+    changes: &mut Vec<Change>,
+) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -210,18 +260,35 @@ where
     }
     let name = desired.name_any();
     tracing::info!(kind = %K::kind(&()), %name, "applying");
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await
-    .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+        .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
+    changes.push(Change {
+        action: if live.is_some() {
+            ChangeAction::Updated
+        } else {
+            ChangeAction::Created
+        },
+        kind: K::kind(&()).into_owned(),
+        name,
+        reference: applied.object_ref(&()),
+    });
+    Ok(applied)
 }
 
 /// Deletes `live` if it is controlled by `fa` (an object of the same name that someone else
 /// created is left alone). A 404 means it is already gone.
-async fn delete_if_ours<K>(api: &Api<K>, fa: &FastAgentic, live: Option<&K>) -> Result<(), Error>
+async fn delete_if_ours<K>(
+    api: &Api<K>,
+    fa: &FastAgentic,
+    live: Option<&K>,
+    changes: &mut Vec<Change>,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -236,7 +303,15 @@ where
     let name = live.name_any();
     tracing::info!(kind = %K::kind(&()), %name, "deleting, no longer wanted");
     match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            changes.push(Change {
+                action: ChangeAction::Deleted,
+                kind: K::kind(&()).into_owned(),
+                name,
+                reference: live.object_ref(&()),
+            });
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(Error::kube(format!("delete {} {name}", K::kind(&())))(e)),
     }

@@ -35,7 +35,10 @@ use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-pub use apply::{Live, is_subset, is_up_to_date, manager_owns_replicas, needs_replicas_handoff};
+pub use apply::{
+    Change, ChangeAction, Live, is_subset, is_up_to_date, manager_owns_replicas,
+    needs_replicas_handoff,
+};
 pub use error::Error;
 pub use status::{Failure, compute_status};
 
@@ -270,10 +273,52 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
             .and_then(|s| s.replicas),
     };
     let children = build_children(&validated, &inputs)?;
-    let deployment = apply::apply_children(&ctx.client, &ns, fa, children, live).await?;
+    let (deployment, changes) = apply::apply_children(&ctx.client, &ns, fa, children, live).await?;
     let status = compute_status(fa, Some(&deployment), None, &now());
     patch_status_if_changed(&ctx.client, &ns, fa, status).await?;
+    for event in change_events(&changes) {
+        publish(ctx, fa, &event).await;
+    }
     Ok(Action::requeue(RESYNC))
+}
+
+/// One Normal Event per write a reconcile made (none when it wrote nothing, so an unchanged
+/// resource gets no Events): reason `Created`, `Updated` or `Deleted`, the child in `related`,
+/// and a note such as `created Deployment agent`.
+///
+/// One Event per child rather than one per reconcile: Events with the same reason, action and
+/// related object are aggregated into a series (count and last time), so a note must be the
+/// same for every Event that shares those.
+pub fn change_events(changes: &[Change]) -> Vec<Event> {
+    changes
+        .iter()
+        .map(|change| {
+            let (reason, action) = match change.action {
+                ChangeAction::Created => ("Created", "Apply"),
+                ChangeAction::Updated => ("Updated", "Apply"),
+                ChangeAction::Deleted => ("Deleted", "Delete"),
+            };
+            let why = match change.action {
+                ChangeAction::Created => "",
+                ChangeAction::Updated => " to match the spec",
+                ChangeAction::Deleted => ": no longer wanted by the spec",
+            };
+            Event {
+                type_: EventType::Normal,
+                reason: reason.into(),
+                note: Some(format!("{change}{why}")),
+                action: action.into(),
+                secondary: Some(change.reference.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Best effort: an Event that cannot be written (no RBAC for events, say) is logged only.
+async fn publish(ctx: &Context, fa: &FastAgentic, event: &Event) {
+    if let Err(e) = ctx.recorder.publish(event, &fa.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %event.reason, "could not publish the Event");
+    }
 }
 
 async fn patch_status_if_changed(
@@ -324,9 +369,7 @@ async fn report_failure(fa: &FastAgentic, ctx: &Context, err: &Error) {
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &fa.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish the Event");
-    }
+    publish(ctx, fa, &event).await;
 }
 
 fn truncate(s: &str, max: usize) -> String {
