@@ -2,12 +2,17 @@
 //!
 //! Lines are written by a background thread (`tracing-appender`), so a request never waits for
 //! a `write` to stdout on its own thread: with one access-log line per request the direct
-//! writes were the largest cost of a small request. The writer is not lossy: when its queue is
-//! full, logging waits instead of dropping lines. The returned guard flushes what is queued when
-//! it is dropped, at the end of `main`.
+//! writes were the largest cost of a small request. The thread buffers what is queued and writes
+//! it when the queue is empty (one `write` for many lines under load, one per line when quiet,
+//! so nothing waits in the buffer). The writer is not lossy: when its queue is full, logging
+//! waits instead of dropping lines. The returned guard flushes what is queued when it is
+//! dropped, at the end of `main`.
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Bytes the log thread gathers before a write (it also writes whenever its queue runs empty).
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Installs the JSON subscriber with `filter` (EnvFilter syntax, already validated). Keep the
 /// guard alive until the process exits: dropping it flushes the queued lines.
@@ -17,7 +22,10 @@ pub fn init(filter: &str) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("fastagentic-log")
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_BUFFER_BYTES,
+            std::io::stdout(),
+        ));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

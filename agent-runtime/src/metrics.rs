@@ -2,11 +2,17 @@
 //!
 //! Each process keeps its numbers in one fixed array of atomic words ([`Counters`]), laid out
 //! like a *slot*. In pre-fork mode the supervisor creates an anonymous shared file (memfd) with
-//! one slot per worker process and passes it to every worker; after each response head and
-//! each finished body a worker writes its whole slot (one `pwrite` of [`SLOT_BYTES`], checksummed)
-//! and whoever answers `/metrics` reads all slots (`pread`) and adds them up. So the numbers are
-//! for the pod whichever worker answers, exact at the moment the response is sent, without a
-//! round trip to the supervisor and without `unsafe` shared memory.
+//! one slot per worker process and passes it to every worker; when a response head is ready a
+//! worker writes its whole slot (one `pwrite` of [`SLOT_BYTES`], checksummed), and whoever
+//! answers `/metrics` reads all slots (`pread`) and adds them up. So the request and run counts
+//! are for the pod whichever worker answers, exact at the moment a response is sent (everything
+//! a request counted happened before its head was ready), without a round trip to the
+//! supervisor and without `unsafe` shared memory. What happens after the head — the in-flight
+//! gauge going down, the duration histogram, a streamed run finishing — is written with the
+//! next response or by the worker's one-second tick, so in other workers' view it is at most a
+//! second old; a worker's own numbers are always read from its memory. One write per request
+//! instead of one per change is what keeps pre-fork mode's request rate close to one process's
+//! (bench/README.md).
 //!
 //! Slots outlive processes: when a worker exits, the supervisor zeroes the slot's in-flight
 //! gauge and hands the slot to the next worker it starts, which continues the counters from
@@ -50,11 +56,11 @@ pub const BUCKETS: &[f64] = &[
 /// Bytes per slot in the shared file.
 pub const SLOT_BYTES: usize = 1024;
 
-/// Slot format version 3 (version 2 added runs and pools and 1024-byte slots; version 3 the
-/// `taken_over` run counter). Supervisor and workers are
+/// Slot format version 4 (version 2 added runs and pools and 1024-byte slots; version 3 the
+/// `taken_over` run counter; version 4 a word-wise checksum). Supervisor and workers are
 /// the same binary, so a slot is only ever read by the version that wrote it; the magic still
 /// changes with the layout so a mismatch reads as an unusable slot, never as wrong numbers.
-const MAGIC: u64 = 0x4641_5f4d_4554_5233; // "FA_METR3"
+const MAGIC: u64 = 0x4641_5f4d_4554_5234; // "FA_METR4"
 
 /// Pools reported per slot, in this order.
 pub const POOLS: &[&str] = &[crate::pools::REDIS_POOL, crate::pools::DB_POOL];
@@ -155,14 +161,13 @@ fn now_ms() -> u64 {
 }
 
 fn checksum(words: &[u64; WORDS]) -> u64 {
-    // FNV-1a over the words before the checksum word: detects a slot read while it was
-    // being written (the reader then retries).
+    // Over the words before the checksum word, a word at a time (a byte-wise FNV-1a cost
+    // microseconds per write): detects a slot read while it was being written (the reader then
+    // retries). Each word is mixed with its position, so equal words in swapped places differ.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for w in &words[..W_CHECKSUM] {
-        for b in w.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+    for (i, w) in words[..W_CHECKSUM].iter().enumerate() {
+        h = (h ^ w.wrapping_add(i as u64).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 32;
     }
     h
 }
@@ -361,10 +366,10 @@ impl Counters {
         self.sink.as_ref().map(|s| s.slot)
     }
 
-    /// Counts a durable-run event (and publishes it).
+    /// Counts a durable-run event; written to the slot with the response head that follows
+    /// (or the next tick, for a run that ends after its head was sent).
     pub fn run_event(&self, event: RunEvent) {
         self.words[W_RUNS + event as usize].fetch_add(1, Ordering::AcqRel);
-        self.publish();
     }
 
     /// Records the current numbers of this process's pools (`None`: not configured), without
@@ -428,7 +433,8 @@ impl Counters {
         handled
     }
 
-    /// The response body is done (or the request was abandoned): record its duration.
+    /// The response body is done (or the request was abandoned): record its duration (written
+    /// to the slot with the next response head or tick).
     pub fn request_finished(&self, duration: Duration) {
         let secs = duration.as_secs_f64();
         let bucket = BUCKETS
@@ -437,7 +443,6 @@ impl Counters {
             .unwrap_or(BUCKETS.len());
         self.words[W_BUCKETS + bucket].fetch_add(1, Ordering::AcqRel);
         self.words[W_DURATION_SUM_US].fetch_add(duration.as_micros() as u64, Ordering::AcqRel);
-        self.publish();
     }
 
     /// In-flight requests of this process.
@@ -508,8 +513,8 @@ pub struct InFlightGuard(Arc<Counters>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        // Written to the slot with the next response head or tick.
         self.0.words[W_IN_FLIGHT].fetch_sub(1, Ordering::AcqRel);
-        self.0.publish();
     }
 }
 
