@@ -1,5 +1,5 @@
-//! One durable-run suite, and one suite for stalled runs (takeover and fencing), run against
-//! every store: memory, and real Redis and PostgreSQL servers (`REDIS_URL`, `DATABASE_URL`; see
+//! One durable-run suite, one suite for stalled runs (takeover and fencing) and one for
+//! heartbeats (a live attempt is not taken over), run against every store: memory, and real Redis and PostgreSQL servers (`REDIS_URL`, `DATABASE_URL`; see
 //! `store_support.rs` for how they are found).
 
 #[path = "store_support.rs"]
@@ -324,6 +324,155 @@ async fn stalled_run_suite(store: Arc<dyn RunStore>) {
     );
 }
 
+/// How often [`heartbeat_suite`] heartbeats, and for how long: well past [`SHORT_STALE`].
+const BEAT_EVERY: Duration = Duration::from_millis(300);
+const BEAT_FOR: Duration = Duration::from_secs(2);
+
+/// Heartbeats: `store` takes over runs left running for longer than [`SHORT_STALE`]; a run whose
+/// attempt heartbeats is not taken over however long it runs, and is once the heartbeats stop.
+async fn heartbeat_suite(store: Arc<dyn RunStore>) {
+    let kind = store.kind();
+    assert_eq!(store.stale_after(), SHORT_STALE, "{kind}");
+    let input = json!({"message": "a long stream"});
+    let id = run_id("beat");
+    let first = store.begin(&id, &input, "instance-a").await;
+    let Ok(Begin::Started(first, None)) = first else {
+        panic!("{kind}: first begin must start: {first:?}")
+    };
+
+    // Heartbeats every 0.3 s for 2 s (twice the threshold), while another instance keeps
+    // trying to begin the run: it stays attempt 1's.
+    let heartbeats = {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let mut sent = 0;
+            while t0.elapsed() < BEAT_FOR {
+                tokio::time::sleep(BEAT_EVERY).await;
+                let beat = store.heartbeat(&id, 1).await;
+                assert!(
+                    beat.is_ok(),
+                    "{kind}: heartbeat of the live attempt: {beat:?}"
+                );
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let t0 = std::time::Instant::now();
+    let mut refused = 0;
+    let mut last_update = first.updated_at;
+    while t0.elapsed() < BEAT_FOR {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = store
+            .begin(&id, &json!({"message": "retry"}), "instance-b")
+            .await;
+        let Ok(Begin::StillRunning(running)) = other else {
+            panic!(
+                "{kind}: a heartbeating run must not be taken over ({:?} in): {other:?}",
+                t0.elapsed()
+            )
+        };
+        assert_eq!(
+            (running.attempts, running.instance_id.as_str()),
+            (1, "instance-a"),
+            "{kind}"
+        );
+        assert_eq!(
+            running.input, input,
+            "{kind}: a heartbeat changes nothing else"
+        );
+        assert!(running.updated_at >= last_update, "{kind}: {running:?}");
+        last_update = running.updated_at;
+        refused += 1;
+    }
+    let sent = heartbeats.await.unwrap_or_else(|e| panic!("{kind}: {e}"));
+    assert!(sent >= 5, "{kind}: only {sent} heartbeats");
+    assert!(refused >= 8, "{kind}: only {refused} begins");
+    let record = store.get(&id).await.ok().flatten();
+    let Some(record) = record else {
+        panic!("{kind}: the record must exist")
+    };
+    assert!(
+        record.updated_at - first.updated_at
+            >= chrono::Duration::from_std(BEAT_FOR - BEAT_EVERY).unwrap_or_default(),
+        "{kind}: heartbeats move updated_at: {} then {}",
+        first.updated_at,
+        record.updated_at
+    );
+    assert_eq!(
+        (record.status, record.attempts, record.created_at),
+        (RunStatus::Running, 1, first.created_at),
+        "{kind}"
+    );
+
+    // The heartbeats stopped (the process died): once stale, the run is taken over.
+    tokio::time::sleep(SHORT_STALE + Duration::from_millis(300)).await;
+    let taken = store
+        .begin(&id, &json!({"message": "retry"}), "instance-b")
+        .await;
+    let Ok(Begin::Started(taken, Some(previous))) = taken else {
+        panic!("{kind}: once the heartbeats stop the run is taken over: {taken:?}")
+    };
+    assert_eq!((taken.attempts, previous.attempts), (2, 1), "{kind}");
+
+    // The superseded attempt's heartbeat is refused and changes nothing.
+    let before = store.get(&id).await.ok().flatten();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let late = store.heartbeat(&id, 1).await;
+    assert!(
+        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if e.status_code() == 409),
+        "{kind}: heartbeat of the superseded attempt: {late:?}"
+    );
+    // Nor does a heartbeat of an attempt the run has not reached.
+    let ahead = store.heartbeat(&id, 3).await;
+    assert!(
+        matches!(&ahead, Err(StoreError::Superseded { attempt: 3, .. })),
+        "{kind}: {ahead:?}"
+    );
+    assert_eq!(
+        store.get(&id).await.ok().flatten(),
+        before,
+        "{kind}: a refused heartbeat changes nothing"
+    );
+    // The new attempt heartbeats and finishes; then its own heartbeat is refused too.
+    let beat = store.heartbeat(&id, 2).await;
+    assert!(beat.is_ok(), "{kind}: {beat:?}");
+    let done = store.complete(&id, 2, &json!({"output": "done"})).await;
+    assert!(done.is_ok(), "{kind}: {done:?}");
+    let finished = store.get(&id).await.ok().flatten();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after_finish = store.heartbeat(&id, 2).await;
+    assert!(
+        matches!(
+            &after_finish,
+            Err(StoreError::NotRunning {
+                status: RunStatus::Completed,
+                ..
+            })
+        ),
+        "{kind}: heartbeat of a finished run: {after_finish:?}"
+    );
+    assert_eq!(
+        store.get(&id).await.ok().flatten(),
+        finished,
+        "{kind}: a heartbeat does not touch a finished run"
+    );
+
+    // Unknown ids: NotFound, and no record appears.
+    let unknown = run_id("beat-unknown");
+    let missing = store.heartbeat(&unknown, 1).await;
+    assert!(
+        matches!(&missing, Err(e @ StoreError::NotFound(_)) if e.status_code() == 404),
+        "{kind}: heartbeat of an unknown id: {missing:?}"
+    );
+    let read = store.get(&unknown).await;
+    assert!(
+        matches!(read, Ok(None)),
+        "{kind}: a heartbeat creates nothing: {read:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_passes_the_suite() {
     durable_run_suite(Arc::new(MemoryRunStore::default())).await;
@@ -332,6 +481,11 @@ async fn memory_store_passes_the_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_takes_over_stalled_runs() {
     stalled_run_suite(Arc::new(MemoryRunStore::new(SHORT_STALE))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_heartbeats_keep_live_runs() {
+    heartbeat_suite(Arc::new(MemoryRunStore::new(SHORT_STALE))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -543,6 +697,122 @@ async fn postgres_store_takes_over_stalled_runs() {
         matches!(&taken, Ok(Begin::Started(r, Some(p))) if r.attempts == 2 && p.instance_id == "i"),
         "{taken:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_heartbeats_keep_live_runs() {
+    let Some(url) = support::redis_url("redis_store_heartbeats_keep_live_runs") else {
+        return;
+    };
+    let pool = build_redis_pool(&RedisPoolConfig {
+        max_size: 8,
+        ..RedisPoolConfig::new(Some(url))
+    });
+    let Ok(Some(pool)) = pool else {
+        panic!("redis pool: {pool:?}")
+    };
+    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
+    let Ok(store) = store else {
+        panic!("{store:?}")
+    };
+    heartbeat_suite(store).await;
+
+    // A heartbeat stamps `updated_ms` with the server's clock and renews the week's expiry.
+    let store = RedisRunStore::new(pool.clone(), Duration::from_secs(60));
+    let mut conn = pool.get().await.expect("redis connection");
+    let id = run_id("beat-stamp");
+    let key = format!("{}{id}", agent_runtime::store::redis::KEY_PREFIX);
+    store.begin(&id, &json!({}), "i").await.expect("begin");
+    let _: () = deadpool_redis::redis::cmd("HSET")
+        .arg(&key)
+        .arg("updated_ms")
+        .arg(1_000u64)
+        .query_async(&mut *conn)
+        .await
+        .expect("HSET");
+    let _: () = deadpool_redis::redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(100)
+        .query_async(&mut *conn)
+        .await
+        .expect("EXPIRE");
+    let beat = store.heartbeat(&id, 1).await;
+    assert!(beat.is_ok(), "{beat:?}");
+    let (secs, micros): (u64, u64) = deadpool_redis::redis::cmd("TIME")
+        .query_async(&mut *conn)
+        .await
+        .expect("TIME");
+    let now = secs * 1000 + micros / 1000;
+    let stamp: u64 = deadpool_redis::redis::cmd("HGET")
+        .arg(&key)
+        .arg("updated_ms")
+        .query_async(&mut *conn)
+        .await
+        .expect("updated_ms is a number");
+    assert!(
+        now.abs_diff(stamp) < 5_000,
+        "updated_ms {stamp}, TIME {now}"
+    );
+    let ttl: i64 = deadpool_redis::redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut *conn)
+        .await
+        .expect("TTL");
+    let week = i64::try_from(agent_runtime::store::redis::RUN_TTL_SECONDS).expect("fits");
+    assert!(
+        ttl > week - 60 && ttl <= week,
+        "TTL {ttl} s, want about {week} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_heartbeats_keep_live_runs() {
+    let Some(url) = support::database_url("postgres_store_heartbeats_keep_live_runs") else {
+        return;
+    };
+    let pool = build_pg_pool(&DbPoolConfig {
+        min_connections: 2,
+        max_overflow: 6,
+        ..DbPoolConfig::new(Some(url.clone()))
+    });
+    let Ok(Some(pool)) = pool else {
+        panic!("pg pool: {pool:?}")
+    };
+    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
+    let Ok(store) = store else {
+        panic!("{store:?}")
+    };
+    heartbeat_suite(store).await;
+
+    // A heartbeat sets `updated_at` from the database's clock: an hour-old row is fresh again.
+    let store = PostgresRunStore::new(pool, Duration::from_secs(60));
+    let id = run_id("beat-db-clock");
+    store.begin(&id, &json!({}), "i").await.expect("begin");
+    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
+    let moved = sqlx::query(
+        "UPDATE fastagentic_runs SET updated_at = now() - interval '1 hour' WHERE run_id = $1",
+    )
+    .bind(id.as_str())
+    .execute(&admin)
+    .await
+    .expect("UPDATE");
+    assert_eq!(moved.rows_affected(), 1);
+    let beat = store.heartbeat(&id, 1).await;
+    assert!(beat.is_ok(), "{beat:?}");
+    let age: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - updated_at)::float8 FROM fastagentic_runs \
+         WHERE run_id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_one(&admin)
+    .await
+    .expect("SELECT");
+    assert!(
+        age.abs() < 5.0,
+        "updated_at is {age} s old after a heartbeat"
+    );
+    let young = store.begin(&id, &json!({}), "j").await;
+    assert!(matches!(young, Ok(Begin::StillRunning(_))), "{young:?}");
 }
 
 /// Several workers starting at once each run the migrations: all succeed and each migration is

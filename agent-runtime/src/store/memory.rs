@@ -30,6 +30,7 @@ pub struct MemoryRunStore {
     runs: Mutex<Runs>,
     max_runs: usize,
     stale_after: chrono::Duration,
+    stale_after_std: Duration,
 }
 
 /// The records and the order in which their ids were first stored (oldest first).
@@ -99,6 +100,7 @@ impl MemoryRunStore {
             max_runs: max_runs.max(1),
             // Out of chrono's range only for absurd values: such a run is then never stale.
             stale_after: chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX),
+            stale_after_std: stale_after,
         }
     }
 
@@ -122,6 +124,31 @@ impl MemoryRunStore {
         f(&mut runs)
     }
 
+    /// The record of `run_id` if it is running at `attempt`, else the error `complete`,
+    /// `fail` and `heartbeat` report.
+    fn running_at<'a>(
+        runs: &'a mut Runs,
+        run_id: &RunId,
+        attempt: u32,
+    ) -> Result<&'a mut RunRecord, StoreError> {
+        let record = runs
+            .get_mut(run_id.as_str())
+            .ok_or_else(|| StoreError::NotFound(run_id.to_string()))?;
+        if record.attempts != attempt {
+            return Err(StoreError::Superseded {
+                run_id: run_id.to_string(),
+                attempt,
+            });
+        }
+        if record.status != RunStatus::Running {
+            return Err(StoreError::NotRunning {
+                run_id: run_id.to_string(),
+                status: record.status,
+            });
+        }
+        Ok(record)
+    }
+
     fn finish(
         &self,
         run_id: &RunId,
@@ -131,21 +158,7 @@ impl MemoryRunStore {
         error: Option<String>,
     ) -> Result<RunRecord, StoreError> {
         self.with_runs(|runs| {
-            let record = runs
-                .get_mut(run_id.as_str())
-                .ok_or_else(|| StoreError::NotFound(run_id.to_string()))?;
-            if record.attempts != attempt {
-                return Err(StoreError::Superseded {
-                    run_id: run_id.to_string(),
-                    attempt,
-                });
-            }
-            if record.status != RunStatus::Running {
-                return Err(StoreError::NotRunning {
-                    run_id: run_id.to_string(),
-                    status: record.status,
-                });
-            }
+            let record = Self::running_at(runs, run_id, attempt)?;
             record.status = status;
             record.output = output;
             record.error = error;
@@ -241,6 +254,17 @@ impl RunStore for MemoryRunStore {
             None,
             Some(error.to_owned()),
         )
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        self.with_runs(|runs| {
+            Self::running_at(runs, run_id, attempt)?.updated_at = Utc::now();
+            Ok(())
+        })
+    }
+
+    fn stale_after(&self) -> Duration {
+        self.stale_after_std
     }
 
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {

@@ -23,9 +23,19 @@
 //! `begin` returned) and only change a record that is still `running` at that attempt; a finish
 //! of a superseded attempt changes nothing and fails with [`StoreError::Superseded`] (HTTP 409).
 //!
-//! Implementations: [`memory`] (per worker, lost on restart; the default), [`redis`] (a hash per
-//! run, updated by Lua scripts) and [`postgres`] (table `fastagentic_runs`, created by embedded
-//! migrations). Records do not expire; cleaning old runs is left to the operator of the store.
+//! **Heartbeats**: a streamed run (`POST /chat/stream`) may legitimately last longer than
+//! stale-after in total (a long LLM stream; `--agent-timeout` bounds each wait on the agent, not
+//! the whole stream). While it streams, its attempt calls [`RunStore::heartbeat`] every
+//! stale-after / 3, which refreshes the record's last-update time (the one staleness is judged
+//! by) if it is still `running` at that attempt, and is fenced like `complete`. So only a run
+//! whose process stopped is taken over. A non-streamed run (`POST /chat`) sends none: it is one
+//! wait on the agent, bounded by `--agent-timeout`, which must be below stale-after.
+//!
+//! Implementations: [`memory`] (per worker, lost on restart, at most 10,000 records per worker;
+//! the default), [`redis`] (a hash per run, updated by Lua scripts, expiring 7 days after its
+//! last change) and [`postgres`] (table `fastagentic_runs`, created by embedded migrations; rows
+//! are kept, and deleting old ones by `updated_at` is left to the operator of the database, see
+//! the crate's README).
 
 pub mod memory;
 pub mod postgres;
@@ -160,7 +170,7 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// When the run was first begun.
     pub created_at: DateTime<Utc>,
-    /// Last change.
+    /// Last change (a heartbeat of a streaming attempt counts as one).
     pub updated_at: DateTime<Utc>,
     /// Instance that ran (or is running) the latest attempt.
     pub instance_id: String,
@@ -215,10 +225,10 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
-    /// `complete`/`fail` for a run id the store does not know: HTTP 404.
+    /// `complete`/`fail`/`heartbeat` for a run id the store does not know: HTTP 404.
     #[error("run {0} not found")]
     NotFound(String),
-    /// `complete`/`fail` for a run that is not running: HTTP 409.
+    /// `complete`/`fail`/`heartbeat` for a run that is not running: HTTP 409.
     #[error("run {run_id} is {status:?}, not running")]
     NotRunning {
         /// The run.
@@ -226,8 +236,8 @@ pub enum StoreError {
         /// Its status.
         status: RunStatus,
     },
-    /// `complete`/`fail` for an attempt that another `begin` took over after it stalled: the
-    /// record belongs to a later attempt and was not changed. HTTP 409.
+    /// `complete`/`fail`/`heartbeat` for an attempt that another `begin` took over after it
+    /// stalled: the record belongs to a later attempt and was not changed. HTTP 409.
     #[error(
         "run {run_id}: attempt {attempt} was taken over by another attempt after it stalled; \
          its result was not recorded"
@@ -287,6 +297,18 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         error: &str,
     ) -> Result<RunRecord, StoreError>;
 
+    /// Refreshes the record's last-update time (the one staleness is judged by: the store's own
+    /// clock where it has one), so a live attempt is not taken over, if the run is still
+    /// running at `attempt`. Otherwise changes nothing and fails like `complete`:
+    /// [`StoreError::Superseded`] when the run is at another attempt, [`StoreError::NotFound`]
+    /// for an unknown id, [`StoreError::NotRunning`] when this attempt already finished.
+    /// One atomic step on the store.
+    async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError>;
+
+    /// The stale-after threshold this store was built with: a `running` record not updated for
+    /// longer is taken over by the next `begin`. Live attempts heartbeat well within it.
+    fn stale_after(&self) -> Duration;
+
     /// The record, or `None` for an unknown id.
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError>;
 
@@ -328,7 +350,7 @@ pub struct StoreArgs {
 
     /// Seconds after its last update a run still recorded `running` counts as stalled (its
     /// process died), so a retry with its run id runs it again instead of answering 409. Must be
-    /// greater than --agent-timeout and --echo-delay-ms.
+    /// greater than --agent-timeout and --echo-delay-ms; streams send a heartbeat every third.
     #[arg(long = "run-stale-after", allow_negative_numbers = true,
           env = "FASTAGENTIC_RUN_STALE_AFTER",
           default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,

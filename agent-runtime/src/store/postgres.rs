@@ -11,7 +11,8 @@
 //! tell a takeover from a failed-run retry and name the stalled attempt; the update only
 //! applies when the locked row is still at the status and attempt of that snapshot, so what it
 //! reports is exactly what it replaced (when the row changed in between, `begin` tries again).
-//! `complete`/`fail` update only `WHERE status = 'running' AND attempts = <the caller's>`.
+//! `complete`/`fail` update only `WHERE status = 'running' AND attempts = <the caller's>`, and so
+//! does `heartbeat`, which sets nothing but `updated_at = now()`.
 //!
 //! Migrations run on first use (or first `ping`), not at process start, so a worker starts even
 //! when the database is down; sqlx takes a PostgreSQL advisory lock around them, so several
@@ -53,6 +54,10 @@ const FINISH_RUN: &str = concat!(
     columns!()
 );
 
+/// Refreshes `updated_at` of a run still running at attempt $2; changes nothing else.
+const HEARTBEAT_RUN: &str = "UPDATE fastagentic_runs SET updated_at = now() \
+     WHERE run_id = $1 AND status = 'running' AND attempts = $2";
+
 /// Insert, or restart a failed run or a stalled running one ($4: stale-after, seconds); returns
 /// the row only when this call started the run, with the status, instance and attempt it had
 /// before (`prev_*`, NULL for a new row).
@@ -92,6 +97,7 @@ pub async fn migrate(db: &DbPool) -> Result<(), StoreError> {
 pub struct PostgresRunStore {
     db: DbPool,
     schema: OnceCell<()>,
+    stale_after: Duration,
     stale_after_secs: f64,
 }
 
@@ -102,6 +108,7 @@ impl PostgresRunStore {
         Self {
             db,
             schema: OnceCell::new(),
+            stale_after,
             stale_after_secs: stale_after.as_secs_f64(),
         }
     }
@@ -152,16 +159,23 @@ impl PostgresRunStore {
         if let Some(row) = row {
             return parse_row(run_id, &row);
         }
-        match Self::select(&mut conn, run_id).await? {
-            None => Err(StoreError::NotFound(run_id.to_string())),
-            Some(record) if record.attempts != attempt => Err(StoreError::Superseded {
+        Err(Self::refused(&mut conn, run_id, attempt).await)
+    }
+
+    /// Why an update fenced by `status = 'running' AND attempts = attempt` matched no row (read
+    /// after it; the update itself was the one atomic step).
+    async fn refused(conn: &mut PgConnection, run_id: &RunId, attempt: u32) -> StoreError {
+        match Self::select(conn, run_id).await {
+            Err(e) => e,
+            Ok(None) => StoreError::NotFound(run_id.to_string()),
+            Ok(Some(record)) if record.attempts != attempt => StoreError::Superseded {
                 run_id: run_id.to_string(),
                 attempt,
-            }),
-            Some(record) => Err(StoreError::NotRunning {
+            },
+            Ok(Some(record)) => StoreError::NotRunning {
                 run_id: run_id.to_string(),
                 status: record.status,
-            }),
+            },
         }
     }
 }
@@ -288,6 +302,24 @@ impl RunStore for PostgresRunStore {
     ) -> Result<RunRecord, StoreError> {
         self.finish(run_id, attempt, RunStatus::Failed, None, Some(error))
             .await
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let updated = sqlx::query(HEARTBEAT_RUN)
+            .bind(run_id.as_str())
+            .bind(i64::from(attempt))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if updated.rows_affected() == 1 {
+            return Ok(());
+        }
+        Err(Self::refused(&mut conn, run_id, attempt).await)
+    }
+
+    fn stale_after(&self) -> Duration {
+        self.stale_after
     }
 
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {

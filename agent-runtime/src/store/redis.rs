@@ -4,8 +4,9 @@
 //!
 //! Every state change is one Lua script, so it is atomic on the server: `begin` reads the
 //! status and writes `running` in the same step (the Redis equivalent of `SET NX`, extended to
-//! restart failed runs and to take over stalled ones), and `complete`/`fail` only change a run
-//! that is still running at the caller's attempt.
+//! restart failed runs and to take over stalled ones), and `complete`/`fail`/`heartbeat` only
+//! change a run that is still running at the caller's attempt (a heartbeat stamps `updated_at`
+//! and `updated_ms` and renews the expiry, nothing else).
 //!
 //! A run is stalled when it is `running` and its `updated_ms` is more than the stale-after
 //! threshold behind the server's `TIME`: the one clock every pod sees. A record without
@@ -89,10 +90,31 @@ return {'done', redis.call('HGETALL', KEYS[1])}
     )
 });
 
+/// ARGV: now, ttl seconds, attempt. Stamps `updated_at` and `updated_ms` (and renews the
+/// expiry) of a run still running at the attempt, changing nothing else. Returns `done`,
+/// `missing`, `superseded` or the status of a run that is not running, like [`FINISH`].
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+local status = cur[1]
+if status == false then return 'missing' end
+if tonumber(cur[2]) ~= tonumber(ARGV[3]) then return 'superseded' end
+if status ~= 'running' then return status end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'updated_ms', tostring(now_ms))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 'done'
+",
+    )
+});
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct RedisRunStore {
     pool: RedisPool,
+    stale_after: Duration,
     stale_after_ms: u64,
 }
 
@@ -102,6 +124,7 @@ impl RedisRunStore {
     pub fn new(pool: RedisPool, stale_after: Duration) -> Self {
         Self {
             pool,
+            stale_after,
             stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -132,16 +155,26 @@ impl RedisRunStore {
             .map_err(backend)?;
         match outcome.as_str() {
             "done" => parse_record(run_id, &fields),
-            "missing" => Err(StoreError::NotFound(run_id.to_string())),
-            "superseded" => Err(StoreError::Superseded {
-                run_id: run_id.to_string(),
-                attempt,
-            }),
-            other => Err(StoreError::NotRunning {
-                run_id: run_id.to_string(),
-                status: RunStatus::parse(other).ok_or_else(|| corrupt(run_id, "unknown status"))?,
-            }),
+            other => Err(refused(run_id, attempt, other)),
         }
+    }
+}
+
+/// The error for an outcome of [`FINISH`] or [`HEARTBEAT`] other than `done`.
+fn refused(run_id: &RunId, attempt: u32, outcome: &str) -> StoreError {
+    match outcome {
+        "missing" => StoreError::NotFound(run_id.to_string()),
+        "superseded" => StoreError::Superseded {
+            run_id: run_id.to_string(),
+            attempt,
+        },
+        other => match RunStatus::parse(other) {
+            Some(status) => StoreError::NotRunning {
+                run_id: run_id.to_string(),
+                status,
+            },
+            None => corrupt(run_id, "unknown status"),
+        },
     }
 }
 
@@ -259,6 +292,26 @@ impl RunStore for RedisRunStore {
     ) -> Result<RunRecord, StoreError> {
         self.finish(run_id, attempt, RunStatus::Failed, "error", error)
             .await
+    }
+
+    async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let outcome: String = HEARTBEAT
+            .key(Self::key(run_id))
+            .arg(Utc::now().to_rfc3339())
+            .arg(RUN_TTL_SECONDS)
+            .arg(attempt)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        match outcome.as_str() {
+            "done" => Ok(()),
+            other => Err(refused(run_id, attempt, other)),
+        }
+    }
+
+    fn stale_after(&self) -> Duration {
+        self.stale_after
     }
 
     async fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>, StoreError> {
