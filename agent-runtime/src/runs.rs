@@ -17,12 +17,21 @@
 //! `running` forever: the task still records the outcome. During a graceful shutdown the
 //! response (and so the store write before it) completes before the process exits.
 //!
+//! A streamed run may last longer than `--run-stale-after` in total (`--agent-timeout` bounds
+//! each wait for a chunk, not the stream), so while it streams its attempt sends a heartbeat
+//! every stale-after / 3 (see [`crate::store::RunStore::heartbeat`]) and is not taken over while
+//! its process lives. Heartbeats run beside the stream and never delay a chunk; a failed one is
+//! logged as `run_heartbeat_failed` and the stream goes on. A non-streamed run needs none: it is
+//! one wait on the agent, bounded by `--agent-timeout`, which is below stale-after.
+//!
 //! An attempt records its outcome under its attempt number. When another request took the run
 //! over meanwhile (this attempt was slow, not dead), the store refuses the write: the answer is
 //! 409 `run_superseded`, the event `run_superseded` is logged, and the record stays the other
-//! attempt's.
+//! attempt's. A heartbeat refused that way is logged as `run_superseded` (once; the attempt
+//! stops sending them); its stream goes on and ends with that `run_superseded` error event.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -32,6 +41,8 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
 use crate::metrics::{Counters, RunEvent};
@@ -44,6 +55,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "x-fastagentic-replayed";
 /// Chunks buffered between a streaming run and its (possibly slow) client.
 const STREAM_BUFFER: usize = 64;
+/// Shortest heartbeat period, whatever the stale-after.
+const MIN_HEARTBEAT_PERIOD: Duration = Duration::from_millis(10);
 
 /// What a run needs: the store, the agent, and where to count.
 #[derive(Clone)]
@@ -152,7 +165,7 @@ fn still_running_response(record: &RunRecord) -> Response {
         StatusCode::CONFLICT,
         "run_in_progress",
         &format!(
-            "run {} is still running (started {} on {}); retry later or GET /runs/{}",
+            "run {} is still running (last updated {} on {}); retry later or GET /runs/{}",
             record.run_id, record.updated_at, record.instance_id, record.run_id
         ),
         json!({"run_id": record.run_id, "run_status": record.status, "run": record}),
@@ -212,6 +225,58 @@ fn store_error_event(e: &StoreError, run_id: &RunId) -> Value {
 /// Logs that the store refused to record the outcome of a taken-over attempt.
 fn log_superseded(run_id: &RunId, attempt: u32, operation: &str) {
     tracing::warn!(event = "run_superseded", run_id = %run_id, attempt, operation);
+}
+
+/// How often a streaming attempt sends a heartbeat: a third of the store's stale-after, so two
+/// may be lost or late before the run counts as stalled.
+fn heartbeat_period(stale_after: Duration) -> Duration {
+    (stale_after / 3).max(MIN_HEARTBEAT_PERIOD)
+}
+
+/// The heartbeat of one streaming attempt: its own task, so a slow store or a slow client never
+/// holds up the other. Stopped (and waited for) before the attempt records its outcome, so no
+/// heartbeat races the finish; dropped (a panicking stream task), it stops as well.
+struct Heartbeat {
+    /// Dropping it stops the task.
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(store: Arc<dyn RunStore>, run_id: RunId, attempt: u32) -> Self {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let period = heartbeat_period(store.stale_after());
+        let task = tokio::spawn(async move {
+            // The first tick is one period from now: `begin` has just stamped the record.
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = ticks.tick() => {}
+                }
+                match store.heartbeat(&run_id, attempt).await {
+                    Ok(()) => {}
+                    Err(StoreError::Superseded { .. }) => {
+                        // Every later heartbeat would be refused too: the run is another
+                        // attempt's now. The stream goes on; its finish is refused as well.
+                        log_superseded(&run_id, attempt, "heartbeat");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "run_heartbeat_failed", run_id = %run_id, attempt, error = %e);
+                    }
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the heartbeat and waits for one in flight to finish.
+    async fn stop(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
 }
 
 /// The parsed request, its run id, and what the store decided.
@@ -414,6 +479,8 @@ impl Runs {
                     return;
                 }
             };
+            // Keeps the run from being taken over while it streams (see the module docs).
+            let heartbeat = Heartbeat::start(this.store.clone(), id.clone(), attempt);
             let mut text = String::new();
             while let Some(chunk) = chunks.next().await {
                 match chunk {
@@ -424,6 +491,7 @@ impl Runs {
                             .await;
                     }
                     Err(e) => {
+                        heartbeat.stop().await;
                         let error = format!("{}: {}", e.error, e.message);
                         let data = match this.record_failure(&id, attempt, &error).await {
                             Some(superseded) => store_error_event(&superseded, &id),
@@ -436,6 +504,7 @@ impl Runs {
                     }
                 }
             }
+            heartbeat.stop().await;
             let output = json!({"output": text, "agent": this.agent.name()});
             let last = match this.store.complete(&id, attempt, &output).await {
                 Ok(_) => {
@@ -530,6 +599,68 @@ mod tests {
             matches!(&generated, Ok(id) if id.starts_with("run-")),
             "{generated:?}"
         );
+    }
+
+    #[test]
+    fn heartbeats_come_every_third_of_the_stale_after() {
+        assert_eq!(
+            heartbeat_period(Duration::from_secs(300)),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            heartbeat_period(Duration::from_millis(1500)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            heartbeat_period(Duration::from_millis(1)),
+            MIN_HEARTBEAT_PERIOD
+        );
+    }
+
+    fn id(name: &str) -> RunId {
+        match RunId::parse(name) {
+            Ok(id) => id,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_keeps_a_long_attempt_from_being_taken_over() {
+        use crate::store::MemoryRunStore;
+        let stale = Duration::from_millis(300);
+        let store: Arc<dyn RunStore> = Arc::new(MemoryRunStore::new(stale));
+        let run = id("long");
+        let begun = store.begin(&run, &json!({}), "a").await;
+        assert!(matches!(begun, Ok(Begin::Started(_, None))), "{begun:?}");
+        let heartbeat = Heartbeat::start(store.clone(), run.clone(), 1);
+        for _ in 0..4 {
+            tokio::time::sleep(stale / 2).await;
+            let again = store.begin(&run, &json!({}), "b").await;
+            assert!(
+                matches!(&again, Ok(Begin::StillRunning(r)) if r.attempts == 1),
+                "{again:?}"
+            );
+        }
+        heartbeat.stop().await;
+        tokio::time::sleep(stale + stale / 2).await;
+        let taken = store.begin(&run, &json!({}), "b").await;
+        assert!(
+            matches!(&taken, Ok(Begin::Started(r, Some(_))) if r.attempts == 2),
+            "without heartbeats the run is stalled: {taken:?}"
+        );
+
+        // Attempt 1's heartbeat is refused now: it stops by itself, changing nothing.
+        let before = store.get(&run).await.ok().flatten();
+        let superseded = Heartbeat::start(store.clone(), run.clone(), 1);
+        tokio::time::sleep(stale).await;
+        assert!(superseded.task.is_finished(), "stops once superseded");
+        assert_eq!(store.get(&run).await.ok().flatten(), before);
+
+        // Any other failure is retried at the next tick.
+        let unknown = Heartbeat::start(store.clone(), id("unknown"), 1);
+        tokio::time::sleep(stale).await;
+        assert!(!unknown.task.is_finished(), "keeps trying after an error");
+        unknown.stop().await;
     }
 
     #[test]

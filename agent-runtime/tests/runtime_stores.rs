@@ -1,8 +1,9 @@
 //! The real `fastagentic` binary with real Redis and PostgreSQL (`REDIS_URL`, `DATABASE_URL`;
 //! see `store_support.rs`): per-worker pool limits seen from the servers, pool exhaustion,
 //! recovery after killed backends and a stopped Redis, the durable-run suite through HTTP for
-//! every store, runs in flight at SIGTERM, and runs whose process was killed or frozen mid-run
-//! (taken over by another process after `--run-stale-after`).
+//! every store, runs in flight at SIGTERM, runs whose process was killed or frozen mid-run
+//! (taken over by another process after `--run-stale-after`), and streams that outlast
+//! `--run-stale-after` (kept by their heartbeats, not taken over).
 // Tests fail by panicking; expect/unwrap are the assertions here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -20,6 +21,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use deadpool_redis::redis;
+use futures::StreamExt;
 use nix::sys::signal::Signal;
 use runtime_support::{Server, poll};
 use serde_json::{Value, json};
@@ -857,6 +859,213 @@ async fn a_frozen_attempt_that_wakes_up_is_refused_with_409_postgres() {
         return;
     };
     stalled_run_is_taken_over("postgres", &[("DATABASE_URL", &url)], true).await;
+}
+
+/// `--run-stale-after` of the long-stream tests, seconds; the stream lasts [`LONG_STREAM`].
+const SHORT_STALE_AFTER: &str = "2";
+const SHORT_STALE_AFTER_SECS: Duration = Duration::from_secs(2);
+/// Chunks of the long stream and the pause before each: 5 s in all, under the agent timeout
+/// (1 s) between chunks.
+const LONG_STREAM_CHUNKS: usize = 10;
+const LONG_STREAM_PAUSE: Duration = Duration::from_millis(500);
+const LONG_STREAM: Duration = Duration::from_secs(5);
+
+/// An OpenAI-compatible upstream that streams [`LONG_STREAM_CHUNKS`] chunks `c0 `, `c1 `, ...
+/// with [`LONG_STREAM_PAUSE`] before each, counting calls.
+async fn slow_streaming_upstream() -> (String, Arc<AtomicU64>) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let events = (0..LONG_STREAM_CHUNKS)
+                    .map(|i| {
+                        json!({"choices": [{"delta": {"content": format!("c{i} ")}}]}).to_string()
+                    })
+                    .chain(["[DONE]".to_owned()]);
+                let stream = futures::stream::iter(events).then(|e| async move {
+                    if e != "[DONE]" {
+                        tokio::time::sleep(LONG_STREAM_PAUSE).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(format!("data: {e}\n\n"))
+                });
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), calls)
+}
+
+/// A streamed run that lasts longer than `--run-stale-after` (chunks every 0.5 s for 5 s, the
+/// stale-after 2 s) is kept by its heartbeats: requests with its run id, on its own process and
+/// (for a shared store) on another one, get 409 `run_in_progress` all along, and it completes as
+/// attempt 1 with every chunk.
+async fn a_long_stream_is_not_taken_over(store: &str, env: &[(&str, &str)]) {
+    let (upstream, calls) = slow_streaming_upstream().await;
+    let mut env = env.to_vec();
+    env.extend([
+        ("FASTAGENTIC_AGENT", "openai"),
+        ("OPENAI_BASE_URL", upstream.as_str()),
+        ("FASTAGENTIC_RUN_STALE_AFTER", SHORT_STALE_AFTER),
+        ("FASTAGENTIC_AGENT_TIMEOUT", "1"),
+    ]);
+    let (id_a, id_b) = (instance("la"), instance("lb"));
+    let a = Server::start(&["--durable-store", store, "--instance-id", &id_a], &env);
+    // Another process on the same store, as another pod would be (the memory store is not
+    // shared, so there only the run's own process is asked).
+    let b = (store != "memory")
+        .then(|| Server::start(&["--durable-store", store, "--instance-id", &id_b], &env));
+    let c = client();
+    let rid = support::unique("long");
+
+    let begun = Instant::now();
+    let r = c
+        .post(format!("{}/chat/stream", base(&a)))
+        .json(&json!({"message": "a long answer", "run_id": rid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{store}");
+    let reader = tokio::spawn(async move {
+        let mut body = r.bytes_stream();
+        let mut text = String::new();
+        let mut arrivals = Vec::new();
+        while let Some(bytes) = body.next().await {
+            let bytes = bytes.expect("the stream is read to its end");
+            text.push_str(&String::from_utf8_lossy(&bytes));
+            arrivals.push(begun.elapsed());
+        }
+        (text, arrivals)
+    });
+
+    // Past the stale-after, and until the stream ends: the run stays attempt 1's.
+    tokio::time::sleep(SHORT_STALE_AFTER_SECS + Duration::from_millis(500)).await;
+    let retry = json!({"message": "a long answer", "run_id": rid});
+    let mut checked = 0;
+    while begun.elapsed() < LONG_STREAM - Duration::from_millis(700) {
+        let servers = std::iter::once(&a).chain(b.as_ref());
+        for (s, path) in servers.flat_map(|s| [(s, "/chat/stream"), (s, "/chat")]) {
+            let r = c
+                .post(format!("{}{path}", base(s)))
+                .json(&retry)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or_default();
+            assert_eq!(
+                status,
+                409,
+                "{store}: {path} {:?} after the stream began (stale-after {SHORT_STALE_AFTER} s): {body}",
+                begun.elapsed()
+            );
+            assert_eq!(body["error"], "run_in_progress", "{store}: {body}");
+            assert_eq!(body["run"]["attempts"], 1, "{store}: {body}");
+            assert_eq!(body["run"]["instance_id"], id_a.as_str(), "{store}: {body}");
+            // The heartbeats are what keep it: its last update is recent, not its start.
+            let time = |field: &str| {
+                chrono::DateTime::parse_from_rfc3339(body["run"][field].as_str().unwrap()).unwrap()
+            };
+            let beat_age = time("updated_at") - time("created_at");
+            assert!(
+                beat_age >= chrono::Duration::milliseconds(500),
+                "{store}: updated_at must follow the heartbeats: {body}"
+            );
+            checked += 1;
+        }
+        let (st, rec) = get_json(&c, format!("{}/runs/{rid}", base(&a))).await;
+        assert_eq!(
+            (st, rec["status"].as_str()),
+            (200, Some("running")),
+            "{store}: {rec}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        checked >= 4,
+        "{store}: only {checked} checks while the stream ran"
+    );
+
+    let (text, arrivals) = reader.await.unwrap();
+    let took = begun.elapsed();
+    let deltas: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"].as_str().map(str::to_owned))
+        .collect();
+    let expected: String = (0..LONG_STREAM_CHUNKS).map(|i| format!("c{i} ")).collect();
+    assert_eq!(deltas, expected, "{store}: {text}");
+    assert!(text.contains("event: done"), "{store}: {text}");
+    assert!(!text.contains("event: error"), "{store}: {text}");
+    assert!(
+        took >= LONG_STREAM - Duration::from_millis(200),
+        "{store}: the stream took {took:?}"
+    );
+    // Chunks came as they were produced, not held back.
+    let early = arrivals
+        .iter()
+        .filter(|t| **t < SHORT_STALE_AFTER_SECS)
+        .count();
+    assert!(early >= 2, "{store}: chunk arrivals {arrivals:?}");
+
+    let (st, rec) = get_json(&c, format!("{}/runs/{rid}", base(&a))).await;
+    assert_eq!(st, 200, "{store}: {rec}");
+    assert_eq!(rec["status"], "completed", "{store}: {rec}");
+    assert_eq!(rec["attempts"], 1, "{store}: {rec}");
+    assert_eq!(rec["instance_id"], id_a.as_str(), "{store}: {rec}");
+    assert_eq!(rec["output"]["output"], expected.as_str(), "{store}: {rec}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "{store}: the agent ran once"
+    );
+
+    for s in std::iter::once(&a).chain(b.as_ref()) {
+        let m = s.metrics();
+        assert_eq!(m["runs"]["taken_over"], 0, "{store}: {m}");
+        for event in ["run_taken_over", "run_heartbeat_failed", "run_superseded"] {
+            assert!(
+                s.events(event).is_empty(),
+                "{store}: {event}: {:?}",
+                s.log_lines()
+            );
+        }
+    }
+    assert_eq!(a.metrics()["runs"]["completed"], 1, "{store}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_longer_than_the_stale_after_is_not_taken_over_memory() {
+    a_long_stream_is_not_taken_over("memory", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_longer_than_the_stale_after_is_not_taken_over_redis() {
+    let test = "a_stream_longer_than_the_stale_after_is_not_taken_over_redis";
+    let Some(url) = support::redis_url(test) else {
+        return;
+    };
+    a_long_stream_is_not_taken_over("redis", &[("REDIS_URL", &url)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_longer_than_the_stale_after_is_not_taken_over_postgres() {
+    let test = "a_stream_longer_than_the_stale_after_is_not_taken_over_postgres";
+    let Some(url) = support::database_url(test) else {
+        return;
+    };
+    a_long_stream_is_not_taken_over("postgres", &[("DATABASE_URL", &url)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
