@@ -257,6 +257,9 @@ print("    observedGeneration: %s, replicas: %s, readyReplicas: %s"
 print("    connection budget (maxReplicas x workers x pool sizes): %s"
       % (json.dumps(budget) if budget else "not reported"))
 PY
+say "what the operator did, as Events on the resource:"
+run kubectl -n "$NS" events --for "fastagentic/${NAME}" ||
+    say "(kubectl events could not list them; kubectl describe fa/${NAME} shows them too)"
 
 # ---- 6. the pod template as a process -------------------------------------------------------
 step "starting the runtime exactly as the Deployment's pod template says"
