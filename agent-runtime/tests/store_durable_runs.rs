@@ -8,7 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_runtime::pools::{DbPoolConfig, RedisPoolConfig, build_pg_pool, build_redis_pool};
+use agent_runtime::pools::{
+    DbPool, DbPoolConfig, RedisPool, RedisPoolConfig, build_pg_pool, build_redis_pool,
+};
 use agent_runtime::store::{
     Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, MemoryRunStore, PostgresRunStore,
     RedisRunStore, RunId, RunStatus, RunStore, StoreError, TakenOver, build_run_store, migrate,
@@ -28,6 +30,45 @@ fn run_id(name: &str) -> RunId {
     match RunId::parse(&support::unique(name)) {
         Ok(id) => id,
         Err(e) => panic!("test id must be valid: {e}"),
+    }
+}
+
+/// A Redis pool for `test`, or `None` when no server is configured (the test then says so and
+/// returns; with FASTAGENTIC_REQUIRE_SERVICES=1 it fails instead, see `store_support.rs`).
+fn redis_pool(test: &str) -> Option<RedisPool> {
+    let url = support::redis_url(test)?;
+    match build_redis_pool(&RedisPoolConfig {
+        max_size: 8,
+        ..RedisPoolConfig::new(Some(url))
+    }) {
+        Ok(Some(pool)) => Some(pool),
+        other => panic!("redis pool: {other:?}"),
+    }
+}
+
+/// The database URL and a PostgreSQL pool for `test`, or `None` as for [`redis_pool`].
+fn pg_pool(test: &str) -> Option<(String, DbPool)> {
+    let url = support::database_url(test)?;
+    match build_pg_pool(&DbPoolConfig {
+        min_connections: 2,
+        max_overflow: 6,
+        ..DbPoolConfig::new(Some(url.clone()))
+    }) {
+        Ok(Some(pool)) => Some((url, pool)),
+        other => panic!("pg pool: {other:?}"),
+    }
+}
+
+/// The store of `kind` on the given pools, as the runtime builds it.
+fn store_on(
+    kind: DurableStoreKind,
+    redis: Option<&RedisPool>,
+    db: Option<&DbPool>,
+    stale_after: Duration,
+) -> Arc<dyn RunStore> {
+    match build_run_store(kind, redis, db, stale_after) {
+        Ok(store) => store,
+        Err(e) => panic!("{kind} store: {e:?}"),
     }
 }
 
@@ -490,20 +531,10 @@ async fn memory_store_heartbeats_keep_live_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_passes_the_suite() {
-    let Some(url) = support::redis_url("redis_store_passes_the_suite") else {
+    let Some(pool) = redis_pool("redis_store_passes_the_suite") else {
         return;
     };
-    let pool = build_redis_pool(&RedisPoolConfig {
-        max_size: 8,
-        ..RedisPoolConfig::new(Some(url))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("redis pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, DEFAULT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Redis, Some(&pool), None, DEFAULT_STALE);
     durable_run_suite(store).await;
     // Through the concrete type as well, which the HTTP layer may hold.
     durable_run_suite(Arc::new(RedisRunStore::new(pool.clone(), DEFAULT_STALE))).await;
@@ -542,41 +573,20 @@ async fn redis_store_passes_the_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_passes_the_suite() {
-    let Some(url) = support::database_url("postgres_store_passes_the_suite") else {
+    let Some((_, pool)) = pg_pool("postgres_store_passes_the_suite") else {
         return;
     };
-    let pool = build_pg_pool(&DbPoolConfig {
-        min_connections: 2,
-        max_overflow: 6,
-        ..DbPoolConfig::new(Some(url))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("pg pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), DEFAULT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), DEFAULT_STALE);
     durable_run_suite(store).await;
     durable_run_suite(Arc::new(PostgresRunStore::new(pool, DEFAULT_STALE))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_takes_over_stalled_runs() {
-    let Some(url) = support::redis_url("redis_store_takes_over_stalled_runs") else {
+    let Some(pool) = redis_pool("redis_store_takes_over_stalled_runs") else {
         return;
     };
-    let pool = build_redis_pool(&RedisPoolConfig {
-        max_size: 8,
-        ..RedisPoolConfig::new(Some(url))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("redis pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
     stalled_run_suite(store).await;
 
     let mut conn = pool.get().await.expect("redis connection");
@@ -660,21 +670,10 @@ async fn redis_store_takes_over_stalled_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_takes_over_stalled_runs() {
-    let Some(url) = support::database_url("postgres_store_takes_over_stalled_runs") else {
+    let Some((url, pool)) = pg_pool("postgres_store_takes_over_stalled_runs") else {
         return;
     };
-    let pool = build_pg_pool(&DbPoolConfig {
-        min_connections: 2,
-        max_overflow: 6,
-        ..DbPoolConfig::new(Some(url.clone()))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("pg pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
     stalled_run_suite(store).await;
 
     // Staleness is `updated_at` against the database's `now()`: an hour old is stalled at once.
@@ -701,20 +700,10 @@ async fn postgres_store_takes_over_stalled_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_heartbeats_keep_live_runs() {
-    let Some(url) = support::redis_url("redis_store_heartbeats_keep_live_runs") else {
+    let Some(pool) = redis_pool("redis_store_heartbeats_keep_live_runs") else {
         return;
     };
-    let pool = build_redis_pool(&RedisPoolConfig {
-        max_size: 8,
-        ..RedisPoolConfig::new(Some(url))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("redis pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Redis, Some(&pool), None, SHORT_STALE);
     heartbeat_suite(store).await;
 
     // A heartbeat stamps `updated_ms` with the server's clock and renews the week's expiry.
@@ -767,21 +756,10 @@ async fn redis_store_heartbeats_keep_live_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_heartbeats_keep_live_runs() {
-    let Some(url) = support::database_url("postgres_store_heartbeats_keep_live_runs") else {
+    let Some((url, pool)) = pg_pool("postgres_store_heartbeats_keep_live_runs") else {
         return;
     };
-    let pool = build_pg_pool(&DbPoolConfig {
-        min_connections: 2,
-        max_overflow: 6,
-        ..DbPoolConfig::new(Some(url.clone()))
-    });
-    let Ok(Some(pool)) = pool else {
-        panic!("pg pool: {pool:?}")
-    };
-    let store = build_run_store(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
-    let Ok(store) = store else {
-        panic!("{store:?}")
-    };
+    let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
     heartbeat_suite(store).await;
 
     // A heartbeat sets `updated_at` from the database's clock: an hour-old row is fresh again.
