@@ -16,8 +16,8 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::{
-    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore,
-    StoreError, TakenOver,
+    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus,
+    RunStore, StoreError, TakenOver,
 };
 
 /// Records kept per worker by default.
@@ -148,24 +148,6 @@ impl MemoryRunStore {
         }
         Ok(record)
     }
-
-    fn finish(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        status: RunStatus,
-        output: Option<Value>,
-        error: Option<String>,
-    ) -> Result<RunRecord, StoreError> {
-        self.with_runs(|runs| {
-            let record = Self::running_at(runs, run_id, attempt)?;
-            record.status = status;
-            record.output = output;
-            record.error = error;
-            record.updated_at = Utc::now();
-            Ok(record.clone())
-        })
-    }
 }
 
 #[async_trait]
@@ -226,34 +208,22 @@ impl RunStore for MemoryRunStore {
         }))
     }
 
-    async fn complete(
+    async fn finish(
         &self,
         run_id: &RunId,
         attempt: u32,
-        output: &Value,
+        outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
-        self.finish(
-            run_id,
-            attempt,
-            RunStatus::Completed,
-            Some(output.clone()),
-            None,
-        )
-    }
-
-    async fn fail(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        error: &str,
-    ) -> Result<RunRecord, StoreError> {
-        self.finish(
-            run_id,
-            attempt,
-            RunStatus::Failed,
-            None,
-            Some(error.to_owned()),
-        )
+        self.with_runs(|runs| {
+            let record = Self::running_at(runs, run_id, attempt)?;
+            record.status = outcome.status();
+            (record.output, record.error) = match outcome {
+                Outcome::Completed(output) => (Some(output.clone()), None),
+                Outcome::Failed(error) => (None, Some(error.to_owned())),
+            };
+            record.updated_at = Utc::now();
+            Ok(record.clone())
+        })
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {

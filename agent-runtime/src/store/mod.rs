@@ -188,6 +188,25 @@ pub struct TakenOver {
     pub attempts: u32,
 }
 
+/// How a run ended: what [`RunStore::finish`] records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome<'a> {
+    /// The agent answered: status `completed`, `output` set.
+    Completed(&'a Value),
+    /// The agent failed: status `failed`, `error` set.
+    Failed(&'a str),
+}
+
+impl Outcome<'_> {
+    /// The status the run ends in.
+    pub fn status(self) -> RunStatus {
+        match self {
+            Outcome::Completed(_) => RunStatus::Completed,
+            Outcome::Failed(_) => RunStatus::Failed,
+        }
+    }
+}
+
 /// What [`RunStore::begin`] decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
@@ -279,23 +298,37 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         instance_id: &str,
     ) -> Result<Begin, StoreError>;
 
-    /// Marks the run completed with `output`, if it is still running at `attempt` (the
-    /// `attempts` of the record `begin` returned); [`StoreError::Superseded`] otherwise.
+    /// Records how the run ended, if it is still running at `attempt` (the `attempts` of the
+    /// record `begin` returned): [`StoreError::Superseded`] when the run is at another attempt,
+    /// [`StoreError::NotFound`] for an unknown id, [`StoreError::NotRunning`] when this attempt
+    /// already finished. One atomic step on the store.
+    async fn finish(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        outcome: Outcome<'_>,
+    ) -> Result<RunRecord, StoreError>;
+
+    /// Marks the run completed with `output` ([`RunStore::finish`]).
     async fn complete(
         &self,
         run_id: &RunId,
         attempt: u32,
         output: &Value,
-    ) -> Result<RunRecord, StoreError>;
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(run_id, attempt, Outcome::Completed(output))
+            .await
+    }
 
-    /// Marks the run failed with `error`, if it is still running at `attempt`;
-    /// [`StoreError::Superseded`] otherwise.
+    /// Marks the run failed with `error` ([`RunStore::finish`]).
     async fn fail(
         &self,
         run_id: &RunId,
         attempt: u32,
         error: &str,
-    ) -> Result<RunRecord, StoreError>;
+    ) -> Result<RunRecord, StoreError> {
+        self.finish(run_id, attempt, Outcome::Failed(error)).await
+    }
 
     /// Refreshes the record's last-update time (the one staleness is judged by: the store's own
     /// clock where it has one), so a live attempt is not taken over, if the run is still

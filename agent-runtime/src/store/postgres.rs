@@ -28,7 +28,7 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::OnceCell;
 
 use super::{
-    Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::DbPool;
 
@@ -136,30 +136,6 @@ impl PostgresRunStore {
             .await
             .map_err(backend)?;
         row.map(|row| parse_row(run_id, &row)).transpose()
-    }
-
-    async fn finish(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        status: RunStatus,
-        output: Option<&Value>,
-        error: Option<&str>,
-    ) -> Result<RunRecord, StoreError> {
-        let mut conn = self.conn().await?;
-        let row = sqlx::query(FINISH_RUN)
-            .bind(run_id.as_str())
-            .bind(status.as_str())
-            .bind(output)
-            .bind(error)
-            .bind(i64::from(attempt))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-        if let Some(row) = row {
-            return parse_row(run_id, &row);
-        }
-        Err(Self::refused(&mut conn, run_id, attempt).await)
     }
 
     /// Why an update fenced by `status = 'running' AND attempts = attempt` matched no row (read
@@ -284,24 +260,30 @@ impl RunStore for PostgresRunStore {
         })
     }
 
-    async fn complete(
+    async fn finish(
         &self,
         run_id: &RunId,
         attempt: u32,
-        output: &Value,
+        outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, attempt, RunStatus::Completed, Some(output), None)
+        let (output, error) = match outcome {
+            Outcome::Completed(output) => (Some(output), None),
+            Outcome::Failed(error) => (None, Some(error)),
+        };
+        let mut conn = self.conn().await?;
+        let row = sqlx::query(FINISH_RUN)
+            .bind(run_id.as_str())
+            .bind(outcome.status().as_str())
+            .bind(output)
+            .bind(error)
+            .bind(i64::from(attempt))
+            .fetch_optional(&mut *conn)
             .await
-    }
-
-    async fn fail(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        error: &str,
-    ) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, attempt, RunStatus::Failed, None, Some(error))
-            .await
+            .map_err(backend)?;
+        if let Some(row) = row {
+            return parse_row(run_id, &row);
+        }
+        Err(Self::refused(&mut conn, run_id, attempt).await)
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {

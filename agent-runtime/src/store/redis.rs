@@ -26,7 +26,7 @@ use deadpool_redis::redis::{self, Script};
 use serde_json::Value;
 
 use super::{
-    Begin, DurableStoreKind, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::RedisPool;
 
@@ -131,32 +131,6 @@ impl RedisRunStore {
 
     fn key(run_id: &RunId) -> String {
         format!("{KEY_PREFIX}{run_id}")
-    }
-
-    async fn finish(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        status: RunStatus,
-        field: &str,
-        value: &str,
-    ) -> Result<RunRecord, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let (outcome, fields): (String, HashMap<String, String>) = FINISH
-            .key(Self::key(run_id))
-            .arg(status.as_str())
-            .arg(field)
-            .arg(value)
-            .arg(Utc::now().to_rfc3339())
-            .arg(RUN_TTL_SECONDS)
-            .arg(attempt)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        match outcome.as_str() {
-            "done" => parse_record(run_id, &fields),
-            other => Err(refused(run_id, attempt, other)),
-        }
     }
 }
 
@@ -268,30 +242,32 @@ impl RunStore for RedisRunStore {
         }
     }
 
-    async fn complete(
+    async fn finish(
         &self,
         run_id: &RunId,
         attempt: u32,
-        output: &Value,
+        outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
-        self.finish(
-            run_id,
-            attempt,
-            RunStatus::Completed,
-            "output",
-            &output.to_string(),
-        )
-        .await
-    }
-
-    async fn fail(
-        &self,
-        run_id: &RunId,
-        attempt: u32,
-        error: &str,
-    ) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, attempt, RunStatus::Failed, "error", error)
+        let (field, value) = match outcome {
+            Outcome::Completed(output) => ("output", output.to_string()),
+            Outcome::Failed(error) => ("error", error.to_owned()),
+        };
+        let mut conn = self.pool.get().await?;
+        let (answer, fields): (String, HashMap<String, String>) = FINISH
+            .key(Self::key(run_id))
+            .arg(outcome.status().as_str())
+            .arg(field)
+            .arg(value)
+            .arg(Utc::now().to_rfc3339())
+            .arg(RUN_TTL_SECONDS)
+            .arg(attempt)
+            .invoke_async(&mut conn)
             .await
+            .map_err(backend)?;
+        match answer.as_str() {
+            "done" => parse_record(run_id, &fields),
+            other => Err(refused(run_id, attempt, other)),
+        }
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
