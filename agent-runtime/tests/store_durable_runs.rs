@@ -2,6 +2,8 @@
 //! heartbeats (a live attempt is not taken over), run against every store: memory, and real Redis and PostgreSQL servers (`REDIS_URL`, `DATABASE_URL`; see
 //! `store_support.rs` for how they are found).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 #[path = "store_support.rs"]
 mod support;
 
@@ -46,17 +48,44 @@ fn redis_pool(test: &str) -> Option<RedisPool> {
     }
 }
 
-/// The database URL and a PostgreSQL pool for `test`, or `None` as for [`redis_pool`].
-fn pg_pool(test: &str) -> Option<(String, DbPool)> {
+/// A PostgreSQL pool for `test`, or `None` as for [`redis_pool`].
+fn pg_pool(test: &str) -> Option<DbPool> {
     let url = support::database_url(test)?;
     match build_pg_pool(&DbPoolConfig {
         min_connections: 2,
         max_overflow: 6,
-        ..DbPoolConfig::new(Some(url.clone()))
+        ..DbPoolConfig::new(Some(url))
     }) {
-        Ok(Some(pool)) => Some((url, pool)),
+        Ok(Some(pool)) => Some(pool),
         other => panic!("pg pool: {other:?}"),
     }
+}
+
+/// Asserts that the Redis key expires about a week from now (the run store's retention).
+async fn assert_expires_in_a_week(pool: &RedisPool, key: &str) {
+    let mut conn = pool.get().await.expect("redis connection");
+    let secs: i64 = deadpool_redis::redis::cmd("TTL")
+        .arg(key)
+        .query_async(&mut *conn)
+        .await
+        .expect("TTL");
+    let week = i64::try_from(agent_runtime::store::redis::RUN_TTL_SECONDS).expect("fits");
+    assert!(
+        secs > week - 60 && secs <= week,
+        "TTL of {key} is {secs} s, want about {week} s"
+    );
+}
+
+/// Moves the run's `updated_at` an hour back, as if nothing had touched it since.
+async fn backdate_an_hour(pool: &DbPool, id: &RunId) {
+    let moved = sqlx::query(
+        "UPDATE fastagentic_runs SET updated_at = now() - interval '1 hour' WHERE run_id = $1",
+    )
+    .bind(id.as_str())
+    .execute(pool.pg())
+    .await
+    .expect("UPDATE");
+    assert_eq!(moved.rows_affected(), 1);
 }
 
 /// The store of `kind` on the given pools, as the runtime builds it.
@@ -547,33 +576,17 @@ async fn redis_store_passes_the_suite() {
         .await
         .expect("begin");
     let key = format!("{}{id}", agent_runtime::store::redis::KEY_PREFIX);
-    let ttl = |pool: agent_runtime::pools::RedisPool, key: String| async move {
-        let mut conn = pool.get().await.expect("redis connection");
-        let secs: i64 = deadpool_redis::redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut *conn)
-            .await
-            .expect("TTL");
-        secs
-    };
-    let running = ttl(pool.clone(), key.clone()).await;
+    assert_expires_in_a_week(&pool, &key).await;
     store
         .complete(&id, 1, &json!({"out": 1}))
         .await
         .expect("complete");
-    let finished = ttl(pool.clone(), key).await;
-    let week = i64::try_from(agent_runtime::store::redis::RUN_TTL_SECONDS).expect("fits");
-    for secs in [running, finished] {
-        assert!(
-            secs > week - 60 && secs <= week,
-            "TTL {secs} s, want about {week} s"
-        );
-    }
+    assert_expires_in_a_week(&pool, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_passes_the_suite() {
-    let Some((_, pool)) = pg_pool("postgres_store_passes_the_suite") else {
+    let Some(pool) = pg_pool("postgres_store_passes_the_suite") else {
         return;
     };
     let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), DEFAULT_STALE);
@@ -670,27 +683,19 @@ async fn redis_store_takes_over_stalled_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_takes_over_stalled_runs() {
-    let Some((url, pool)) = pg_pool("postgres_store_takes_over_stalled_runs") else {
+    let Some(pool) = pg_pool("postgres_store_takes_over_stalled_runs") else {
         return;
     };
     let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
     stalled_run_suite(store).await;
 
     // Staleness is `updated_at` against the database's `now()`: an hour old is stalled at once.
-    let store = PostgresRunStore::new(pool, Duration::from_secs(60));
+    let store = PostgresRunStore::new(pool.clone(), Duration::from_secs(60));
     let id = run_id("db-clock");
     store.begin(&id, &json!({}), "i").await.expect("begin");
     let young = store.begin(&id, &json!({}), "j").await;
     assert!(matches!(young, Ok(Begin::StillRunning(_))), "{young:?}");
-    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
-    let moved = sqlx::query(
-        "UPDATE fastagentic_runs SET updated_at = now() - interval '1 hour' WHERE run_id = $1",
-    )
-    .bind(id.as_str())
-    .execute(&admin)
-    .await
-    .expect("UPDATE");
-    assert_eq!(moved.rows_affected(), 1);
+    backdate_an_hour(&pool, &id).await;
     let taken = store.begin(&id, &json!({}), "j").await;
     assert!(
         matches!(&taken, Ok(Begin::Started(r, Some(p))) if r.attempts == 2 && p.instance_id == "i"),
@@ -742,39 +747,22 @@ async fn redis_store_heartbeats_keep_live_runs() {
         now.abs_diff(stamp) < 5_000,
         "updated_ms {stamp}, TIME {now}"
     );
-    let ttl: i64 = deadpool_redis::redis::cmd("TTL")
-        .arg(&key)
-        .query_async(&mut *conn)
-        .await
-        .expect("TTL");
-    let week = i64::try_from(agent_runtime::store::redis::RUN_TTL_SECONDS).expect("fits");
-    assert!(
-        ttl > week - 60 && ttl <= week,
-        "TTL {ttl} s, want about {week} s"
-    );
+    assert_expires_in_a_week(&pool, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_heartbeats_keep_live_runs() {
-    let Some((url, pool)) = pg_pool("postgres_store_heartbeats_keep_live_runs") else {
+    let Some(pool) = pg_pool("postgres_store_heartbeats_keep_live_runs") else {
         return;
     };
     let store = store_on(DurableStoreKind::Postgres, None, Some(&pool), SHORT_STALE);
     heartbeat_suite(store).await;
 
     // A heartbeat sets `updated_at` from the database's clock: an hour-old row is fresh again.
-    let store = PostgresRunStore::new(pool, Duration::from_secs(60));
+    let store = PostgresRunStore::new(pool.clone(), Duration::from_secs(60));
     let id = run_id("beat-db-clock");
     store.begin(&id, &json!({}), "i").await.expect("begin");
-    let admin = sqlx::PgPool::connect(&url).await.expect("connect");
-    let moved = sqlx::query(
-        "UPDATE fastagentic_runs SET updated_at = now() - interval '1 hour' WHERE run_id = $1",
-    )
-    .bind(id.as_str())
-    .execute(&admin)
-    .await
-    .expect("UPDATE");
-    assert_eq!(moved.rows_affected(), 1);
+    backdate_an_hour(&pool, &id).await;
     let beat = store.heartbeat(&id, 1).await;
     assert!(beat.is_ok(), "{beat:?}");
     let age: f64 = sqlx::query_scalar(
@@ -782,7 +770,7 @@ async fn postgres_store_heartbeats_keep_live_runs() {
          WHERE run_id = $1",
     )
     .bind(id.as_str())
-    .fetch_one(&admin)
+    .fetch_one(pool.pg())
     .await
     .expect("SELECT");
     assert!(
