@@ -4,10 +4,13 @@
 #   scripts/control-plane.sh build     build (or reuse) the pinned binaries
 #   scripts/control-plane.sh up        build if needed, then start etcd, kube-apiserver,
 #                                      kube-controller-manager, and kube-scheduler + kwok
-#   scripts/control-plane.sh down [--keep]
+#   scripts/control-plane.sh up --node the same, plus a real node (scripts/node.sh): kubelet,
+#                                      containerd, kube-proxy, CoreDNS, metrics-server
+#   scripts/control-plane.sh down [--keep]   (stops the real node first, if one runs)
 #   scripts/control-plane.sh env       eval "$(scripts/control-plane.sh env)"
 #   scripts/control-plane.sh status
 #   scripts/control-plane.sh path NAME print the cached binary for NAME (e.g. helm)
+#   scripts/control-plane.sh build NAME...  build only these (e.g. kubelet kube-proxy)
 #
 # Everything is built from the Go module proxy into
 # ${FASTAGENTIC_CACHE_DIR:-$HOME/.cache/fastagentic}/bin/<name>-<version> and reused from there.
@@ -36,7 +39,11 @@ SCHED_PORT="${FASTAGENTIC_SCHEDULER_PORT:-20259}"
 KWOK_PORT="${FASTAGENTIC_KWOK_PORT:-20247}"
 SERVICE_CIDR="${FASTAGENTIC_SERVICE_CIDR:-10.96.0.0/16}"
 SERVICE_IP="${FASTAGENTIC_SERVICE_IP:-10.96.0.1}"   # first address of SERVICE_CIDR
-POD_CIDR="${FASTAGENTIC_KWOK_POD_CIDR:-10.244.0.1/24}"  # only simulated by kwok, never routed
+POD_CIDR="${FASTAGENTIC_KWOK_POD_CIDR:-10.245.0.1/24}"  # only simulated by kwok, never routed
+# The real node's address (scripts/node.sh: the address of its bridge); with `up --node` the API
+# server listens on it too and advertises it, so pods reach the `kubernetes` Service.
+NODE_IP="${FASTAGENTIC_NODE_IP:-10.244.0.1}"
+CLUSTER_CIDR="${FASTAGENTIC_CLUSTER_CIDR:-10.244.0.0/16}"
 # kwok + kube-scheduler make pods Running on a simulated node; FASTAGENTIC_CP_KWOK=0 turns it off,
 # FASTAGENTIC_CP_KWOK=required makes a missing kwok fatal.
 KWOK_MODE="${FASTAGENTIC_CP_KWOK:-1}"
@@ -44,6 +51,10 @@ GO_BUILD_P="${FASTAGENTIC_GO_BUILD_P:-2}"
 READY_TIMEOUT="${FASTAGENTIC_CP_TIMEOUT:-180}"
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# shellcheck source=scripts/lib/go-build.sh
+source "$HERE/lib/go-build.sh"
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 warn() { printf '[control-plane] WARNING: %s\n' "$*" >&2; }
@@ -51,7 +62,7 @@ die() { printf '[control-plane] ERROR: %s\n' "$*" >&2; exit 1; }
 
 bin_path() { # name -> cached path
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$BIN_DIR/$1-$KUBE_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "$BIN_DIR/$1-$KUBE_VERSION" ;;
     etcd) echo "$BIN_DIR/etcd-$ETCD_VERSION" ;;
     helm) echo "$BIN_DIR/helm-$HELM_VERSION" ;;
     kwok) echo "$BIN_DIR/kwok-$KWOK_VERSION" ;;
@@ -59,46 +70,10 @@ bin_path() { # name -> cached path
   esac
 }
 
-human_size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")" 2>/dev/null || stat -c %s "$1"; }
 
 # ============================================================================================
 # build
 # ============================================================================================
-
-go_env() {
-  command -v go >/dev/null 2>&1 || die "the go command is not installed: no binary can be built"
-  export CGO_ENABLED=0
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  # Every pinned module declares go <= 1.26, so the installed Go is used as it is.
-  export GOTOOLCHAIN="${FASTAGENTIC_GOTOOLCHAIN:-local}"
-}
-
-# go_build NAME MODULE_DIR PACKAGE LDFLAGS...: builds PACKAGE inside MODULE_DIR into the cache.
-go_build() {
-  local name="$1" moddir="$2" pkg="$3" ldflags="$4" out start secs
-  out="$(bin_path "$name")"
-  start=$(date +%s)
-  log "building $name: go build -p $GO_BUILD_P -trimpath $pkg (in $moddir, log $moddir/build-$name.log)"
-  if ! (cd "$moddir" && go build -p "$GO_BUILD_P" -trimpath -ldflags="-s -w $ldflags" \
-    -o "$out.tmp" "$pkg") >"$moddir/build-$name.log" 2>&1; then
-    tail -n 30 "$moddir/build-$name.log" >&2 || true
-    rm -f "$out.tmp"
-    log "could not build $name from $pkg: see $moddir/build-$name.log"
-    return 1
-  fi
-  mv -f "$out.tmp" "$out"
-  secs=$(($(date +%s) - start))
-  printf '%s\n' "$secs" >"$out.build-seconds"
-  log "built $name in ${secs}s: $out ($(human_size "$out"))"
-}
-
-# new_module DIR MODULE: an empty throwaway Go module at DIR.
-new_module() {
-  local dir="$1"
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  printf 'module fastagentic.invalid/build/%s\n\ngo 1.26\n' "$(basename "$dir")" >"$dir/go.mod"
-}
 
 build_kubernetes() { # names...
   local dir="$BUILD_DIR/kubernetes-$KUBE_VERSION" kmod m stub missing=() name minor
@@ -107,7 +82,7 @@ build_kubernetes() { # names...
   if [[ ! -f "$dir/.ready" ]]; then
     log "preparing a module that requires k8s.io/kubernetes $KUBE_VERSION (staging modules at $STAGING_VERSION) in $dir"
     new_module "$dir"
-    kmod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')" ||
+    kmod="$(go_mod_file "$dir" "k8s.io/kubernetes@$KUBE_VERSION")" ||
       die "kube-apiserver/kube-controller-manager: k8s.io/kubernetes@$KUBE_VERSION could not be downloaded"
     [[ -f "$kmod" ]] || die "kube-apiserver/kube-controller-manager: no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
     local staging=()
@@ -153,7 +128,7 @@ build_helm() {
   new_module "$dir"
   printf '\nrequire helm.sh/helm/%s %s\n' "$major" "$HELM_VERSION" >>"$dir/go.mod"
   # helm's release build stamps the Kubernetes version of its client-go; do the same.
-  gomod="$(cd "$dir" && go mod download -json "helm.sh/helm/$major@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')" || true
+  gomod="$(go_mod_file "$dir" "helm.sh/helm/$major@$HELM_VERSION")" || true
   if [[ -n "$gomod" && -f "$gomod" ]]; then
     cg="$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")"
     kmin="${cg#v0.}"
@@ -185,7 +160,7 @@ ensure() {
   mkdir -p "$BIN_DIR" "$BUILD_DIR"
   go_env
   case "$name" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_kubernetes "$name" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) build_kubernetes "$name" ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
     kwok) build_kwok ;;
@@ -203,6 +178,15 @@ cmd_build() {
     flock 9
   fi
   local name failed=()
+  if (($# > 0)); then
+    for name in "$@"; do
+      bin_path "$name" >/dev/null
+      ensure "$name" || failed+=("$name")
+    done
+    exec 9>&-
+    ((${#failed[@]} == 0)) || die "could not obtain: ${failed[*]} (build logs under $BUILD_DIR)"
+    return 0
+  fi
   for name in etcd kube-apiserver kube-controller-manager helm; do
     ensure "$name" || failed+=("$name")
   done
@@ -254,12 +238,12 @@ gen_pki() {
       -out "$PKI/ca.crt" 2>/dev/null
   fi
   if [[ ! -f "$PKI/apiserver.crt" ]]; then
-    log "certificate: kube-apiserver serving cert for 127.0.0.1, localhost, $SERVICE_IP"
+    log "certificate: kube-apiserver serving cert for 127.0.0.1, localhost, $SERVICE_IP, $NODE_IP"
     openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" \
       -out "$PKI/apiserver.csr" 2>/dev/null
     {
       printf 'keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n'
-      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:%s,DNS:kubernetes,DNS:kubernetes.default,' "$SERVICE_IP"
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:%s,IP:%s,DNS:kubernetes,DNS:kubernetes.default,' "$SERVICE_IP" "$NODE_IP"
       printf 'DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n'
     } >"$PKI/apiserver.ext"
     openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
@@ -283,6 +267,8 @@ gen_pki() {
   gen_client_cert controller-manager system:kube-controller-manager
   gen_client_cert scheduler system:kube-scheduler
   gen_client_cert kwok fastagentic-kwok system:masters
+  # the API server's client certificate towards kubelets (logs, exec, port-forward, metrics)
+  gen_client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
 }
 
 write_kubeconfig() { # file user cert-name
@@ -410,6 +396,13 @@ metadata:
     kubernetes.io/role: agent
     node-role.kubernetes.io/agent: ""
     type: kwok
+spec:
+  # Only pods that ask for the simulated node land on it (the control-plane tests' namespaces
+  # do, through PodNodeSelector and PodTolerationRestriction); a real node next to it gets the rest.
+  taints:
+  - key: fastagentic.io/simulated
+    value: "true"
+    effect: NoSchedule
 status:
   allocatable:
     cpu: "32"
@@ -423,8 +416,18 @@ EOF
 }
 
 cmd_up() {
+  local node=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --node) node=1 ;;
+      *) die "up: unknown argument '$arg'" ;;
+    esac
+  done
   command -v openssl >/dev/null 2>&1 || die "openssl is not installed (needed for certificates)"
   mkdir -p "$CP_DIR"
+  if ((node)) && ! [[ -f "$CP_DIR/node-mode" ]] && running kube-apiserver; then
+    die "the control plane runs without a node; stop it first ($0 down), then $0 up --node"
+  fi
   local all_up=1 c
   for c in etcd kube-apiserver kube-controller-manager; do running "$c" || all_up=0; done
   if kwok_wanted && [[ -x "$(bin_path kwok)" ]]; then
@@ -432,6 +435,7 @@ cmd_up() {
   fi
   if ((all_up)) && [[ -f "$CP_DIR/admin.kubeconfig" ]] && pick_kubectl && apiserver_ready; then
     log "control plane already up (https://127.0.0.1:$APISERVER_PORT); $0 env prints KUBECONFIG"
+    if ((node)); then "$HERE/node.sh" up; fi
     return 0
   fi
 
@@ -440,6 +444,26 @@ cmd_up() {
   pick_kubectl || die "no kubectl: $(bin_path kubectl) could not be built and none is installed"
   local with_kwok=0
   if kwok_wanted && [[ -x "$(bin_path kwok)" && -x "$(bin_path kube-scheduler)" ]]; then with_kwok=1; fi
+  # A real node: its bridge and address exist before the API server advertises that address.
+  local node_flags=()
+  if ((node)); then
+    "$HERE/node.sh" check >&2 || die "no real node here (the output above says why); $0 up without --node uses the simulated kwok node"
+    "$HERE/node.sh" build
+    link_binaries
+    "$HERE/node.sh" net-up
+    : >"$CP_DIR/node-mode"
+    # shellcheck disable=SC2054 # the commas are inside flag values
+    node_flags=(
+      --bind-address=0.0.0.0 --advertise-address="$NODE_IP" --endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+      --kubelet-certificate-authority="$PKI/ca.crt"
+      --kubelet-preferred-address-types=InternalIP,Hostname
+      --enable-aggregator-routing=true
+    )
+  else
+    node_flags=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none)
+  fi
 
   check_port etcd "$ETCD_CLIENT_PORT"
   check_port etcd "$ETCD_PEER_PORT"
@@ -466,7 +490,7 @@ cmd_up() {
   wait_for "etcd on 127.0.0.1:$ETCD_CLIENT_PORT" etcd curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
   start kube-apiserver \
-    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    "${node_flags[@]}" --secure-port="$APISERVER_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --cert-dir="$CP_DIR/apiserver-certs" \
     --client-ca-file="$PKI/ca.crt" \
@@ -481,7 +505,7 @@ cmd_up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --allow-privileged=true \
-    --endpoint-reconciler-type=none \
+    --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
     --profiling=false --v=1
   wait_for "kube-apiserver /readyz on https://127.0.0.1:$APISERVER_PORT" kube-apiserver apiserver_ready
 
@@ -497,9 +521,10 @@ cmd_up() {
     --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
+    --cluster-cidr="$CLUSTER_CIDR" \
     --cluster-name=fastagentic --profiling=false --v=1
 
-  if ((with_kwok)); then
+  if ((with_kwok || node)); then
     start kube-scheduler \
       --kubeconfig="$CP_DIR/scheduler.kubeconfig" \
       --authentication-kubeconfig="$CP_DIR/scheduler.kubeconfig" \
@@ -507,6 +532,8 @@ cmd_up() {
       --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
       --cert-dir="$CP_DIR/scheduler-certs" \
       --leader-elect=false --profiling=false --v=1
+  fi
+  if ((with_kwok)); then
     # an empty configuration file keeps kwok away from ~/.kwok
     printf 'apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n' >"$CP_DIR/kwok.yaml"
     start kwok --config="$CP_DIR/kwok.yaml" --kubeconfig="$CP_DIR/kwok.kubeconfig" \
@@ -526,6 +553,7 @@ cmd_up() {
     wait_for "simulated node kwok-node-0 to be Ready" kwok \
       kubectl_admin wait --for=condition=Ready node/kwok-node-0 --timeout=2s
   fi
+  if ((node)); then "$HERE/node.sh" up; fi
   log "control plane up: https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$CP_DIR/admin.kubeconfig"
   log "use it with: eval \"\$($0 env)\""
 }
@@ -558,6 +586,10 @@ cmd_down() {
       *) die "down: unknown argument '$arg'" ;;
     esac
   done
+  # the real node first: it deletes itself through the API and needs it for that
+  if [[ -f "$CP_DIR/node-mode" || -d "${FASTAGENTIC_NODE_DIR:-/tmp/fastagentic-node}" ]]; then
+    "$HERE/node.sh" down || warn "the node's teardown reported errors (above)"
+  fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[i]}"; done
   if ((keep)); then
     log "stopped; state kept in $CP_DIR"
@@ -615,8 +647,8 @@ main() {
   local sub="${1:-}"
   [[ $# -gt 0 ]] && shift
   case "$sub" in
-    build) cmd_build ;;
-    up) cmd_up ;;
+    build) cmd_build "$@" ;;
+    up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     env) cmd_env ;;
     status) cmd_status ;;
