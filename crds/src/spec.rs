@@ -384,6 +384,14 @@ pub struct TimeoutsSpec {
     #[serde(default = "default_graceful")]
     #[schemars(range(min = 1, max = 3600))]
     pub graceful_shutdown_seconds: i32,
+
+    /// Seconds a deleted pod keeps serving before the runtime is sent SIGTERM (a preStop sleep),
+    /// so that kube-proxy, ingress controllers and load balancers stop sending it new
+    /// connections before it closes its listener. 0 turns it off. `terminationGracePeriodSeconds`
+    /// covers it and the graceful timeout.
+    #[serde(default = "default_drain_delay")]
+    #[schemars(range(min = 0, max = 300))]
+    pub drain_delay_seconds: i32,
 }
 
 impl Default for TimeoutsSpec {
@@ -391,6 +399,7 @@ impl Default for TimeoutsSpec {
         Self {
             keep_alive_seconds: DEFAULT_KEEP_ALIVE_SECONDS,
             graceful_shutdown_seconds: DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
+            drain_delay_seconds: DEFAULT_DRAIN_DELAY_SECONDS,
         }
     }
 }
@@ -549,6 +558,9 @@ fn default_keep_alive() -> i32 {
 }
 fn default_graceful() -> i32 {
     DEFAULT_GRACEFUL_SHUTDOWN_SECONDS
+}
+fn default_drain_delay() -> i32 {
+    DEFAULT_DRAIN_DELAY_SECONDS
 }
 fn default_true() -> bool {
     true

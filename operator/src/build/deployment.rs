@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -115,7 +116,9 @@ fn pod_spec(spec: &FastAgenticSpec) -> PodSpec {
     PodSpec {
         containers: vec![container(spec)],
         termination_grace_period_seconds: Some(
-            i64::from(spec.timeouts.graceful_shutdown_seconds) + TERMINATION_GRACE_EXTRA_SECONDS,
+            i64::from(spec.timeouts.drain_delay_seconds)
+                + i64::from(spec.timeouts.graceful_shutdown_seconds)
+                + TERMINATION_GRACE_EXTRA_SECONDS,
         ),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -167,6 +170,7 @@ fn container(spec: &FastAgenticSpec) -> Container {
         liveness_probe: liveness,
         readiness_probe: readiness,
         startup_probe: startup,
+        lifecycle: drain_delay(spec),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
@@ -184,6 +188,22 @@ fn container(spec: &FastAgenticSpec) -> Container {
         }]),
         ..Default::default()
     }
+}
+
+/// The preStop sleep that keeps a deleted pod serving while the endpoints drop it: the kubelet
+/// sends SIGTERM only after it, and the runtime then drains (`timeouts.drainDelaySeconds`). A
+/// `sleep` action, so the image needs no shell (Kubernetes 1.30+, on by default).
+fn drain_delay(spec: &FastAgenticSpec) -> Option<Lifecycle> {
+    let seconds = spec.timeouts.drain_delay_seconds;
+    (seconds > 0).then(|| Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: i64::from(seconds),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn value(name: &str, value: impl ToString) -> EnvVar {

@@ -171,9 +171,16 @@ fn seed_probes_resources_ports_and_security() {
     );
     assert_eq!(
         pod.termination_grace_period_seconds,
-        Some(40),
-        "graceful 30 s + 10 s"
+        Some(45),
+        "drain delay 5 s + graceful 30 s + 10 s"
     );
+    let pre_stop = agent
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map(|s| s.seconds);
+    assert_eq!(pre_stop, Some(5), "a 5 s preStop sleep by default");
     let mounts = agent.volume_mounts.as_ref().expect("mounts");
     assert_eq!(mounts[0].mount_path, "/tmp");
     assert!(
@@ -364,7 +371,11 @@ fn production_large_secrets_by_reference_and_db_pool() {
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .expect("pod");
-    assert_eq!(pod.termination_grace_period_seconds, Some(70));
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(75),
+        "drain delay 5 s + graceful 60 s + 10 s"
+    );
     let hs = c.hpa.as_ref().and_then(|h| h.spec.as_ref()).expect("HPA");
     assert_eq!((hs.min_replicas, hs.max_replicas), (Some(3), 10));
     assert!(c.pdb.is_some(), "10 pods possible and a budget asked");
@@ -565,6 +576,32 @@ fn memory_target_zero_means_cpu_only_and_pdb_needs_two_pods() {
         .expect("PDB");
     assert_eq!(ps.min_available, Some(IntOrString::String("50%".into())));
     assert_eq!(ps.max_unavailable, None);
+}
+
+#[test]
+fn drain_delay_sets_the_pre_stop_sleep_and_the_grace_period() {
+    let pod_of = |yaml: &str| {
+        let c = children_of(&load(yaml), &BuildInputs::default());
+        c.deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec")
+    };
+    let pod = pod_of(&format!(
+        "{BASE}  timeouts: {{drainDelaySeconds: 12, gracefulShutdownSeconds: 20}}\n"
+    ));
+    let sleep = pod.containers[0]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map(|s| s.seconds);
+    assert_eq!(sleep, Some(12));
+    assert_eq!(pod.termination_grace_period_seconds, Some(12 + 20 + 10));
+
+    let pod = pod_of(&format!("{BASE}  timeouts: {{drainDelaySeconds: 0}}\n"));
+    assert_eq!(pod.containers[0].lifecycle, None, "0 turns the preStop sleep off");
+    assert_eq!(pod.termination_grace_period_seconds, Some(30 + 10));
 }
 
 #[test]
