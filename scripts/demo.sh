@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # The one-command demo: a FastAgentic resource becomes a Deployment, Service and HPA on a real
-# Kubernetes control plane, and its pod template runs as a real process.
+# Kubernetes control plane, and its pods run.
 #
 #   ./scripts/demo.sh          run the demo, then stop everything it started
 #   ./scripts/demo.sh --keep   leave everything running (prints how to use and stop it)
 #   ./scripts/demo.sh down     stop what a --keep run left running
 #
-# Steps (each printed as it runs):
+# Where containers can run (root, cgroups, bridges: `scripts/node.sh check`), on a real node:
+#   1. the control plane and a real node: kubelet, containerd, kube-proxy, CoreDNS,
+#      metrics-server (scripts/control-plane.sh up --node; the first run builds them)
+#   2. the images without Docker (scripts/images.sh build), pushed to the node's registry
+#   3. the Helm chart as users install it: the operator runs as a pod, with the chart's image
+#   4. a Redis as the Service `redis`, and examples/kubernetes-seed.yaml unchanged, in namespace
+#      demo; its pods Running and Ready
+#   5. the FastAgentic's status and Events
+#   6. GET /health through the Service's ClusterIP: both pods answer, each with its pod name in
+#      X-FastAgentic-Instance; kubectl top pods
+#
+# Elsewhere it says why and takes the simulated path:
 #   1. the local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 #      a kwok simulated node on loopback (scripts/control-plane.sh up; the first run builds them)
 #   2. cargo build --release -p fastagentic-operator -p agent-runtime
@@ -19,6 +30,7 @@
 #      the downward-API pod name), then GET /health and its X-FastAgentic-Instance header
 #
 # Settings (environment):
+#   FASTAGENTIC_DEMO_NODE=kwok    take the simulated path even where a real node could run
 #   FASTAGENTIC_DEMO_DIR          state: logs, pid files, kubeconfig (default /tmp/fastagentic-demo)
 #   FASTAGENTIC_DEMO_PORT         port for the runtime instead of the pod template's
 #   FASTAGENTIC_DEMO_OPERATOR_PORT  first of two loopback ports for the operator's /metrics and
@@ -48,7 +60,7 @@ for arg in "$@"; do
         --keep) KEEP=1 ;;
         down) DOWN=1 ;;
         -h | --help)
-            sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -134,6 +146,79 @@ finish() {
     exit "$rc"
 }
 trap finish EXIT
+
+# ---- the real node, where containers can run -------------------------------------------------
+# demo_real: steps 1-6 of the header's first list; returns when done.
+demo_real() {
+    step "the local Kubernetes control plane and a real node (scripts/control-plane.sh up --node)"
+    run scripts/control-plane.sh up --node
+    touch "$STATE/started-control-plane"
+    eval "$(scripts/control-plane.sh env)"
+    eval "$(scripts/node.sh env)"
+    HELM="$FASTAGENTIC_HELM"
+    say "KUBECONFIG=${KUBECONFIG}"
+    run kubectl get nodes -o wide
+
+    step "the images, without Docker (scripts/images.sh build: static binaries, user 65532)"
+    run scripts/images.sh build
+
+    step "installing the chart: the operator runs as a pod, from the chart's own image"
+    run "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$OPERATOR_NS" --create-namespace \
+        --set replicaCount=1 --wait --timeout 4m
+    run kubectl -n "$OPERATOR_NS" get pods -o wide
+
+    step "applying a Redis (the Service redis) and ${EXAMPLE}, unchanged, in namespace ${NS}"
+    kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    run kubectl apply -n "$NS" -f tests/e2e/redis.yaml
+    run kubectl apply -n "$NS" -f "$EXAMPLE"
+    run kubectl -n "$NS" wait --for=condition=Ready "fa/${NAME}" --timeout=4m
+    run kubectl -n "$NS" wait --for=condition=Ready pod -l "app.kubernetes.io/instance=${NAME}" --timeout=4m
+    run kubectl get fa,deploy,svc,hpa -n "$NS"
+    run kubectl get pods -n "$NS" -o wide
+
+    step "the status of fa/${NAME} and what the operator did"
+    run kubectl -n "$NS" get "fa/${NAME}" -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+    run kubectl -n "$NS" events --for "fastagentic/${NAME}" || true
+
+    local ip port url pods seen="" instance i
+    ip="$(kubectl -n "$NS" get svc "$NAME" -o jsonpath='{.spec.clusterIP}')"
+    port="$(kubectl -n "$NS" get svc "$NAME" -o jsonpath='{.spec.ports[0].port}')"
+    url="http://${ip}:${port}"
+    pods="$(kubectl -n "$NS" get pods -l "app.kubernetes.io/instance=${NAME}" -o jsonpath='{.items[*].metadata.name}')"
+    step "GET ${url}/health through the Service (kube-proxy picks a pod per connection)"
+    curl -fsS -D "$STATE/health.headers" "$url/health" | python3 -m json.tool | sed 's/^/    /'
+    for ((i = 0; i < 20; i++)); do
+        instance="$(curl -fsS -D - -o /dev/null "$url/health" | tr -d '\r' |
+            sed -n 's/^[Xx]-[Ff]ast[Aa]gentic-[Ii]nstance: *//p')"
+        [[ " $pods " == *" $instance "* ]] || die "X-FastAgentic-Instance '${instance}' is not one of the pods (${pods})"
+        [[ " $seen " == *" $instance "* ]] || seen="$seen $instance"
+    done
+    say "20 requests answered by:${seen}"
+    say "= the pods' names (the downward API gives FASTAGENTIC_INSTANCE_ID metadata.name)"
+    step "kubectl top pods -n ${NS} (metrics-server; the HPA reads the same figures)"
+    for ((i = 0; i < 60; i++)); do
+        kubectl top pods -n "$NS" >/dev/null 2>&1 && break
+        sleep 2
+    done
+    run kubectl top pods -n "$NS" || say "(no figures yet: metrics-server needs two scrapes)"
+    run kubectl get hpa -n "$NS"
+
+    if ((KEEP)); then
+        step "left running (--keep)"
+        say "cluster: eval \"\$(scripts/control-plane.sh env)\"; kubectl get fa,pods -n ${NS}"
+        say "service: curl ${url}/health   (ClusterIPs and pod IPs are routed on this machine)"
+        say "stop everything: ./scripts/demo.sh down"
+    else
+        printf '\ndemo: done.\n'
+    fi
+}
+
+if [[ "${FASTAGENTIC_DEMO_NODE:-auto}" != kwok ]] && why_not="$(scripts/node.sh check)"; then
+    demo_real
+    exit 0
+fi
+say "no real node here (${why_not:-FASTAGENTIC_DEMO_NODE=kwok}): pods run on the simulated kwok node"
+say "and the pod template runs as a local process instead"
 
 # ---- 1. control plane ------------------------------------------------------------------------
 step "the local Kubernetes control plane (scripts/control-plane.sh up)"
@@ -225,6 +310,11 @@ say "operator ready (pid $(cat "$STATE/operator.pid"))"
 # ---- 4. the example --------------------------------------------------------------------------
 step "applying ${EXAMPLE} in namespace ${NS}"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# the simulated node is tainted so that a real node's pods never land on it: pin this namespace's
+# pods to it (the API server's PodNodeSelector and PodTolerationRestriction plugins)
+kubectl annotate namespace "$NS" --overwrite >/dev/null \
+    "scheduler.alpha.kubernetes.io/node-selector=type=kwok" \
+    'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key":"fastagentic.io/simulated","operator":"Exists","effect":"NoSchedule"}]'
 run kubectl apply -n "$NS" -f "$EXAMPLE"
 
 step "waiting for the Deployment ${NS}/${NAME}"

@@ -6,15 +6,20 @@
 # Steps, each announced with "==>":
 #   1. cargo fmt --check, cargo clippy -D warnings, shellcheck on every script
 #   2. Redis and PostgreSQL on loopback (scripts/services.sh) for the runtime's store tests
-#   3. a real Kubernetes control plane on loopback (scripts/control-plane.sh) for the
-#      control-plane and contract tests
-#   4. cargo test --workspace
-# Services and the control plane are stopped again on exit.
+#   3. a real Kubernetes control plane on loopback with a real node (kubelet, containerd,
+#      kube-proxy, CoreDNS, metrics-server: scripts/control-plane.sh up --node) next to the
+#      simulated kwok node, for the control-plane, contract and end-to-end tests
+#   4. cargo test --workspace (the e2e test skips itself here: it has its own step)
+#   5. the images without Docker (scripts/images.sh build), pushed to the node's registry
+#   6. the end-to-end checks against real pods (FASTAGENTIC_E2E=node cargo test --test e2e)
+#   7. teardown, then a check that nothing it started is left (scripts/node.sh leftovers)
 #
 # Environment:
 #   FASTAGENTIC_SKIP_CONTROL_PLANE=1   do not start the control plane; its tests then print that
 #                                      they were skipped and why (never set in CI)
 #   FASTAGENTIC_SKIP_SERVICES=1        same for Redis and PostgreSQL
+#   FASTAGENTIC_REQUIRE_NODE=1         fail when this machine cannot run a real node (set by
+#                                      .ci/run); otherwise the e2e step says why it was skipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +28,12 @@ step() { printf '\n==> %s\n' "$*"; }
 cleanup() {
     local rc=$?
     if [[ "${started_cp:-0}" == 1 ]]; then
-        step "stopping the control plane"
+        step "stopping the control plane (and the real node)"
         scripts/control-plane.sh down || true
+        if ((with_node)); then
+            step "leftovers of the real node (processes, links, network namespaces, iptables, mounts, cgroups)"
+            scripts/node.sh leftovers || rc=1
+        fi
     fi
     if [[ "${started_services:-0}" == 1 ]]; then
         step "stopping Redis and PostgreSQL"
@@ -32,6 +41,7 @@ cleanup() {
     fi
     exit "$rc"
 }
+with_node=0
 trap cleanup EXIT
 
 # The build needs a few GiB (scripts/README.md has the measured figure); say so up front when
@@ -78,9 +88,19 @@ fi
 if [[ "${FASTAGENTIC_SKIP_CONTROL_PLANE:-0}" == 1 ]]; then
     step "control plane: SKIPPED (FASTAGENTIC_SKIP_CONTROL_PLANE=1); its tests will say so"
 else
-    step "starting the Kubernetes control plane on loopback"
-    scripts/control-plane.sh up
+    node_flag=()
+    if why="$(scripts/node.sh check)"; then
+        with_node=1
+        node_flag=(--node)
+        step "starting the Kubernetes control plane on loopback, with a real node"
+    elif [[ "${FASTAGENTIC_REQUIRE_NODE:-0}" == 1 ]]; then
+        echo "error: FASTAGENTIC_REQUIRE_NODE=1 but $why" >&2
+        exit 1
+    else
+        step "starting the Kubernetes control plane on loopback (kwok only: $why)"
+    fi
     started_cp=1
+    scripts/control-plane.sh up "${node_flag[@]}"
     eval "$(scripts/control-plane.sh env)"
     FASTAGENTIC_HELM="$(scripts/control-plane.sh path helm)"
     export FASTAGENTIC_HELM
@@ -92,5 +112,20 @@ cargo build --workspace --bins
 
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+if ((with_node)); then
+    step "images without Docker: scripts/images.sh build (static musl binaries, crane, the node's registry)"
+    eval "$(scripts/node.sh env)"
+    images_start=$(date +%s)
+    scripts/images.sh build
+    echo "images: $(($(date +%s) - images_start))s"
+
+    step "end-to-end checks against real pods: FASTAGENTIC_E2E=node cargo test --test e2e"
+    e2e_start=$(date +%s)
+    FASTAGENTIC_E2E=node cargo test -p fastagentic-tests --test e2e -- --nocapture
+    echo "e2e: $(($(date +%s) - e2e_start))s"
+else
+    step "end-to-end checks against real pods: SKIPPED (no real node here; scripts/node.sh check says why)"
+fi
 
 step "disk: target/ uses $(du -sh "$target_dir" | cut -f1)"

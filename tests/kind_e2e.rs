@@ -1,5 +1,5 @@
-//! kind end-to-end test (test layer 5): runs `tests/e2e/kind.sh` — real images, a kind cluster,
-//! the Helm chart, pods, the Service, 503s beyond max-concurrent, garbage collection.
+//! kind end-to-end test (test layer 6): runs `tests/e2e/kind.sh`, which makes a kind cluster with
+//! the images built by Docker and runs the same checks as the real-node e2e (`tests/e2e.rs`).
 //!
 //! It needs Docker (a running engine) and kind, which this repository's CI does not have, so it
 //! runs only with `FASTAGENTIC_E2E=kind`; otherwise it prints that it was skipped and why.
@@ -45,7 +45,7 @@ fn kind_e2e() {
     match status.code() {
         Some(0) => {}
         Some(2) => panic!(
-            "tests/e2e/kind.sh: a prerequisite (docker engine, kind, kubectl, helm, curl) is \
+            "tests/e2e/kind.sh: a prerequisite (docker engine, kind, kubectl, helm, curl, cargo) is \
              missing; its output above names it"
         ),
         _ => panic!("tests/e2e/kind.sh failed ({status}); its output above says which check"),
@@ -70,7 +70,7 @@ fn kind_script_names_missing_tools_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "exit status; stderr: {stderr}");
     assert!(
-        stderr.contains("missing docker kind kubectl helm curl"),
+        stderr.contains("missing docker kind kubectl helm curl cargo"),
         "stderr should name every missing tool: {stderr}"
     );
 }

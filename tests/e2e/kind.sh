@@ -1,29 +1,29 @@
 #!/usr/bin/env bash
-# kind end-to-end test: the whole path with real images, pods and kubelets. Needs Docker (a
-# running engine), kind, kubectl and helm; it is not run in this repository's CI, which has no
-# Docker engine (the control-plane tests cover the API side there).
+# kind end-to-end: the same checks as the real-node e2e of scripts/test.sh (tests/e2e.rs), on a
+# kind cluster. Needs Docker (a running engine), kind, kubectl, helm, curl and cargo, and root
+# (or sudo) to route the cluster's Service and pod ranges to the kind node. It is not run in
+# this repository's CI, which has no Docker engine (CI runs the checks on its own real node).
 #
 #   tests/e2e/kind.sh                 create a kind cluster, run every check, delete the cluster
-#   KEEP_CLUSTER=1 tests/e2e/kind.sh  keep the cluster (and what the test left in it) afterwards
+#   KEEP_CLUSTER=1 tests/e2e/kind.sh  keep the cluster afterwards
 #
-# Steps: create (or reuse) the cluster; build Dockerfile.operator and Dockerfile.runtime;
-# `kind load docker-image` both; `helm upgrade --install` the chart with the operator image;
-# apply examples/staging.yaml with the runtime image (and a small max-concurrent and a slow echo
-# agent, so the 503 limit can be shown) and examples/kubernetes-seed.yaml (for the HPA); wait for
-# `condition=Ready` on the FastAgentic and for its pods; port-forward the Service and check
-# /health, the X-FastAgentic-Instance header (one of the pod names), HTTP 503 with Retry-After
-# beyond max-concurrent, the HPA; delete the FastAgentics and check every child is gone.
+# What it provides, so that tests/e2e.rs finds what it finds on the real node:
+#   - a registry container on kind's network, set in the node's containerd as the mirror of
+#     docker.io and ghcr.io (the images keep the names users and the chart give them:
+#     ghcr.io/fastagentic/fastagentic-operator:<appVersion>, ghcr.io/fastagentic/
+#     fastagentic-runtime:<version>, and your-agent:latest for examples/kubernetes-seed.yaml,
+#     whose `:latest` means imagePullPolicy Always); Docker Hub's redis:7 is pulled through it;
+#   - the images built from Dockerfile.operator and Dockerfile.runtime and pushed there;
+#   - metrics-server (its release manifest, with --kubelet-insecure-tls as kind needs);
+#   - routes on this host to 10.96.0.0/16 (Services) and 10.244.0.0/16 (pods) via the node;
+#   - FASTAGENTIC_E2E_NODE_SHELL="docker exec -i <node> bash -s" for the node-side checks.
 #
 # Settings (environment):
-#   KIND_CLUSTER_NAME      cluster name (default fastagentic-e2e); an existing cluster of that
-#                          name is reused and then kept
+#   KIND_CLUSTER_NAME      cluster name (default fastagentic-e2e); an existing one is reused and kept
 #   KIND_NODE_IMAGE        node image for `kind create cluster --image` (default: kind's own)
 #   KEEP_CLUSTER=1         do not delete the cluster at the end
-#   E2E_IMAGE_TAG          tag of the two images (default e2e)
-#   E2E_MAX_CONCURRENT     max-concurrent of the test resource (default 2)
-#   E2E_ECHO_DELAY_MS      how long each /chat takes (default 3000)
-#   E2E_LOCAL_PORT         local port for the port-forward (default 18000)
-#   E2E_TIMEOUT            seconds to wait for each rollout (default 300)
+#   KIND_REGISTRY_PORT     host port of the registry (default 5001)
+#   METRICS_SERVER_MANIFEST  URL or file of metrics-server's components.yaml (default v0.8.0's)
 #
 # Exit status: 0 every check passed, 1 a check failed, 2 a prerequisite is missing.
 set -euo pipefail
@@ -36,79 +36,47 @@ cd "$ROOT"
 
 CLUSTER="${KIND_CLUSTER_NAME:-fastagentic-e2e}"
 CONTEXT="kind-${CLUSTER}"
+NODE="${CLUSTER}-control-plane"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
-TAG="${E2E_IMAGE_TAG:-e2e}"
-OPERATOR_IMAGE="fastagentic-operator:${TAG}"
-RUNTIME_IMAGE="fastagentic-runtime:${TAG}"
-MAX_CONCURRENT="${E2E_MAX_CONCURRENT:-2}"
-ECHO_DELAY_MS="${E2E_ECHO_DELAY_MS:-3000}"
-LOCAL_PORT="${E2E_LOCAL_PORT:-18000}"
-TIMEOUT="${E2E_TIMEOUT:-300}"
-OPERATOR_NS="fastagentic-system"
-RELEASE="fastagentic-operator"
-NS="fastagentic-e2e"
-AGENT="agent-staging"      # from examples/staging.yaml
-SEED="fastagentic-agent"   # from examples/kubernetes-seed.yaml
-WORKERS=2                  # examples/staging.yaml: gunicorn, 2 workers
+REGISTRY_NAME="${CLUSTER}-registry"
+REGISTRY_PORT="${KIND_REGISTRY_PORT:-5001}"
+METRICS_SERVER_MANIFEST="${METRICS_SERVER_MANIFEST:-https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.8.0/components.yaml}"
+SERVICE_RANGE="10.96.0.0/16"
+POD_RANGE="10.244.0.0/16"
 
 WORK=""
 created_cluster=0
-port_forward_pid=""
-passed=0
+routes=()
 
 step() { printf '\n==> %s\n' "$*"; }
-info() { printf '    %s\n' "$*"; }
-pass() {
-    passed=$((passed + 1))
-    printf '    ok: %s\n' "$*"
-}
-fail() {
-    printf '    FAIL: %s\n' "$*" >&2
-    diagnostics
-    exit 1
-}
-
-k() { kubectl --context "$CONTEXT" "$@"; }
-
-diagnostics() {
-    [[ "${diagnosed:-0}" == 1 ]] && return 0
-    diagnosed=1
-    printf '\n==> diagnostics\n' >&2
-    k get fa,deploy,rs,pod,svc,hpa,pdb -n "$NS" -o wide >&2 2>&1 || true
-    k get fa -n "$NS" -o yaml >&2 2>&1 || true
-    k get events -n "$NS" --sort-by=.lastTimestamp 2>&1 | tail -40 >&2 || true
-    k logs -n "$OPERATOR_NS" -l "app.kubernetes.io/instance=${RELEASE}" --tail=100 >&2 2>&1 || true
-    [[ -f "$WORK/port-forward.log" ]] && cat "$WORK/port-forward.log" >&2
-    return 0
-}
 
 cleanup() {
     local rc=$?
-    if [[ -n "$port_forward_pid" ]]; then
-        kill "$port_forward_pid" 2>/dev/null || true
-        wait "$port_forward_pid" 2>/dev/null || true
-    fi
+    local r
+    for r in "${routes[@]}"; do
+        as_root ip route del "$r" 2>/dev/null || true
+    done
     if [[ "$KEEP_CLUSTER" == 1 ]]; then
-        step "KEEP_CLUSTER=1: cluster ${CLUSTER} kept (kubectl --context ${CONTEXT} ...;" \
-            "delete it with: kind delete cluster --name ${CLUSTER})"
+        step "KEEP_CLUSTER=1: cluster ${CLUSTER} kept (kubectl --context ${CONTEXT} ...; delete it with: kind delete cluster --name ${CLUSTER}; docker rm -f ${REGISTRY_NAME})"
     elif ((created_cluster)); then
-        step "deleting kind cluster ${CLUSTER}"
+        step "deleting kind cluster ${CLUSTER} and its registry"
         kind delete cluster --name "$CLUSTER" || true
-    elif kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-        step "cluster ${CLUSTER} existed before this run: removing only what the test installed"
-        k delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
-        helm --kube-context "$CONTEXT" uninstall "$RELEASE" -n "$OPERATOR_NS" >/dev/null 2>&1 || true
+        docker rm -f "$REGISTRY_NAME" >/dev/null 2>&1 || true
     fi
     [[ -n "$WORK" ]] && rm -rf "$WORK"
     exit "$rc"
 }
 
+as_root() {
+    if [[ "$(id -u)" == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
 # ---- prerequisites ---------------------------------------------------------------------------
-step "prerequisites: docker, kind, kubectl, helm, curl"
+step "prerequisites: docker, kind, kubectl, helm, curl, cargo"
 missing=()
-for tool in docker kind kubectl helm curl; do
+for tool in docker kind kubectl helm curl cargo; do
     if command -v "$tool" >/dev/null 2>&1; then
-        info "$tool: $(command -v "$tool")"
+        printf '    %s: %s\n' "$tool" "$(command -v "$tool")"
     else
         missing+=("$tool")
     fi
@@ -126,184 +94,74 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fastagentic-kind-e2e.XXXXXX")"
 trap cleanup EXIT
 
-# ---- cluster ---------------------------------------------------------------------------------
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
+APP_VERSION="$(sed -n 's/^appVersion: "*\([^"]*\)"*$/\1/p' charts/fastagentic-operator/Chart.yaml)"
+
+# ---- registry and cluster --------------------------------------------------------------------
+if [[ "$(docker inspect -f '{{.State.Running}}' "$REGISTRY_NAME" 2>/dev/null)" != true ]]; then
+    step "registry ${REGISTRY_NAME} on 127.0.0.1:${REGISTRY_PORT}"
+    docker run -d --restart=always -p "127.0.0.1:${REGISTRY_PORT}:5000" --name "$REGISTRY_NAME" registry:2 >/dev/null
+fi
+
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     step "reusing kind cluster ${CLUSTER}"
 else
-    step "creating kind cluster ${CLUSTER}"
+    step "creating kind cluster ${CLUSTER} (containerd mirrors docker.io and ghcr.io to ${REGISTRY_NAME})"
+    cat >"$WORK/kind.yaml" <<EOF
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  serviceSubnet: ${SERVICE_RANGE}
+  podSubnet: ${POD_RANGE}
+containerdConfigPatches:
+- |-
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://${REGISTRY_NAME}:5000"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."ghcr.io"]
+    endpoint = ["http://${REGISTRY_NAME}:5000"]
+EOF
     node_image=()
     [[ -n "${KIND_NODE_IMAGE:-}" ]] && node_image=(--image "$KIND_NODE_IMAGE")
     created_cluster=1
-    kind create cluster --name "$CLUSTER" "${node_image[@]}" --wait 180s
+    kind create cluster --name "$CLUSTER" "${node_image[@]}" --config "$WORK/kind.yaml" --wait 180s
 fi
-k cluster-info >/dev/null || fail "kubectl cannot reach context ${CONTEXT}"
-server_version="$(k get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p')"
-pass "cluster ${CLUSTER} reachable (Kubernetes ${server_version})"
+docker network connect kind "$REGISTRY_NAME" 2>/dev/null || true
+kind get kubeconfig --name "$CLUSTER" >"$WORK/kubeconfig"
+export KUBECONFIG="$WORK/kubeconfig"
 
 # ---- images ----------------------------------------------------------------------------------
-step "building ${OPERATOR_IMAGE} (Dockerfile.operator)"
-docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE" .
-step "building ${RUNTIME_IMAGE} (Dockerfile.runtime)"
-docker build -f Dockerfile.runtime --target runtime -t "$RUNTIME_IMAGE" .
-for image in "$OPERATOR_IMAGE" "$RUNTIME_IMAGE"; do
-    user="$(docker image inspect -f '{{.Config.User}}' "$image")"
-    [[ "$user" == 65532* ]] || fail "$image runs as user '${user}', expected 65532"
-    info "$image: $(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec-i --suffix=B 2>/dev/null || true), user ${user}"
-done
-pass "both images built, non-root"
+push() { # local-tag name-in-registry
+    docker tag "$1" "127.0.0.1:${REGISTRY_PORT}/$2"
+    docker push -q "127.0.0.1:${REGISTRY_PORT}/$2" >/dev/null
+    printf '    pushed %s\n' "$2"
+}
+step "building the images (Dockerfile.operator, Dockerfile.runtime) and pushing them to the registry"
+docker build -f Dockerfile.operator -t "fastagentic-operator:kind-e2e" .
+docker build -f Dockerfile.runtime --target runtime -t "fastagentic-runtime:kind-e2e" .
+push fastagentic-operator:kind-e2e "fastagentic/fastagentic-operator:${APP_VERSION}"
+push fastagentic-runtime:kind-e2e "fastagentic/fastagentic-runtime:${VERSION}"
+push fastagentic-runtime:kind-e2e "library/your-agent:latest"
 
-step "loading the images into the cluster (kind load docker-image)"
-kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$RUNTIME_IMAGE"
+# ---- metrics-server ----------------------------------------------------------------------------
+step "metrics-server (${METRICS_SERVER_MANIFEST})"
+kubectl apply -f "$METRICS_SERVER_MANIFEST" >/dev/null
+kubectl -n kube-system patch deployment metrics-server --type=json \
+    -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]' >/dev/null || true
+kubectl -n kube-system rollout status deployment/metrics-server --timeout=180s
 
-# ---- operator --------------------------------------------------------------------------------
-step "helm upgrade --install ${RELEASE} charts/fastagentic-operator (image ${OPERATOR_IMAGE})"
-helm --kube-context "$CONTEXT" upgrade --install "$RELEASE" charts/fastagentic-operator \
-    -n "$OPERATOR_NS" --create-namespace \
-    --set image.repository=fastagentic-operator --set "image.tag=${TAG}" \
-    --set image.pullPolicy=Never \
-    --wait --timeout "${TIMEOUT}s"
-k -n "$OPERATOR_NS" wait --for=condition=Available deployment \
-    -l "app.kubernetes.io/instance=${RELEASE}" --timeout "${TIMEOUT}s" >/dev/null \
-    || fail "the operator Deployment did not become Available"
-pass "operator running"
-k get crd fastagentics.fastagentic.io >/dev/null || fail "the chart did not install the CRD"
-pass "CRD fastagentics.fastagentic.io installed"
-
-# ---- resources -------------------------------------------------------------------------------
-step "applying examples/staging.yaml (image ${RUNTIME_IMAGE}, maxConcurrent ${MAX_CONCURRENT}, echo delay ${ECHO_DELAY_MS} ms) and examples/kubernetes-seed.yaml"
-k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
-# staging.yaml ends with its spec; the image and the limit are replaced, and the pull policy and a
-# slow echo agent are appended to the spec (so that max-concurrent is reached with few requests).
-sed -e "s|^\(  image:\).*|\1 ${RUNTIME_IMAGE}|" \
-    -e "s|^\(  maxConcurrent:\).*|\1 ${MAX_CONCURRENT}|" examples/staging.yaml >"$WORK/staging.yaml"
-cat >>"$WORK/staging.yaml" <<EOF
-  imagePullPolicy: Never
-  env:
-    - name: FASTAGENTIC_ECHO_DELAY_MS
-      value: "${ECHO_DELAY_MS}"
-EOF
-sed -e "s|^\(  image:\).*|\1 ${RUNTIME_IMAGE}|" examples/kubernetes-seed.yaml >"$WORK/seed.yaml"
-printf '  imagePullPolicy: Never\n' >>"$WORK/seed.yaml"
-grep -q "image: ${RUNTIME_IMAGE}" "$WORK/staging.yaml" || fail "could not set the image in staging.yaml"
-grep -q "maxConcurrent: ${MAX_CONCURRENT}" "$WORK/staging.yaml" || fail "could not set maxConcurrent in staging.yaml"
-grep -q "name: ${AGENT}" "$WORK/staging.yaml" || fail "examples/staging.yaml no longer names ${AGENT}"
-grep -q "image: ${RUNTIME_IMAGE}" "$WORK/seed.yaml" || fail "could not set the image in kubernetes-seed.yaml"
-k apply -n "$NS" -f "$WORK/staging.yaml" -f "$WORK/seed.yaml"
-
-step "waiting for fa/${AGENT} to be Ready"
-k -n "$NS" wait --for=condition=Ready "fa/${AGENT}" --timeout "${TIMEOUT}s" \
-    || fail "fa/${AGENT} did not become Ready"
-pass "fa/${AGENT} Ready"
-selector="$(k -n "$NS" get "fa/${AGENT}" -o jsonpath='{.status.selector}')"
-[[ -n "$selector" ]] || fail "fa/${AGENT} has no status.selector"
-k -n "$NS" wait --for=condition=Ready pod -l "$selector" --timeout "${TIMEOUT}s" >/dev/null \
-    || fail "the pods of ${AGENT} did not become Ready"
-mapfile -t pods < <(k -n "$NS" get pods -l "$selector" \
-    --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
-((${#pods[@]} == 2)) || fail "expected 2 running pods (staging replicas: 2), found ${#pods[@]}: ${pods[*]}"
-pass "2 pods Ready: ${pods[*]}"
-k -n "$NS" get fa,deploy,svc,hpa,pdb
-
-# ---- HTTP through the Service ----------------------------------------------------------------
-svc_port="$(k -n "$NS" get "svc/${AGENT}" -o jsonpath='{.spec.ports[?(@.name=="http")].port}')"
-[[ -n "$svc_port" ]] || fail "svc/${AGENT} has no port named http"
-step "port-forward svc/${AGENT} ${LOCAL_PORT}:${svc_port}"
-k -n "$NS" port-forward "svc/${AGENT}" "${LOCAL_PORT}:${svc_port}" >"$WORK/port-forward.log" 2>&1 &
-port_forward_pid=$!
-base="http://127.0.0.1:${LOCAL_PORT}"
-for _ in $(seq 1 60); do
-    curl -fsS -o /dev/null "$base/health" 2>/dev/null && break
-    kill -0 "$port_forward_pid" 2>/dev/null || fail "kubectl port-forward exited"
-    sleep 0.5
+# ---- routes ------------------------------------------------------------------------------------
+node_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$NODE")"
+[[ -n "$node_ip" ]] || { echo "kind e2e: no address for node container ${NODE}" >&2; exit 1; }
+step "routing ${SERVICE_RANGE} and ${POD_RANGE} via the kind node ${node_ip}"
+for r in "$SERVICE_RANGE" "$POD_RANGE"; do
+    as_root ip route replace "$r" via "$node_ip"
+    routes+=("$r")
 done
 
-step "GET /health"
-code="$(curl -sS -D "$WORK/health.headers" -o "$WORK/health.json" -w '%{http_code}' "$base/health")"
-info "HTTP ${code}: $(cat "$WORK/health.json")"
-[[ "$code" == 200 ]] || fail "/health answered HTTP ${code}"
-grep -q '"status"' "$WORK/health.json" || fail "/health body has no status field"
-pass "/health 200"
-instance="$(tr -d '\r' <"$WORK/health.headers" | sed -n 's/^[Xx]-[Ff]ast[Aa]gentic-[Ii]nstance: *//p')"
-info "X-FastAgentic-Instance: ${instance}"
-found=0
-for pod in "${pods[@]}"; do [[ "$pod" == "$instance" ]] && found=1; done
-((found)) || fail "X-FastAgentic-Instance '${instance}' is not one of the pods (${pods[*]})"
-pass "X-FastAgentic-Instance is pod ${instance}"
-grep -q "\"instance_id\": *\"${instance}\"" "$WORK/health.json" \
-    || fail "/health instance_id differs from the header ${instance}"
-pass "/health instance_id matches the header"
-
-# A port-forward reaches one pod: its capacity is WORKERS x MAX_CONCURRENT requests in flight.
-capacity=$((WORKERS * MAX_CONCURRENT))
-burst=$((capacity * 4 + 4))
-step "${burst} concurrent POST /chat (one pod holds ${WORKERS} workers x ${MAX_CONCURRENT} = ${capacity}; each takes ${ECHO_DELAY_MS} ms)"
-for i in $(seq 1 "$burst"); do
-    curl -sS -X POST -H 'Content-Type: application/json' \
-        -d "{\"message\": \"hello ${i}\"}" --max-time 60 \
-        -D "$WORK/chat-${i}.headers" -o "$WORK/chat-${i}.json" -w '%{http_code}' \
-        "$base/chat" >"$WORK/chat-${i}.code" 2>"$WORK/chat-${i}.err" &
-done
-wait_failures=0
-for job in $(jobs -p); do
-    [[ "$job" == "$port_forward_pid" ]] && continue
-    wait "$job" || wait_failures=$((wait_failures + 1))
-done
-ok=0
-busy=0
-other=0
-for i in $(seq 1 "$burst"); do
-    case "$(cat "$WORK/chat-${i}.code")" in
-        200) ok=$((ok + 1)) ;;
-        503)
-            busy=$((busy + 1))
-            tr -d '\r' <"$WORK/chat-${i}.headers" | grep -qi '^retry-after: *[0-9]' \
-                || fail "a 503 without Retry-After: $(cat "$WORK/chat-${i}.headers")"
-            grep -q '"Too many concurrent requests"' "$WORK/chat-${i}.json" \
-                || fail "a 503 with an unexpected body: $(cat "$WORK/chat-${i}.json")"
-            ;;
-        *) other=$((other + 1)) ;;
-    esac
-done
-info "200: ${ok}, 503: ${busy}, other: ${other} (curl failures: ${wait_failures})"
-((other == 0)) || fail "${other} requests answered neither 200 nor 503"
-((ok >= 1)) || fail "no request succeeded"
-((busy >= 1)) || fail "no 503 although ${burst} requests exceed max-concurrent ${capacity}"
-((ok <= capacity)) || fail "${ok} requests succeeded at once on one pod, above ${capacity}"
-pass "beyond max-concurrent: ${busy} x HTTP 503 with Retry-After, ${ok} x 200 (at most ${capacity})"
-
-# ---- HPA -------------------------------------------------------------------------------------
-step "HPA of fa/${SEED} (examples/kubernetes-seed.yaml: 2-10 pods)"
-for _ in $(seq 1 60); do
-    k -n "$NS" get "hpa/${SEED}" >/dev/null 2>&1 && break
-    sleep 1
-done
-hpa="$(k -n "$NS" get "hpa/${SEED}" \
-    -o jsonpath='{.spec.scaleTargetRef.kind}/{.spec.scaleTargetRef.name} {.spec.minReplicas}-{.spec.maxReplicas}')" \
-    || fail "no HorizontalPodAutoscaler ${SEED}"
-info "hpa/${SEED}: ${hpa}"
-[[ "$hpa" == "Deployment/${SEED} 2-10" ]] || fail "hpa/${SEED} is '${hpa}', expected 'Deployment/${SEED} 2-10'"
-pass "hpa/${SEED} scales Deployment/${SEED} between 2 and 10"
-
-# ---- deletion --------------------------------------------------------------------------------
-step "deleting the FastAgentics; every child must be garbage-collected"
-kill "$port_forward_pid" 2>/dev/null || true
-wait "$port_forward_pid" 2>/dev/null || true
-port_forward_pid=""
-k -n "$NS" delete fa "$AGENT" "$SEED" --wait --timeout "${TIMEOUT}s"
-for name in "$AGENT" "$SEED"; do
-    left=""
-    for _ in $(seq 1 "$TIMEOUT"); do
-        left="$(k -n "$NS" get deploy,rs,pod,svc,hpa,pdb -l "app.kubernetes.io/instance=${name}" -o name 2>/dev/null || true)"
-        [[ -z "$left" ]] && break
-        sleep 1
-    done
-    [[ -z "$left" ]] || fail "children of ${name} still there after ${TIMEOUT}s: ${left//$'\n'/ }"
-    for kind in deployment service horizontalpodautoscaler poddisruptionbudget; do
-        if k -n "$NS" get "$kind" "$name" >/dev/null 2>&1; then
-            fail "${kind}/${name} still exists"
-        fi
-    done
-    pass "every child of ${name} is gone"
-done
-
-step "kind e2e: ${passed} passed, 0 failed"
+# ---- the checks --------------------------------------------------------------------------------
+step "the e2e checks (tests/e2e.rs) against the kind cluster"
+FASTAGENTIC_E2E=kind \
+    FASTAGENTIC_E2E_NODE_SHELL="docker exec -i ${NODE} bash -s" \
+    FASTAGENTIC_HELM="$(command -v helm)" \
+    cargo test -p fastagentic-tests --test e2e -- --nocapture
+step "kind e2e: every check passed"

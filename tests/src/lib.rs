@@ -403,7 +403,10 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 // Namespaces
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh namespace labelled [`TEST_LABEL`], deleted (without waiting) on drop.
+/// A fresh namespace labelled [`TEST_LABEL`], deleted (without waiting) on drop. Its pods go to
+/// the simulated kwok node only (the API server's PodNodeSelector and PodTolerationRestriction
+/// admission plugins apply the namespace's annotations to every pod), so a real node in the same
+/// cluster (`scripts/control-plane.sh up --node`) never tries to run their made-up images.
 #[derive(Debug)]
 pub struct TestNamespace {
     /// Its name: `fa-<test>-<suffix>`.
@@ -418,6 +421,7 @@ impl TestNamespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some(BTreeMap::from([(TEST_LABEL.to_string(), test.to_string())])),
+                annotations: Some(kwok_only_annotations()),
                 ..Default::default()
             },
             ..Default::default()
@@ -429,6 +433,22 @@ impl TestNamespace {
         eprintln!("[harness] namespace {name}");
         Self { name }
     }
+}
+
+/// Namespace annotations that pin every pod to the simulated node and let it tolerate that
+/// node's taint (`scripts/control-plane.sh`: `fastagentic.io/simulated=true:NoSchedule`).
+pub fn kwok_only_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "scheduler.alpha.kubernetes.io/node-selector".to_string(),
+            "type=kwok".to_string(),
+        ),
+        (
+            "scheduler.alpha.kubernetes.io/defaultTolerations".to_string(),
+            r#"[{"key":"fastagentic.io/simulated","operator":"Exists","effect":"NoSchedule"}]"#
+                .to_string(),
+        ),
+    ])
 }
 
 impl Drop for TestNamespace {

@@ -600,7 +600,10 @@ fn drain_delay_sets_the_pre_stop_sleep_and_the_grace_period() {
     assert_eq!(pod.termination_grace_period_seconds, Some(12 + 20 + 10));
 
     let pod = pod_of(&format!("{BASE}  timeouts: {{drainDelaySeconds: 0}}\n"));
-    assert_eq!(pod.containers[0].lifecycle, None, "0 turns the preStop sleep off");
+    assert_eq!(
+        pod.containers[0].lifecycle, None,
+        "0 turns the preStop sleep off"
+    );
     assert_eq!(pod.termination_grace_period_seconds, Some(30 + 10));
 }
 
