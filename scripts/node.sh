@@ -852,6 +852,8 @@ cmd_env() {
   printf 'export FASTAGENTIC_CRANE=%q\n' "$(bin_path crane)"
 }
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; }
+
 main() {
   local sub="${1:-}"
   [[ $# -gt 0 ]] && shift
@@ -868,9 +870,9 @@ main() {
       [[ $# -eq 1 ]] || die "usage: $0 path NAME"
       bin_path "$1"
       ;;
-    -h | --help | help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) usage ;;
     *)
-      sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
+      usage >&2
       exit 2
       ;;
   esac
