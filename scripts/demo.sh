@@ -172,7 +172,17 @@ demo_real() {
     run kubectl apply -n "$NS" -f tests/e2e/redis.yaml
     run kubectl apply -n "$NS" -f "$EXAMPLE"
     run kubectl -n "$NS" wait --for=condition=Ready "fa/${NAME}" --timeout=4m
-    run kubectl -n "$NS" wait --for=condition=Ready pod -l "app.kubernetes.io/instance=${NAME}" --timeout=4m
+    # A new Deployment starts with 1 pod; the HPA raises it to minReplicas at its first sync.
+    local min ready=0 i
+    min="$(kubectl -n "$NS" get hpa "$NAME" -o jsonpath='{.spec.minReplicas}' 2>/dev/null || true)"
+    min="${min:-1}"
+    say "waiting for ${min} Ready pods (the HPA's minReplicas; it scales the new Deployment up at its first sync)"
+    for ((i = 0; i < 120; i++)); do
+        ready="$(kubectl -n "$NS" get deployment "$NAME" -o jsonpath='{.status.readyReplicas}' 2>/dev/null || true)"
+        [[ "${ready:-0}" -ge "$min" ]] && break
+        sleep 2
+    done
+    [[ "${ready:-0}" -ge "$min" ]] || die "only ${ready:-0} of ${min} pods Ready after 4 minutes"
     run kubectl get fa,deploy,svc,hpa -n "$NS"
     run kubectl get pods -n "$NS" -o wide
 
@@ -180,7 +190,7 @@ demo_real() {
     run kubectl -n "$NS" get "fa/${NAME}" -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
     run kubectl -n "$NS" events --for "fastagentic/${NAME}" || true
 
-    local ip port url pods seen="" instance i
+    local ip port url pods seen="" instance
     ip="$(kubectl -n "$NS" get svc "$NAME" -o jsonpath='{.spec.clusterIP}')"
     port="$(kubectl -n "$NS" get svc "$NAME" -o jsonpath='{.spec.ports[0].port}')"
     url="http://${ip}:${port}"
