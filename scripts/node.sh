@@ -46,6 +46,7 @@ BRIDGE="${FASTAGENTIC_NODE_BRIDGE:-fa-br0}"
 NODE_IP="${FASTAGENTIC_NODE_IP:-10.244.0.1}"        # the bridge's address: the node's InternalIP
 POD_SUBNET="${FASTAGENTIC_POD_SUBNET:-10.244.0.0/24}"
 CLUSTER_CIDR="${FASTAGENTIC_CLUSTER_CIDR:-10.244.0.0/16}"
+SERVICE_CIDR="${FASTAGENTIC_SERVICE_CIDR:-10.96.0.0/16}"
 DNS_SERVICE_IP="${FASTAGENTIC_DNS_SERVICE_IP:-10.96.0.10}"
 REGISTRY_PORT="${FASTAGENTIC_REGISTRY_PORT:-15000}"
 REGISTRY="127.0.0.1:$REGISTRY_PORT"
@@ -200,6 +201,7 @@ why_no_containers() {
     echo "no memory cgroup controller under /sys/fs/cgroup"
     return
   fi
+  command -v ip >/dev/null 2>&1 || { echo "the ip command (iproute2) is missing"; return; }
   if ! ip link add fa-probe0 type bridge 2>/dev/null; then
     echo "cannot create a network bridge (no CAP_NET_ADMIN?)"
     return
@@ -210,7 +212,8 @@ why_no_containers() {
     return
   fi
   ip netns del fa-probe-ns 2>/dev/null || true
-  if ! iptables -t nat -S >/dev/null 2>&1; then
+  # (a missing iptables is no reason: `up` installs it)
+  if command -v iptables >/dev/null 2>&1 && ! iptables -t nat -S >/dev/null 2>&1; then
     echo "iptables does not work here (no nat table)"
     return
   fi
@@ -299,6 +302,13 @@ cmd_net_up() {
   ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" ||
     ip addr add "$NODE_IP/${POD_SUBNET#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # ClusterIPs from this machine: kube-proxy DNATs them in OUTPUT, after the kernel has picked a
+  # route; without a default route there is none, so give the Service range one (it goes with
+  # the bridge at `down`).
+  if ! ip route get "$DNS_SERVICE_IP" >/dev/null 2>&1; then
+    log "route $SERVICE_CIDR dev $BRIDGE (no default route to carry ClusterIP traffic)"
+    ip route add "$SERVICE_CIDR" dev "$BRIDGE"
+  fi
   # br_netfilter: traffic between two pods on the bridge passes iptables, so a pod reaching a
   # Service whose endpoint is on the same bridge gets its reply un-NATed.
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
