@@ -598,6 +598,8 @@ kind: KubeProxyConfiguration
 mode: iptables
 clusterCIDR: $CLUSTER_CIDR
 hostnameOverride: $NODE_NAME
+# NodePorts on the node's own address only, not on every address of this machine
+nodePortAddresses: [primary]
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249

@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastagentic_tests::{kubectl, kubectl_stdin, repo_root, run, unique_suffix, wait_for};
@@ -203,6 +204,21 @@ impl Drop for Diagnostics {
                 Err(e) => eprintln!("$ kubectl {}: {e}", args.join(" ")),
             }
         }
+        // On the real node, the data plane's own view (scripts/node.sh env sets the directory).
+        if let Ok(dir) = std::env::var("FASTAGENTIC_NODE_DIR") {
+            for log in ["kube-proxy.log", "metrics-server.log"] {
+                let path = std::path::Path::new(&dir).join(log);
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(30)..];
+                    eprintln!(
+                        "--- last lines of {} ---\n{}",
+                        path.display(),
+                        tail.join("\n")
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -212,6 +228,44 @@ struct E2e {
     runtime_image: String,
     node_shell: Vec<String>,
     http: reqwest::Client,
+}
+
+/// What a running [`E2e::load`] has seen so far.
+#[derive(Debug, Default)]
+struct Progress {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    last_failure: Mutex<String>,
+}
+
+impl Progress {
+    fn record(&self, reply: &Reply) {
+        if reply.status == 200 {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_failure.lock() {
+                *last = format!("{} {}", reply.status, reply.body);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let last = self
+            .last_failure
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        write!(
+            f,
+            "load so far: {} answered, {} failed (last failure: {})",
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            if last.is_empty() { "none" } else { &last }
+        )
+    }
 }
 
 /// How [`E2e::load`] sends.
@@ -421,6 +475,32 @@ impl E2e {
         })
     }
 
+    /// Waits until `GET /health` through the Service at `base` answers 200: the pods being Ready
+    /// does not yet mean that kube-proxy has programmed the new Service.
+    async fn wait_service(&self, base: &str, name: &str) {
+        let start = Instant::now();
+        wait_for(
+            &format!("Service {name} answering at {base}"),
+            Duration::from_secs(60),
+            || async {
+                let r = self.get(&format!("{base}/health")).await?;
+                if r.status == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        )
+        .await;
+        let waited = start.elapsed();
+        if waited > Duration::from_secs(1) {
+            eprintln!(
+                "    Service {name} answered after {:.1}s",
+                waited.as_secs_f64()
+            );
+        }
+    }
+
     async fn get(&self, url: &str) -> Result<Reply, String> {
         self.request(reqwest::Method::GET, url, None).await
     }
@@ -497,12 +577,15 @@ impl E2e {
     /// connection per request (each balanced by the Service on its own), 10 ms apart per client,
     /// so that the client's ephemeral ports in TIME_WAIT never run out; [`Load::Flood`]:
     /// keep-alive connections, as fast as the pods answer (CPU load for the HPA).
+    /// `progress` counts answers and failures as they come (for the messages of a wait that
+    /// times out while the load runs).
     fn load(
         &self,
         base: String,
         clients: usize,
         mode: Load,
         stop: Arc<AtomicBool>,
+        progress: Arc<Progress>,
     ) -> Vec<tokio::task::JoinHandle<Vec<Reply>>> {
         let http = match mode {
             Load::Paced => self.http.clone(),
@@ -517,6 +600,7 @@ impl E2e {
                 let http = http.clone();
                 let base = base.clone();
                 let stop = stop.clone();
+                let progress = progress.clone();
                 tokio::spawn(async move {
                     let mut replies = Vec::new();
                     let mut n = 0u64;
@@ -550,8 +634,10 @@ impl E2e {
                                     body: Value::String(error_chain(&e)),
                                 },
                             };
+                        let failed = reply.status != 200;
+                        progress.record(&reply);
                         replies.push(reply);
-                        if mode == Load::Paced {
+                        if mode == Load::Paced || failed {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     }
@@ -769,6 +855,7 @@ impl E2e {
         }));
         self.ready_pods("e2e-limits", 1).await;
         let base = self.service_url("e2e-limits").await;
+        self.wait_service(&base, "e2e-limits").await;
         let requests = (0..5).map(|i| {
             let body = json!({"message": format!("slow {i}")});
             let base = base.clone();
@@ -813,8 +900,10 @@ impl E2e {
     async fn under_load<F: Future<Output = ()>>(&self, name: &str, what: &str, change: F) {
         let before = pod_names(&self.ready_pods(name, 2).await);
         let base = self.service_url(name).await;
+        self.wait_service(&base, name).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = self.load(base, 2, Load::Paced, stop.clone());
+        let progress = Arc::new(Progress::default());
+        let tasks = self.load(base, 2, Load::Paced, stop.clone(), progress);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let start = Instant::now();
         change.await;
@@ -1083,8 +1172,10 @@ impl E2e {
         let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &self.ns);
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
         let base = self.service_url("e2e-hpa").await;
+        self.wait_service(&base, "e2e-hpa").await;
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = self.load(base, 6, Load::Flood, stop.clone());
+        let progress = Arc::new(Progress::default());
+        let tasks = self.load(base, 6, Load::Flood, stop.clone(), progress.clone());
         let start = Instant::now();
         let replicas = wait_for(
             "the HPA to scale e2e-hpa up under CPU load",
@@ -1096,7 +1187,7 @@ impl E2e {
                     Ok(r)
                 } else {
                     Err(format!(
-                        "replicas {r}; HPA status {}",
+                        "replicas {r}; {progress}; HPA status {}",
                         serde_json::to_string(&h.status).unwrap_or_default()
                     ))
                 }
