@@ -305,6 +305,17 @@ EOF
 
 pid_file() { echo "$CP_DIR/$1.pid"; }
 
+# alive NAME: the pid file names a live process. For waits right after `start`: until the
+# binary's exec completes, its command line is still the shell's (or empty), which `running`
+# would take for a recycled pid.
+alive() {
+  local pf pid
+  pf="$(pid_file "$1")"
+  [[ -f "$pf" ]] || return 1
+  pid="$(cat "$pf")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
 # running NAME: true when the pid file names a live process running our binary.
 running() {
   local pf pid
@@ -346,7 +357,7 @@ wait_for() {
   deadline=$(($(date +%s) + READY_TIMEOUT))
   log "waiting for $what"
   until "$@" >/dev/null 2>&1; do
-    if ! running "$name"; then
+    if ! alive "$name"; then
       tail -n 40 "$CP_DIR/$name.log" >&2 || true
       die "$name exited while waiting for $what (log $CP_DIR/$name.log)"
     fi

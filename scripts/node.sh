@@ -430,6 +430,17 @@ subjectAltName=DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system
 
 pid_file() { echo "$ND/$1.pid"; }
 
+# alive NAME: the pid file names a live process. For waits right after `start`: until the
+# binary's exec completes, its command line is still the shell's (or empty), which `running`
+# would take for a recycled pid.
+alive() {
+  local pf pid
+  pf="$(pid_file "$1")"
+  [[ -f "$pf" ]] || return 1
+  pid="$(cat "$pf")"
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
 # running NAME: the pid file names a live process whose command line has our state dir or
 # cached binary in it (guards against a recycled pid).
 running() {
@@ -480,7 +491,7 @@ wait_for() { # description name command...
   deadline=$(($(date +%s) + READY_TIMEOUT))
   log "waiting for $what"
   until "$@" >/dev/null 2>&1; do
-    if [[ -n "$name" ]] && ! running "$name"; then
+    if [[ -n "$name" ]] && ! alive "$name"; then
       tail -n 40 "$ND/$name.log" >&2 || true
       die "$name exited while waiting for $what (log $ND/$name.log)"
     fi
