@@ -55,6 +55,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # shellcheck source=scripts/lib/go-build.sh
 source "$HERE/lib/go-build.sh"
+# shellcheck source=scripts/lib/procs.sh
+source "$HERE/lib/procs.sh"
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 warn() { printf '[control-plane] WARNING: %s\n' "$*" >&2; }
@@ -303,67 +305,23 @@ EOF
 # processes
 # ============================================================================================
 
-pid_file() { echo "$CP_DIR/$1.pid"; }
-
-# alive NAME: the pid file names a live process. For waits right after `start`: until the
-# binary's exec completes, its command line is still the shell's (or empty), which `running`
-# would take for a recycled pid.
-alive() {
-  local pf pid
-  pf="$(pid_file "$1")"
-  [[ -f "$pf" ]] || return 1
-  pid="$(cat "$pf")"
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
-}
-
-# running NAME: true when the pid file names a live process running our binary.
-running() {
-  local pf pid
-  pf="$(pid_file "$1")"
-  [[ -f "$pf" ]] || return 1
-  pid="$(cat "$pf")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  # guard against a recycled pid: the process must be one of our cached binaries
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$BIN_DIR/$1-" || return 1
-}
+PROC_DIR="$CP_DIR"
+proc_pattern() { echo "$BIN_DIR/$1-"; }
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 # start NAME args...: start a component in the background, logging to $CP_DIR/NAME.log.
+# start NAME ARGS...: the cached binary of NAME in the background.
 start() {
-  local name="$1" bin
+  local name="$1"
   shift
-  bin="$(bin_path "$name")"
-  if running "$name"; then
-    log "$name already running (pid $(cat "$(pid_file "$name")"))"
-    return 0
-  fi
-  log "starting $name (log $CP_DIR/$name.log)"
-  nohup "$bin" "$@" </dev/null >>"$CP_DIR/$name.log" 2>&1 &
-  echo $! >"$(pid_file "$name")"
+  start_process "$name" "$(bin_path "$name")" "$@"
 }
 
 check_port() { # name port
   if ! running "$1" && port_busy "$2"; then
     die "port $2 for $1 is already in use by another process; set the FASTAGENTIC_*_PORT variable to another port"
   fi
-}
-
-# wait_for DESCRIPTION NAME COMMAND...: retry COMMAND until it succeeds, NAME must keep running.
-wait_for() {
-  local what="$1" name="$2" deadline
-  shift 2
-  deadline=$(($(date +%s) + READY_TIMEOUT))
-  log "waiting for $what"
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      tail -n 40 "$CP_DIR/$name.log" >&2 || true
-      die "$name exited while waiting for $what (log $CP_DIR/$name.log)"
-    fi
-    (($(date +%s) < deadline)) || die "timed out after ${READY_TIMEOUT}s waiting for $what (log $CP_DIR/$name.log)"
-    sleep 1
-  done
 }
 
 KUBECTL=""
@@ -567,26 +525,6 @@ cmd_up() {
   if ((node)); then "$HERE/node.sh" up; fi
   log "control plane up: https://127.0.0.1:$APISERVER_PORT, KUBECONFIG=$CP_DIR/admin.kubeconfig"
   log "use it with: eval \"\$($0 env)\""
-}
-
-stop() { # name
-  local name="$1" pf pid i
-  pf="$(pid_file "$name")"
-  [[ -f "$pf" ]] || return 0
-  if running "$name"; then
-    pid="$(cat "$pf")"
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop within 10s: KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pf"
 }
 
 cmd_down() {

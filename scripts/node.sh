@@ -70,6 +70,8 @@ die() { printf '[node] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # shellcheck source=scripts/lib/go-build.sh
 source "$HERE/lib/go-build.sh"
+# shellcheck source=scripts/lib/procs.sh
+source "$HERE/lib/procs.sh"
 
 bin_path() {
   case "$1" in
@@ -428,77 +430,8 @@ subjectAltName=DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system
 # processes
 # ============================================================================================
 
-pid_file() { echo "$ND/$1.pid"; }
-
-# alive NAME: the pid file names a live process. For waits right after `start`: until the
-# binary's exec completes, its command line is still the shell's (or empty), which `running`
-# would take for a recycled pid.
-alive() {
-  local pf pid
-  pf="$(pid_file "$1")"
-  [[ -f "$pf" ]] || return 1
-  pid="$(cat "$pf")"
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
-}
-
-# running NAME: the pid file names a live process whose command line has our state dir or
-# cached binary in it (guards against a recycled pid).
-running() {
-  local pf pid
-  pf="$(pid_file "$1")"
-  [[ -f "$pf" ]] || return 1
-  pid="$(cat "$pf")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "$ND|$BIN_DIR" || return 1
-}
-
-start() { # name binary args...
-  local name="$1" bin="$2"
-  shift 2
-  if running "$name"; then
-    log "$name already running (pid $(cat "$(pid_file "$name")"))"
-    return 0
-  fi
-  log "starting $name (log $ND/$name.log)"
-  nohup "$bin" "$@" </dev/null >>"$ND/$name.log" 2>&1 &
-  echo $! >"$(pid_file "$name")"
-}
-
-stop() { # name [seconds]
-  local name="$1" secs="${2:-10}" pf pid i
-  pf="$(pid_file "$name")"
-  [[ -f "$pf" ]] || return 0
-  if running "$name"; then
-    pid="$(cat "$pf")"
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop within ${secs}s: KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pf"
-}
-
-wait_for() { # description name command...
-  local what="$1" name="$2" deadline
-  shift 2
-  deadline=$(($(date +%s) + READY_TIMEOUT))
-  log "waiting for $what"
-  until "$@" >/dev/null 2>&1; do
-    if [[ -n "$name" ]] && ! alive "$name"; then
-      tail -n 40 "$ND/$name.log" >&2 || true
-      die "$name exited while waiting for $what (log $ND/$name.log)"
-    fi
-    (($(date +%s) < deadline)) || die "timed out after ${READY_TIMEOUT}s waiting for $what (log $ND/$name.log)"
-    sleep 1
-  done
-}
+PROC_DIR="$ND"
+proc_pattern() { echo "$ND|$BIN_DIR"; }
 
 KUBECTL=""
 kubectl_admin() { "$KUBECTL" --kubeconfig "$CP_DIR/admin.kubeconfig" "$@"; }
@@ -509,7 +442,7 @@ crictl() { "$(bin_path crictl)" --runtime-endpoint "unix://$SOCK" --image-endpoi
 # ============================================================================================
 
 start_registry() {
-  start registry "$(bin_path crane)" registry serve --address "$REGISTRY"
+  start_process registry "$(bin_path crane)" registry serve --address "$REGISTRY"
   wait_for "the image registry on http://$REGISTRY" registry curl -fsS "http://$REGISTRY/v2/"
 }
 
@@ -559,7 +492,7 @@ state = "$ND/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$REGISTRY"]
     endpoint = ["http://$REGISTRY"]
 EOF
-  start containerd "$(bin_path containerd)" --config "$ND/containerd/config.toml" --log-level warn
+  start_process containerd "$(bin_path containerd)" --config "$ND/containerd/config.toml" --log-level warn
   wait_for "containerd on $SOCK" containerd ctr --address "$SOCK" version
 }
 
@@ -595,7 +528,7 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 EOF
-  start kubelet "$(bin_path kubelet)" --config="$ND/kubelet.yaml" \
+  start_process kubelet "$(bin_path kubelet)" --config="$ND/kubelet.yaml" \
     --kubeconfig="$ND/kubelet.kubeconfig" --root-dir="$ND/kubelet" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
   wait_for "node $NODE_NAME to be Ready" kubelet \
@@ -619,7 +552,7 @@ clientConnection:
 # leave the host's conntrack sysctls alone
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
-  start kube-proxy "$(bin_path kube-proxy)" --config="$ND/kube-proxy.yaml" --v=1
+  start_process kube-proxy "$(bin_path kube-proxy)" --config="$ND/kube-proxy.yaml" --v=1
   wait_for "kube-proxy /healthz" kube-proxy curl -fsS http://127.0.0.1:10256/healthz
 }
 
@@ -680,7 +613,7 @@ EOF
   - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}" \
     "- {name: dns, port: 53, protocol: UDP}
 - {name: dns-tcp, port: 53, protocol: TCP}"
-  start coredns "$(bin_path coredns)" -conf "$ND/Corefile"
+  start_process coredns "$(bin_path coredns)" -conf "$ND/Corefile"
   wait_for "CoreDNS ready (Kubernetes API synced)" coredns \
     curl -fsS "http://127.0.0.1:$((COREDNS_HEALTH_PORT + 1))/ready"
 }
@@ -689,7 +622,7 @@ start_metrics_server() {
   host_service kube-system metrics-server "" \
     "  - {name: https, port: 443, protocol: TCP, targetPort: $METRICS_SERVER_PORT}" \
     "- {name: https, port: $METRICS_SERVER_PORT, protocol: TCP}"
-  start metrics-server "$(bin_path metrics-server)" \
+  start_process metrics-server "$(bin_path metrics-server)" \
     --kubeconfig="$CP_DIR/admin.kubeconfig" \
     --authentication-kubeconfig="$CP_DIR/admin.kubeconfig" \
     --authorization-kubeconfig="$CP_DIR/admin.kubeconfig" \
