@@ -26,6 +26,7 @@
 //! replacements like the request counters.
 
 use std::fs::File;
+use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -548,6 +549,8 @@ pub struct PodSnapshot {
     pub in_flight: u64,
     /// Highest in-flight count any single worker has reached (the limit is per worker).
     pub max_in_flight: u64,
+    /// Live processes accepting connections (ready, or ready and asking to be recycled).
+    pub accepting: u64,
     /// Duration histogram (cumulative buckets computed on output), last = +Inf.
     pub buckets: [u64; 13],
     /// Sum of durations.
@@ -598,6 +601,9 @@ impl PodSnapshot {
                     }
                 }
                 s.in_flight += w[W_IN_FLIGHT];
+                if matches!(state, SlotState::Ready | SlotState::RecycleRequested) {
+                    s.accepting += 1;
+                }
                 s.workers.push(WorkerView {
                     slot,
                     pid: w[W_PID],
@@ -610,6 +616,23 @@ impl PodSnapshot {
             }
         }
         s
+    }
+
+    /// Requests the pod admits at once: `--max-concurrent` (a per-worker limit) times the
+    /// processes accepting connections. `None` when unlimited; 0 while no process accepts
+    /// (starting, or every worker draining).
+    pub fn capacity(&self, max_concurrent: Option<NonZeroU32>) -> Option<u64> {
+        max_concurrent.map(|n| u64::from(n.get()) * self.accepting)
+    }
+
+    /// In-flight requests over [`PodSnapshot::capacity`], as a fraction (can exceed 1 while
+    /// draining workers finish requests admitted before). `None` when unlimited or when no
+    /// process accepts: there is no capacity to measure against.
+    pub fn utilization(&self, max_concurrent: Option<NonZeroU32>) -> Option<f64> {
+        match self.capacity(max_concurrent) {
+            Some(c) if c > 0 => Some(self.in_flight as f64 / c as f64),
+            _ => None,
+        }
     }
 
     /// All responses.
@@ -658,6 +681,7 @@ impl PodSnapshot {
     pub fn to_json(
         &self,
         instance_id: &str,
+        max_concurrent: Option<NonZeroU32>,
         config: serde_json::Value,
         process: serde_json::Value,
     ) -> serde_json::Value {
@@ -679,6 +703,9 @@ impl PodSnapshot {
             "rejected_total": self.rejected,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "accepting_workers": self.accepting,
+            "capacity": self.capacity(max_concurrent),
+            "utilization": self.utilization(max_concurrent),
             "requests": by_route,
             "runs": self.runs_json(),
             "pools": self.pools_json(),
@@ -695,6 +722,8 @@ pub struct PodCollector {
     pub counters: Arc<Counters>,
     /// Instance id label.
     pub instance_id: String,
+    /// `--max-concurrent` (per worker), for the capacity gauge.
+    pub max_concurrent: Option<NonZeroU32>,
 }
 
 impl prometheus_client::collector::Collector for PodCollector {
@@ -804,6 +833,15 @@ impl prometheus_client::collector::Collector for PodCollector {
             "Highest in-flight count reached by one worker",
             s.max_in_flight as i64,
         )?;
+        if let Some(capacity) = s.capacity(self.max_concurrent) {
+            gauge(
+                &mut encoder,
+                "fastagentic_http_capacity",
+                "Requests the pod admits at once: max-concurrent times accepting workers \
+                 (absent when unlimited)",
+                capacity as i64,
+            )?;
+        }
         gauge(
             &mut encoder,
             "fastagentic_workers",
@@ -815,12 +853,15 @@ impl prometheus_client::collector::Collector for PodCollector {
             },
         )?;
         {
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(13);
-            for (i, n) in s.buckets.iter().enumerate() {
-                cumulative += n;
-                buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::MAX), cumulative));
-            }
+            // The encoder cumulates the counts itself and writes `le="+Inf"` for an infinite
+            // bound: hand it each bucket's own count, the last one unbounded.
+            let count: u64 = s.buckets.iter().sum();
+            let buckets: Vec<(f64, u64)> = s
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *n))
+                .collect();
             let mut m = encoder.encode_descriptor(
                 "fastagentic_http_request_duration_seconds",
                 "Time from request to end of response body",
@@ -829,7 +870,7 @@ impl prometheus_client::collector::Collector for PodCollector {
             )?;
             m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                 s.duration_sum.as_secs_f64(),
-                cumulative,
+                count,
                 &buckets,
                 None,
             )?;
@@ -918,7 +959,7 @@ mod tests {
         assert_eq!(s.runs, [2, 1, 0, 1, 1]);
         assert_eq!(s.pools[0], [6, 5, 2, 3, 0, 3]);
         assert_eq!(s.pools[1], [0; 6]);
-        let j = s.to_json("i", serde_json::json!({}), serde_json::json!({}));
+        let j = s.to_json("i", None, serde_json::json!({}), serde_json::json!({}));
         assert_eq!(j["pools"]["redis"]["size"], 5);
         assert!(j["pools"].get("database").is_none());
         assert_eq!(j["runs"]["replayed"], 1);
@@ -934,5 +975,113 @@ mod tests {
         assert_eq!(s.pools[0][5], 3, "timeouts continue across the replacement");
         assert_eq!(s.runs[3], 1);
         assert_eq!(s.runs[4], 1, "run counters continue across the replacement");
+    }
+
+    fn nz(n: u32) -> Option<NonZeroU32> {
+        NonZeroU32::new(n)
+    }
+
+    #[test]
+    fn capacity_counts_accepting_workers_and_utilization_the_whole_pod() {
+        let file = SharedFile::create(4).expect("memfd");
+        let a = Counters::shared(file.clone(), 0);
+        let b = Counters::shared(file.clone(), 1);
+        let c = Counters::shared(file.clone(), 2);
+        a.set_state(SlotState::Ready);
+        b.set_state(SlotState::RecycleRequested);
+        c.set_state(SlotState::Starting);
+        let _g = [a.enter(), a.enter(), b.enter()];
+        b.publish_now();
+        let s = a.pod_snapshot();
+        assert_eq!(
+            s.accepting, 2,
+            "ready and recycle-requested accept; starting does not"
+        );
+        assert_eq!(s.capacity(nz(4)), Some(8));
+        assert_eq!(s.utilization(nz(4)), Some(3.0 / 8.0));
+        assert_eq!(s.capacity(None), None, "unlimited: no capacity");
+        assert_eq!(s.utilization(None), None);
+        // A draining worker finishes what it holds but admits nothing new.
+        b.set_state(SlotState::Draining);
+        let s = a.pod_snapshot();
+        assert_eq!(s.capacity(nz(4)), Some(4));
+        assert_eq!(s.utilization(nz(4)), Some(0.75));
+        let j = s.to_json("i", nz(4), serde_json::json!({}), serde_json::json!({}));
+        assert_eq!(j["capacity"], 4);
+        assert_eq!(j["utilization"], 0.75);
+        assert_eq!(j["accepting_workers"], 1);
+        // No accepting process: utilization is unknown, not 0 and not 100%.
+        a.set_state(SlotState::Draining);
+        let s = a.pod_snapshot();
+        assert_eq!(s.capacity(nz(4)), Some(0));
+        assert_eq!(s.utilization(nz(4)), None);
+    }
+
+    fn exposition(openmetrics: bool) -> String {
+        let c = Counters::local();
+        c.set_state(SlotState::Ready);
+        for ms in [1, 30, 2_000] {
+            let _g = c.enter();
+            c.response_started("/chat", 200, false);
+            c.request_finished(Duration::from_millis(ms));
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(PodCollector {
+            counters: c,
+            instance_id: "i".into(),
+            max_concurrent: nz(5),
+        }));
+        let mut out = String::new();
+        if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+                .expect("encode");
+        }
+        out
+    }
+
+    #[test]
+    fn duration_histogram_buckets_are_cumulative_once_and_end_at_inf() {
+        for openmetrics in [false, true] {
+            let text = exposition(openmetrics);
+            let value = |line: &str| {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .expect("a sample value")
+            };
+            let buckets: Vec<(&str, f64)> = text
+                .lines()
+                .filter(|l| l.starts_with("fastagentic_http_request_duration_seconds_bucket"))
+                .map(|l| (l, value(l)))
+                .collect();
+            assert_eq!(buckets.len(), BUCKETS.len() + 1, "{text}");
+            assert!(
+                buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+                "buckets must not decrease: {buckets:?}"
+            );
+            let (last, inf) = buckets[buckets.len() - 1];
+            assert!(last.contains("le=\"+Inf\""), "last bucket is +Inf: {last}");
+            assert_eq!(inf, 3.0, "three requests: {text}");
+            assert!(
+                !text.contains("e+308"),
+                "no finite stand-in for +Inf: {text}"
+            );
+            let count = text
+                .lines()
+                .find(|l| l.starts_with("fastagentic_http_request_duration_seconds_count"))
+                .map(value);
+            assert_eq!(count, Some(3.0));
+            let at = |le: &str| {
+                buckets
+                    .iter()
+                    .find(|(l, _)| l.contains(&format!("le=\"{le}\"")))
+                    .map(|(_, v)| *v)
+            };
+            assert_eq!(at("0.005"), Some(1.0), "{text}");
+            assert_eq!(at("0.05"), Some(2.0), "{text}");
+            assert!(text.contains("fastagentic_http_capacity 5"), "{text}");
+        }
     }
 }

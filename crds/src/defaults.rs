@@ -64,3 +64,16 @@ pub const STARTUP_FAILURE_THRESHOLD: i32 = 30;
 pub const PROBE_TIMEOUT_SECONDS: i32 = 1;
 /// Probe failure threshold (Kubernetes' own default).
 pub const PROBE_FAILURE_THRESHOLD: i32 = 3;
+
+/// Name of the per-pod metric the operator serves on `custom.metrics.k8s.io` and the HPA reads
+/// for `autoscaling.targetConcurrencyUtilizationPercentage`: in-flight requests over what the
+/// pod admits, in percent.
+pub const CONCURRENCY_METRIC: &str = "fastagentic_concurrency_utilization";
+/// Default scale-up with a concurrency target: no stabilization; per 15 s at most doubling
+/// the pods or adding this many, whichever is more.
+pub const DEFAULT_SCALE_UP_PODS: i32 = 4;
+/// Default scale-down with a concurrency target: the highest recommendation of this many
+/// seconds wins (a burst's pods stay through a short lull).
+pub const DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS: i32 = 300;
+/// Default scale-down: at most this percentage of the pods removed per minute.
+pub const DEFAULT_SCALE_DOWN_PERCENT_PER_MINUTE: i32 = 50;

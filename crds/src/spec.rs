@@ -41,6 +41,9 @@ use crate::defaults::*;
     printcolumn(name = "MaxConcurrent", type_ = "integer", json_path = ".spec.maxConcurrent", description = "In-flight request limit per worker"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas", description = "Pods wanted"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Pods ready"),
+    printcolumn(name = "Utilization", type_ = "integer", json_path = ".status.autoscaling.currentConcurrencyUtilizationPercentage", description = "Average concurrency utilization the autoscaler last saw, percent", priority = 1),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.autoscaling.desiredReplicas", description = "Pods the autoscaler last asked for", priority = 1),
+    printcolumn(name = "LastScale", type_ = "date", json_path = ".status.autoscaling.lastScaleTime", description = "When the autoscaler last changed the replica count", priority = 1),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 63")
@@ -57,6 +60,9 @@ use crate::defaults::*;
     validation = Rule::new("!self.reload || self.server == 'uvicorn'")
         .message("spec.reload is a development option and works only with server 'uvicorn', not 'gunicorn'")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.autoscaling) || !has(self.autoscaling.targetConcurrencyUtilizationPercentage) || has(self.maxConcurrent)")
+        .message("spec.autoscaling.targetConcurrencyUtilizationPercentage needs spec.maxConcurrent: utilization is in-flight requests over the limit")
+        .reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FastAgenticSpec {
@@ -257,9 +263,14 @@ impl ImagePullPolicy {
 
 /// HorizontalPodAutoscaler settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
-    .message("spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas")
-    .reason(Reason::FieldValueInvalid))]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("self.targetCPUUtilizationPercentage > 0 || self.targetMemoryUtilizationPercentage > 0 || has(self.targetConcurrencyUtilizationPercentage)")
+        .message("spec.autoscaling needs a target: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or targetConcurrencyUtilizationPercentage")
+        .reason(Reason::FieldValueRequired),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
     /// Fewest pods the autoscaler keeps.
@@ -272,10 +283,12 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
 
-    /// Average CPU utilization, in percent of the CPU request, the autoscaler aims for.
+    /// Average CPU utilization, in percent of the CPU request, the autoscaler aims for. Set to 0
+    /// to leave CPU out (an agent waiting on a model API uses little CPU however busy it is:
+    /// scale it on `targetConcurrencyUtilizationPercentage`).
     #[serde(default = "default_target_cpu")]
     #[serde(rename = "targetCPUUtilizationPercentage")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub target_cpu_utilization_percentage: i32,
 
     /// Average memory utilization, in percent of the memory request, the autoscaler aims for.
@@ -284,7 +297,20 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub target_memory_utilization_percentage: i32,
 
-    /// Scale-up and scale-down behavior, passed to the HorizontalPodAutoscaler as is.
+    /// Average concurrency utilization, in percent, the autoscaler aims for: requests in flight
+    /// in a pod over what it admits (`maxConcurrent` x accepting workers), as the operator
+    /// scrapes it from the pods every few seconds and serves it on the `custom.metrics.k8s.io`
+    /// API (metric `fastagentic_concurrency_utilization`). Needs `spec.maxConcurrent`. Works
+    /// alone or with the CPU and memory targets (the autoscaler follows whichever asks for the
+    /// most pods). Unless `behavior` is given, scale-up reacts at once (no stabilization; at
+    /// most doubling, or +4 pods, per 15 s) and scale-down waits 5 minutes of lower
+    /// recommendations, then removes at most half of the pods per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_concurrency_utilization_percentage: Option<i32>,
+
+    /// Scale-up and scale-down behavior, passed to the HorizontalPodAutoscaler as is (with
+    /// `targetConcurrencyUtilizationPercentage`, it replaces the operator's default behavior).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }

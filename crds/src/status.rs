@@ -48,4 +48,40 @@ pub struct FastAgenticStatus {
     /// `max_connections`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_database_connections: Option<i64>,
+
+    /// What the HorizontalPodAutoscaler last measured and decided (with `spec.autoscaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The HorizontalPodAutoscaler's view, copied from its status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Pods the autoscaler saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+
+    /// Pods the autoscaler last asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+
+    /// Average concurrency utilization of the pods, percent (rounded), as the autoscaler last
+    /// read it from the operator's metrics API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_concurrency_utilization_percentage: Option<i32>,
+
+    /// Average CPU utilization of the pods, percent of their CPU request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "currentCPUUtilizationPercentage")]
+    pub current_cpu_utilization_percentage: Option<i32>,
+
+    /// When the autoscaler last changed the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// Why the autoscaler can or cannot scale now (reason and message of its `ScalingActive`
+    /// and `ScalingLimited` conditions), for example `TooFewReplicas: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -9,8 +9,9 @@ mod common;
 use common::{examples_dir, read_example, yaml_to_json};
 use fastagentic_crd::{FastAgentic, ServerKind, validate::validate_object};
 
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 6] = [
     "dev.yaml",
+    "model-agent.yaml",
     "staging.yaml",
     "production-small.yaml",
     "production-large.yaml",
@@ -159,4 +160,18 @@ fn omitted_fields_take_the_guides_defaults() {
     assert_eq!(s.timeouts.graceful_shutdown_seconds, 30);
     assert_eq!(s.resources, fastagentic_crd::default_resources());
     assert_eq!(s.max_pods(), 1);
+}
+
+#[test]
+fn model_agent_scales_on_concurrency_alone() {
+    let s = load("model-agent.yaml").spec;
+    assert_eq!(s.max_concurrent, Some(20));
+    let a = s.autoscaling.expect("autoscaling");
+    assert_eq!(a.target_concurrency_utilization_percentage, Some(70));
+    assert_eq!(a.target_cpu_utilization_percentage, 0);
+    assert_eq!(a.target_memory_utilization_percentage, 0);
+    assert!(
+        a.behavior.is_none(),
+        "the operator's default behavior applies"
+    );
 }

@@ -7,6 +7,7 @@
 //! `/metrics`) do not.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub title: String,
     /// Effective configuration reported by `/metrics`.
     pub config_json: serde_json::Value,
+    /// `--max-concurrent` (per worker), for the capacity `/metrics` reports.
+    pub max_concurrent: Option<NonZeroU32>,
     /// This process's metrics (they read the pod's).
     pub counters: Arc<Counters>,
     /// Prometheus registry of this process.
@@ -414,6 +417,7 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
     let snapshot = st.counters.pod_snapshot();
     Json(snapshot.to_json(
         &st.instance_id,
+        st.max_concurrent,
         st.config_json.clone(),
         st.counters.process_json(),
     ))

@@ -97,6 +97,7 @@ async fn serve_process(
     registry.register_collector(Box::new(PodCollector {
         counters: counters.clone(),
         instance_id: instance_id.clone(),
+        max_concurrent: args.max_concurrent.0,
     }));
     let on_answered: Option<Box<dyn Fn(u64) + Send + Sync>> = match role {
         Role::Worker { request_budget } if request_budget > 0 => {
@@ -115,6 +116,7 @@ async fn serve_process(
         instance_id: instance_id.clone(),
         title: args.title.clone(),
         config_json: args.effective_json(),
+        max_concurrent: args.max_concurrent.0,
         counters: counters.clone(),
         registry,
         draining: AtomicBool::new(false),

@@ -1,9 +1,15 @@
 //! The HorizontalPodAutoscaler (autoscaling/v2).
 
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
+use fastagentic_crd::{
+    CONCURRENCY_METRIC, DEFAULT_SCALE_DOWN_PERCENT_PER_MINUTE,
+    DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS, DEFAULT_SCALE_UP_PODS,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
+    MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::{Validated, child_meta};
 
@@ -22,17 +28,83 @@ fn utilization(resource: &str, percent: i32) -> MetricSpec {
     }
 }
 
-/// The HPA when `spec.autoscaling` is set: CPU utilization, memory utilization unless its
-/// target is 0, `minReplicas`/`maxReplicas`, and `behavior` as given.
+/// The per-pod concurrency utilization the operator's metrics API serves, in percent.
+fn concurrency(percent: i32) -> MetricSpec {
+    MetricSpec {
+        type_: "Pods".into(),
+        pods: Some(PodsMetricSource {
+            metric: MetricIdentifier {
+                name: CONCURRENCY_METRIC.into(),
+                selector: None,
+            },
+            target: MetricTarget {
+                type_: "AverageValue".into(),
+                average_value: Some(Quantity(percent.to_string())),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+fn policy(type_: &str, value: i32, period_seconds: i32) -> HPAScalingPolicy {
+    HPAScalingPolicy {
+        type_: type_.into(),
+        value,
+        period_seconds,
+    }
+}
+
+/// Behavior with a concurrency target: scale up at once (an overloaded pod answers 503, so
+/// waiting costs requests), scale down slowly (a pod removed in the middle of a long run costs
+/// that run).
+pub fn default_concurrency_behavior() -> HorizontalPodAutoscalerBehavior {
+    HorizontalPodAutoscalerBehavior {
+        scale_up: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(0),
+            select_policy: Some("Max".into()),
+            policies: Some(vec![
+                policy("Percent", 100, 15),
+                policy("Pods", DEFAULT_SCALE_UP_PODS, 15),
+            ]),
+            tolerance: None,
+        }),
+        scale_down: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS),
+            select_policy: Some("Max".into()),
+            policies: Some(vec![policy(
+                "Percent",
+                DEFAULT_SCALE_DOWN_PERCENT_PER_MINUTE,
+                60,
+            )]),
+            tolerance: None,
+        }),
+    }
+}
+
+/// The HPA when `spec.autoscaling` is set: CPU utilization unless its target is 0, memory
+/// utilization unless its target is 0, concurrency utilization when its target is set,
+/// `minReplicas`/`maxReplicas`, and `behavior` as given (or the concurrency default).
 pub fn build_hpa(v: &Validated<'_>) -> Option<HorizontalPodAutoscaler> {
     let a = v.fa().spec.autoscaling.as_ref()?;
-    let mut metrics = vec![utilization("cpu", a.target_cpu_utilization_percentage)];
+    let mut metrics = Vec::new();
+    if a.target_cpu_utilization_percentage > 0 {
+        metrics.push(utilization("cpu", a.target_cpu_utilization_percentage));
+    }
     if a.target_memory_utilization_percentage > 0 {
         metrics.push(utilization(
             "memory",
             a.target_memory_utilization_percentage,
         ));
     }
+    if let Some(percent) = a.target_concurrency_utilization_percentage {
+        metrics.push(concurrency(percent));
+    }
+    let behavior = match (&a.behavior, a.target_concurrency_utilization_percentage) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(_)) => Some(default_concurrency_behavior()),
+        (None, None) => None,
+    };
     Some(HorizontalPodAutoscaler {
         metadata: child_meta(v, None),
         spec: Some(HorizontalPodAutoscalerSpec {
@@ -44,7 +116,7 @@ pub fn build_hpa(v: &Validated<'_>) -> Option<HorizontalPodAutoscaler> {
             min_replicas: Some(a.min_replicas),
             max_replicas: a.max_replicas,
             metrics: Some(metrics),
-            behavior: a.behavior.clone(),
+            behavior,
         }),
         status: None,
     })

@@ -219,6 +219,24 @@ pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
             ),
         ));
     }
+    if let Some(a) = &spec.autoscaling {
+        if a.target_cpu_utilization_percentage == 0
+            && a.target_memory_utilization_percentage == 0
+            && a.target_concurrency_utilization_percentage.is_none()
+        {
+            return Err(SpecError::new(
+                "spec.autoscaling",
+                "needs a target: targetCPUUtilizationPercentage, \
+                 targetMemoryUtilizationPercentage or targetConcurrencyUtilizationPercentage",
+            ));
+        }
+        if a.target_concurrency_utilization_percentage.is_some() && spec.max_concurrent.is_none() {
+            return Err(SpecError::new(
+                "spec.autoscaling.targetConcurrencyUtilizationPercentage",
+                "needs spec.maxConcurrent: utilization is in-flight requests over the limit",
+            ));
+        }
+    }
     if spec.reload && spec.server == fastagentic_crd::ServerKind::Gunicorn {
         return Err(SpecError::new(
             "spec.reload",

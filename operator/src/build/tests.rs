@@ -14,6 +14,7 @@ const DEV: &str = include_str!("../../../examples/dev.yaml");
 const STAGING: &str = include_str!("../../../examples/staging.yaml");
 const PROD_SMALL: &str = include_str!("../../../examples/production-small.yaml");
 const PROD_LARGE: &str = include_str!("../../../examples/production-large.yaml");
+const MODEL_AGENT: &str = include_str!("../../../examples/model-agent.yaml");
 
 /// Parses one document the way `render` does (admission checks and schema defaults).
 fn load(yaml: &str) -> FastAgentic {
@@ -689,4 +690,127 @@ fn owner_reference_only_with_uid() {
     assert_eq!(owners[0].uid, "0000-1111");
     assert_eq!(owners[0].kind, "FastAgentic");
     assert_eq!(owners[0].controller, Some(true));
+}
+
+/// `(type, name, target type, target)` of each HPA metric.
+fn hpa_metrics(c: &Children) -> Vec<(String, String, String, String)> {
+    let hs = c
+        .hpa
+        .as_ref()
+        .and_then(|h| h.spec.as_ref())
+        .expect("HPA spec");
+    hs.metrics
+        .iter()
+        .flatten()
+        .map(|m| match (&m.resource, &m.pods) {
+            (Some(r), _) => (
+                m.type_.clone(),
+                r.name.clone(),
+                r.target.type_.clone(),
+                format!("{:?}", r.target.average_utilization),
+            ),
+            (_, Some(p)) => (
+                m.type_.clone(),
+                p.metric.name.clone(),
+                p.target.type_.clone(),
+                p.target
+                    .average_value
+                    .as_ref()
+                    .map(|q| q.0.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => panic!("unexpected metric {m:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn concurrency_target_alone_is_a_pods_metric_with_fast_up_slow_down_behavior() {
+    let c = children_of(&load(MODEL_AGENT), &BuildInputs::default());
+    assert_eq!(
+        hpa_metrics(&c),
+        vec![(
+            "Pods".into(),
+            "fastagentic_concurrency_utilization".into(),
+            "AverageValue".into(),
+            "70".into()
+        )],
+        "CPU and memory targets of 0 are left out"
+    );
+    let b = c
+        .hpa
+        .as_ref()
+        .and_then(|h| h.spec.as_ref())
+        .and_then(|s| s.behavior.clone())
+        .expect("default behavior");
+    let up = b.scale_up.expect("scale up");
+    assert_eq!(up.stabilization_window_seconds, Some(0));
+    let down = b.scale_down.expect("scale down");
+    assert_eq!(down.stabilization_window_seconds, Some(300));
+}
+
+#[test]
+fn concurrency_target_with_cpu_and_memory_and_a_given_behavior() {
+    let c = children_of(&load(PROD_LARGE), &BuildInputs::default());
+    let kinds: Vec<(String, String)> = hpa_metrics(&c)
+        .into_iter()
+        .map(|(t, n, _, v)| (format!("{t}/{n}"), v))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("Resource/cpu".into(), "Some(70)".into()),
+            ("Resource/memory".into(), "Some(80)".into()),
+            (
+                "Pods/fastagentic_concurrency_utilization".into(),
+                "70".into()
+            ),
+        ]
+    );
+    let mut fa = load(MODEL_AGENT);
+    let a = fa.spec.autoscaling.as_mut().expect("autoscaling");
+    a.behavior = Some(
+        k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior {
+            scale_down: Some(k8s_openapi::api::autoscaling::v2::HPAScalingRules {
+                stabilization_window_seconds: Some(15),
+                ..Default::default()
+            }),
+            scale_up: None,
+        },
+    );
+    let c = children_of(&fa, &BuildInputs::default());
+    let b = c
+        .hpa
+        .as_ref()
+        .and_then(|h| h.spec.as_ref())
+        .and_then(|s| s.behavior.clone())
+        .expect("behavior");
+    assert!(
+        b.scale_up.is_none(),
+        "a given behavior replaces the default"
+    );
+    assert_eq!(
+        b.scale_down.and_then(|d| d.stabilization_window_seconds),
+        Some(15)
+    );
+}
+
+#[test]
+fn concurrency_target_without_max_concurrent_or_no_target_is_refused() {
+    let mut fa = load(MODEL_AGENT);
+    fa.spec.max_concurrent = None;
+    let err = validate(&fa).expect_err("needs maxConcurrent");
+    assert_eq!(
+        err.field,
+        "spec.autoscaling.targetConcurrencyUtilizationPercentage"
+    );
+    assert!(err.to_string().contains("spec.maxConcurrent"), "{err}");
+    let mut fa = load(MODEL_AGENT);
+    fa.spec
+        .autoscaling
+        .as_mut()
+        .expect("autoscaling")
+        .target_concurrency_utilization_percentage = None;
+    let err = validate(&fa).expect_err("needs a target");
+    assert_eq!(err.field, "spec.autoscaling");
 }

@@ -40,7 +40,7 @@ pub use apply::{
     needs_replicas_handoff,
 };
 pub use error::Error;
-pub use status::{Failure, compute_status};
+pub use status::{Failure, autoscaling_status, compute_status};
 
 use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
 use crate::labels::{FIELD_MANAGER, MANAGED_BY};
@@ -273,8 +273,10 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
             .and_then(|s| s.replicas),
     };
     let children = build_children(&validated, &inputs)?;
+    let autoscaling = autoscaling_status(fa, live.hpa.as_ref());
     let (deployment, changes) = apply::apply_children(&ctx.client, &ns, fa, children, live).await?;
-    let status = compute_status(fa, Some(&deployment), None, &now());
+    let mut status = compute_status(fa, Some(&deployment), None, &now());
+    status.autoscaling = autoscaling;
     patch_status_if_changed(&ctx.client, &ns, fa, status).await?;
     for event in change_events(&changes) {
         publish(ctx, fa, &event).await;

@@ -3,9 +3,12 @@
 //! patches only when they differ.
 
 use fastagentic_crd::{
-    CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, FastAgentic, FastAgenticStatus,
+    AutoscalingStatus, CONCURRENCY_METRIC, CONDITION_DEGRADED, CONDITION_PROGRESSING,
+    CONDITION_READY, FastAgentic, FastAgenticStatus,
 };
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::selector_string;
@@ -70,7 +73,68 @@ pub fn compute_status(
         conditions,
         max_redis_connections: fa.spec.max_redis_connections(),
         max_database_connections: fa.spec.max_database_connections(),
+        autoscaling: old.autoscaling,
     }
+}
+
+/// `status.autoscaling` from the HorizontalPodAutoscaler's own status: `None` without
+/// `spec.autoscaling`; the previous value while the HPA has no status yet.
+pub fn autoscaling_status(
+    fa: &FastAgentic,
+    hpa: Option<&HorizontalPodAutoscaler>,
+) -> Option<AutoscalingStatus> {
+    fa.spec.autoscaling.as_ref()?;
+    let old = fa.status.as_ref().and_then(|s| s.autoscaling.clone());
+    let Some(st) = hpa.and_then(|h| h.status.as_ref()) else {
+        return old;
+    };
+    let mut concurrency = None;
+    let mut cpu = None;
+    for m in st.current_metrics.iter().flatten() {
+        if let Some(p) = m
+            .pods
+            .as_ref()
+            .filter(|p| p.metric.name == CONCURRENCY_METRIC)
+        {
+            concurrency = p.current.average_value.as_ref().and_then(percent);
+        }
+        if let Some(r) = m.resource.as_ref().filter(|r| r.name == "cpu") {
+            cpu = r.current.average_utilization;
+        }
+    }
+    let message = st
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.type_ == "ScalingActive" || c.type_ == "ScalingLimited")
+        .filter(|c| c.type_ == "ScalingActive" || c.status == "True")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or(&c.type_),
+                c.message.as_deref().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>();
+    Some(AutoscalingStatus {
+        current_replicas: st.current_replicas,
+        desired_replicas: Some(st.desired_replicas),
+        current_concurrency_utilization_percentage: concurrency,
+        current_cpu_utilization_percentage: cpu,
+        last_scale_time: st.last_scale_time.clone(),
+        message: (!message.is_empty()).then(|| message.join("; ")),
+    })
+}
+
+/// A percentage quantity (`"72"`, `"72500m"`) as a whole percent, rounded.
+fn percent(q: &Quantity) -> Option<i32> {
+    let s = q.0.trim();
+    let (digits, scale) = match s.strip_suffix('m') {
+        Some(d) => (d, 1000.0),
+        None => (s, 1.0),
+    };
+    let v = digits.parse::<f64>().ok()? / scale;
+    (v.is_finite() && v >= 0.0 && v <= f64::from(i32::MAX)).then(|| v.round() as i32)
 }
 
 fn failure_conditions(f: &Failure) -> Vec<Cond> {

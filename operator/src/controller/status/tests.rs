@@ -157,3 +157,80 @@ fn progress_deadline_is_degraded() {
     assert_eq!(cond(&s, "Degraded").reason, "ProgressDeadlineExceeded");
     assert_eq!(cond(&s, "Progressing").status, "False");
 }
+
+fn hpa_with_status(status: serde_json::Value) -> HorizontalPodAutoscaler {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "a"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "a"}, "maxReplicas": 10},
+        "status": status,
+    }))
+    .expect("HPA fixture")
+}
+
+#[test]
+fn autoscaling_status_copies_what_the_hpa_measured_and_decided() {
+    let hpa = hpa_with_status(serde_json::json!({
+        "currentReplicas": 2, "desiredReplicas": 4,
+        "lastScaleTime": "2026-12-01T10:00:00Z",
+        "currentMetrics": [
+            {"type": "Resource", "resource": {"name": "cpu",
+                "current": {"averageUtilization": 3, "averageValue": "7m"}}},
+            {"type": "Pods", "pods": {"metric": {"name": "fastagentic_concurrency_utilization"},
+                "current": {"averageValue": "99500m"}}}
+        ],
+        "conditions": [
+            {"type": "AbleToScale", "status": "True", "reason": "SucceededRescale", "message": "x"},
+            {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound",
+             "message": "the HPA was able to compute"},
+            {"type": "ScalingLimited", "status": "False", "reason": "DesiredWithinRange", "message": "y"}
+        ]
+    }));
+    let s = autoscaling_status(&fa(None), Some(&hpa)).expect("autoscaling status");
+    assert_eq!(s.current_replicas, Some(2));
+    assert_eq!(s.desired_replicas, Some(4));
+    assert_eq!(s.current_concurrency_utilization_percentage, Some(100));
+    assert_eq!(s.current_cpu_utilization_percentage, Some(3));
+    assert!(s.last_scale_time.is_some());
+    assert_eq!(
+        s.message.as_deref(),
+        Some("ValidMetricFound: the HPA was able to compute"),
+        "only ScalingActive, and ScalingLimited when it limits"
+    );
+}
+
+#[test]
+fn autoscaling_status_keeps_the_last_value_until_the_hpa_has_a_status_and_clears_without_autoscaling()
+ {
+    let previous = AutoscalingStatus {
+        desired_replicas: Some(3),
+        ..Default::default()
+    };
+    let with_old = fa(Some(FastAgenticStatus {
+        autoscaling: Some(previous.clone()),
+        ..Default::default()
+    }));
+    let fresh = hpa_with_status(serde_json::Value::Null);
+    assert_eq!(
+        autoscaling_status(&with_old, Some(&fresh)),
+        Some(previous.clone())
+    );
+    assert_eq!(autoscaling_status(&with_old, None), Some(previous));
+    let mut manual = with_old.clone();
+    manual.spec.autoscaling = None;
+    manual.spec.replicas = Some(2);
+    assert_eq!(autoscaling_status(&manual, None), None);
+}
+
+#[test]
+fn percent_quantities_round_and_refuse_garbage() {
+    for (q, want) in [
+        ("70", Some(70)),
+        ("72500m", Some(73)),
+        ("0", Some(0)),
+        ("abc", None),
+        ("-5", None),
+    ] {
+        assert_eq!(percent(&Quantity(q.into())), want, "{q}");
+    }
+}
