@@ -12,6 +12,8 @@
 //!   out), including the CRD's schema and CEL checks.
 //! - [`leader`], [`metrics`], [`server`]: leader election on a Lease, Prometheus metrics, and
 //!   the health/metrics HTTP endpoints of `fastagentic-operator run`.
+//! - [`metrics_api`]: the `custom.metrics.k8s.io` API (concurrency utilization scraped from the
+//!   pods) and the pods' deletion costs, served and written by the leader.
 
 #![forbid(unsafe_code)]
 
@@ -20,5 +22,6 @@ pub mod controller;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_api;
 pub mod render;
 pub mod server;

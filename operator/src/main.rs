@@ -10,17 +10,24 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::RwLock;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use fastagentic_operator::controller::{self, Context, Scope};
 use fastagentic_operator::leader::{self, LeaseConfig};
 use fastagentic_operator::metrics::Metrics;
+use fastagentic_operator::metrics_api::auth::FrontProxy;
+use fastagentic_operator::metrics_api::scrape::ScrapeConfig;
+use fastagentic_operator::metrics_api::{self, ApiState, LeaderConfig, ServeConfig};
 use fastagentic_operator::render;
 use fastagentic_operator::server::{self, Readiness};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -47,7 +54,7 @@ enum Command {
         file: String,
     },
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -101,6 +108,69 @@ struct RunArgs {
     )]
     health_bind_address: SocketAddr,
 
+    /// Address of the `custom.metrics.k8s.io` API (HTTPS), served when the certificate and key
+    /// are given.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_METRICS_API_BIND_ADDRESS",
+        default_value = "0.0.0.0:6443"
+    )]
+    metrics_api_bind_address: SocketAddr,
+
+    /// PEM serving certificate of the metrics API (the APIService's caBundle must trust it).
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_METRICS_API_CERT_FILE",
+        requires = "metrics_api_key_file"
+    )]
+    metrics_api_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the metrics API.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_METRICS_API_KEY_FILE",
+        requires = "metrics_api_cert_file"
+    )]
+    metrics_api_key_file: Option<PathBuf>,
+
+    /// The metrics API's selector-less Service, `NAME` (in the operator's namespace) or
+    /// `NAMESPACE/NAME`: the leader points its EndpointSlice at itself.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_METRICS_API_SERVICE")]
+    metrics_api_service: Option<String>,
+
+    /// The address the leader publishes for the metrics API; defaults to `POD_IP`.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_METRICS_API_ADVERTISE_ADDRESS")]
+    metrics_api_advertise_address: Option<IpAddr>,
+
+    /// Time between two scrapes of the pods' concurrency (e.g. `2s`, `500ms`).
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_INTERVAL", default_value = "2s",
+          value_parser = parse_duration)]
+    scrape_interval: Duration,
+
+    /// Time a pod gets to answer a scrape; one that does not is left out of the metric.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_TIMEOUT", default_value = "1s",
+          value_parser = parse_duration)]
+    scrape_timeout: Duration,
+
+    /// Pods scraped at once.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    scrape_concurrency: u16,
+
+    /// Scrapes the concurrency utilization averages over.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_WINDOW", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=60))]
+    scrape_window: u16,
+
+    /// Most `controller.kubernetes.io/pod-deletion-cost` writes per FastAgentic per minute;
+    /// 0 writes none.
+    #[arg(
+        long,
+        env = "FASTAGENTIC_OPERATOR_DELETION_COST_WRITES_PER_MINUTE",
+        default_value_t = 60
+    )]
+    deletion_cost_writes_per_minute: u32,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `fastagentic_operator=debug`.
     #[arg(long, env = "FASTAGENTIC_OPERATOR_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -115,12 +185,34 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+/// `2s`, `500ms`, `1.5s` or plain seconds (`2`): more than 0 and at most an hour.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let seconds = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|n| n.is_finite() && *n > 0.0 && *n <= 3600.0)
+        .ok_or_else(|| {
+            format!("{s:?} is not a duration: use seconds or milliseconds, like 2s or 500ms (at most 1h)")
+        })?;
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
         Command::Render { file } => render_file(&file),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -233,6 +325,33 @@ fn default_identity() -> String {
     format!("{host}_{}", std::process::id())
 }
 
+/// The leader's scraping and endpoint settings from the flags.
+fn leader_config(args: &RunArgs, client: &Client) -> LeaderConfig {
+    let service = args
+        .metrics_api_service
+        .as_ref()
+        .map(|s| match s.split_once('/') {
+            Some((ns, name)) => (name.to_string(), ns.to_string()),
+            None => (s.clone(), client.default_namespace().to_string()),
+        });
+    let advertise = args
+        .metrics_api_advertise_address
+        .or_else(|| std::env::var("POD_IP").ok().and_then(|ip| ip.parse().ok()));
+    LeaderConfig {
+        watch_namespace: args.namespace.clone(),
+        service,
+        advertise,
+        port: args.metrics_api_bind_address.port(),
+        scrape: ScrapeConfig {
+            interval: args.scrape_interval,
+            timeout: args.scrape_timeout,
+            concurrency: usize::from(args.scrape_concurrency),
+            window: usize::from(args.scrape_window),
+            cost_writes_per_minute: args.deletion_cost_writes_per_minute,
+        },
+    }
+}
+
 async fn run_async(args: RunArgs) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let ready = Readiness::default();
@@ -267,6 +386,32 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("reaching the Kubernetes API server: {e}"))?;
     tracing::info!(server = %version.git_version, "connected to the API server");
+
+    // The metrics API listens on every replica; only the leader's address is published.
+    let front_proxy = match (&args.metrics_api_cert_file, &args.metrics_api_key_file) {
+        (Some(_), Some(_)) => FrontProxy::load(&client).await?,
+        _ => None,
+    };
+    let api_state = Arc::new(ApiState::new(
+        client.clone(),
+        front_proxy,
+        Arc::new(RwLock::new(Default::default())),
+        metrics.clone(),
+    ));
+    if let (Some(cert_file), Some(key_file)) =
+        (&args.metrics_api_cert_file, &args.metrics_api_key_file)
+    {
+        let cfg = ServeConfig {
+            bind: args.metrics_api_bind_address,
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        };
+        metrics_api::serve(&cfg, api_state.clone(), stopped(stop_rx.clone())).await?;
+    } else {
+        tracing::info!(
+            "metrics API off (no --metrics-api-cert-file): concurrency autoscaling needs it"
+        );
+    }
     ready.set(true);
 
     let identity = args
@@ -306,7 +451,21 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     };
     tracing::info!(namespace = ?scope.namespace, "starting the controller");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let controller = tokio::spawn(controller::run(client, scope, ctx, stopped(shutdown_rx)));
+    let (fastagentics, writer) = reflector::store();
+    let controller = tokio::spawn(controller::run(
+        client.clone(),
+        scope,
+        ctx,
+        writer,
+        stopped(shutdown_rx),
+    ));
+    let leader_cfg = leader_config(&args, &client);
+    let leading = tokio::spawn(metrics_api::lead(
+        client,
+        leader_cfg,
+        api_state.clone(),
+        fastagentics,
+    ));
 
     let outcome = match &lease {
         Some((api, cfg)) => tokio::select! {
@@ -324,6 +483,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         // Stop writing at once: another replica may already lead.
         Err(e) => tracing::error!(error = %e, "stopping"),
     }
+    leading.abort();
     let _ = shutdown_tx.send(true);
     if outcome.is_ok() {
         let _ = controller.await;

@@ -23,6 +23,18 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    scrape_duration: Histogram,
+    scraped_pods: Gauge,
+    scrape_failures: Counter,
+    deletion_cost_writes: Counter,
+    api_requests: Family<CodeLabels, Counter>,
+}
+
+/// Label set of the metrics API's answers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// HTTP status code.
+    pub code: String,
 }
 
 impl Default for Metrics {
@@ -49,12 +61,47 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease (or runs without leader election)",
             leader.clone(),
         );
+        let scrape_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let scraped_pods = Gauge::default();
+        let scrape_failures = Counter::default();
+        let deletion_cost_writes = Counter::default();
+        let api_requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "scrape_duration_seconds",
+            "Time one round of scraping the pods' concurrency took (leader)",
+            scrape_duration.clone(),
+        );
+        registry.register(
+            "scraped_pods",
+            "Pods with a concurrency utilization after the last round (leader)",
+            scraped_pods.clone(),
+        );
+        registry.register(
+            "scrape_failures",
+            "Pod scrapes that failed or timed out (the pod is left out)",
+            scrape_failures.clone(),
+        );
+        registry.register(
+            "deletion_cost_writes",
+            "controller.kubernetes.io/pod-deletion-cost annotations written",
+            deletion_cost_writes.clone(),
+        );
+        registry.register(
+            "metrics_api_requests",
+            "Requests to the custom.metrics.k8s.io API, by HTTP status",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
             leader,
+            scrape_duration,
+            scraped_pods,
+            scrape_failures,
+            deletion_cost_writes,
+            api_requests,
         }
     }
 }
@@ -71,6 +118,28 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Records one scrape round.
+    pub fn observe_scrape(&self, took: Duration, pods: u64, failures: u64) {
+        self.scrape_duration.observe(took.as_secs_f64());
+        self.scraped_pods
+            .set(i64::try_from(pods).unwrap_or(i64::MAX));
+        self.scrape_failures.inc_by(failures);
+    }
+
+    /// Counts one deletion-cost write.
+    pub fn deletion_cost_written(&self) {
+        self.deletion_cost_writes.inc();
+    }
+
+    /// Counts one answer of the metrics API.
+    pub fn metrics_api_answered(&self, code: u16) {
+        self.api_requests
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Sets the leader gauge.

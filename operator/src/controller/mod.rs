@@ -139,14 +139,16 @@ fn referencing(
         .collect()
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, caching the FastAgentics in `writer`'s store
+/// (others may read it: the metrics API's scraper does).
 pub async fn run(
     client: Client,
     scope: Scope,
     ctx: Arc<Context>,
+    writer: reflector::store::Writer<FastAgentic>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (store, writer) = reflector::store();
+    let store = writer.as_reader();
     // Objects are read through `DeserializeGuard`: one FastAgentic that does not deserialize
     // (stored under an older schema, say) is logged and skipped instead of failing the whole
     // watch and stalling every other resource.
