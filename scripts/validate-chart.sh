@@ -74,4 +74,6 @@ refuse "metrics/port" --set metrics.port=70000
 refuse "watchNamespaces" --set 'watchNamespaces[0]=Not_A_Namespace'
 refuse "additional properties" --set replicas=2
 refuse "leaderElection.enabled" --set replicaCount=2 --set leaderElection.enabled=false
+refuse "metricsApi/scrape/interval" --set metricsApi.scrape.interval=fast
+refuse "metricsApi.caBundle" --set metricsApi.existingSecret=my-tls
 exit "$status"

@@ -77,4 +77,16 @@ Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.metricsApi.enabled }}
+# Concurrency autoscaling: the leader watches the agent pods to scrape their in-flight requests,
+# and annotates them with controller.kubernetes.io/pod-deletion-cost (nothing else is patched).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{/* The metrics API's Service (selector-less: the leader writes its EndpointSlice). */}}
+{{- define "fastagentic-operator.metricsApiService" -}}
+{{- printf "%s-metrics-api" (include "fastagentic-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
