@@ -135,6 +135,12 @@ async fn real_pods() {
         .await;
     steps
         .run(
+            "concurrency autoscaling: an LLM-bound agent scales on in-flight requests (not on CPU), idle pods go first",
+            e2e.concurrency_autoscaling(),
+        )
+        .await;
+    steps
+        .run(
             "deleting the FastAgentics removes every child and pod",
             e2e.deletion(),
         )
@@ -1252,8 +1258,370 @@ impl E2e {
         );
     }
 
+    /// Two FastAgentics with the same agent (every request waits 2 s, like a model call, using no
+    /// CPU), `maxConcurrent` 4, 2 pods, and the same overload: one scales on concurrency, one on
+    /// the guide's CPU target only. Then the load stops while one pod stays busy: the scale-down
+    /// removes idle pods and keeps the busy one (pod-deletion cost).
+    async fn concurrency_autoscaling(&self) {
+        const CONC: &str = "e2e-conc";
+        const CPU: &str = "e2e-cpu";
+        const CLIENTS: usize = 16;
+        let agent = |name: &str, autoscaling: Value| {
+            json!({
+                "apiVersion": "fastagentic.io/v1alpha1",
+                "kind": "FastAgentic",
+                "metadata": {"name": name},
+                "spec": {
+                    "image": self.runtime_image,
+                    "workers": 1,
+                    "maxConcurrent": 4,
+                    "env": [{"name": "FASTAGENTIC_ECHO_DELAY_MS", "value": "2000"}],
+                    "autoscaling": autoscaling,
+                    "resources": small_resources(),
+                }
+            })
+        };
+        self.apply_json(&agent(
+            CONC,
+            json!({
+                "minReplicas": 2,
+                "maxReplicas": 8,
+                "targetCPUUtilizationPercentage": 0,
+                "targetMemoryUtilizationPercentage": 0,
+                "targetConcurrencyUtilizationPercentage": 50,
+                // The operator's default scale-up; a scale-down that waits 20 s instead of 5 min.
+                "behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
+                                             {"type": "Pods", "value": 4, "periodSeconds": 15}]},
+                    "scaleDown": {"stabilizationWindowSeconds": 20,
+                                  "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+                }
+            }),
+        ));
+        self.apply_json(&agent(
+            CPU,
+            json!({"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercentage": 70}),
+        ));
+        self.ready_pods(CONC, 2).await;
+        self.ready_pods(CPU, 2).await;
+        let conc_base = self.service_url(CONC).await;
+        let cpu_base = self.service_url(CPU).await;
+        self.wait_service(&conc_base, CONC).await;
+        self.wait_service(&cpu_base, CPU).await;
+
+        // The operator's metrics API is registered, available, and answers for the pods.
+        wait_for(
+            "APIService v1beta2.custom.metrics.k8s.io Available",
+            Duration::from_secs(120),
+            || async {
+                let out = kubectl(&[
+                    "get",
+                    "apiservice",
+                    "v1beta2.custom.metrics.k8s.io",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Available\")].message}",
+                ])
+                .map_err(|e| e.to_string())?;
+                if out.starts_with("True") { Ok(()) } else { Err(out) }
+            },
+        )
+        .await;
+        let raw_path = format!(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/{}?labelSelector=app.kubernetes.io%2Finstance%3D{CONC}",
+            self.ns,
+            fastagentic_crd::CONCURRENCY_METRIC
+        );
+        let raw: Value = wait_for(
+            "the metric for both pods of e2e-conc",
+            Duration::from_secs(60),
+            || async {
+                let out = kubectl(&["get", "--raw", &raw_path]).map_err(|e| e.to_string())?;
+                let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+                if v["items"].as_array().map_or(0, Vec::len) == 2 {
+                    Ok(v)
+                } else {
+                    Err(out)
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "    $ kubectl get --raw '{raw_path}'\n{}",
+            indent(&raw.to_string())
+        );
+        assert!(
+            raw["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|i| i["value"] == "0"),
+            "idle pods report 0: {raw}"
+        );
+
+        // The same overload on both: 16 clients holding 2 s requests, 8 admitted at first.
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let conc_load = timed_load(&self.http, &conc_base, CLIENTS, t0, stop.clone());
+        let cpu_load = timed_load(&self.http, &cpu_base, CLIENTS, t0, stop.clone());
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &self.ns);
+        // Enough pods: 16 in flight at 50% of 4 a pod is 8 pods; 4 Ready pods already admit all.
+        let (scaled_to, up) = wait_for(
+            "e2e-conc to scale up on concurrency",
+            Duration::from_secs(90),
+            || async {
+                let r = spec_replicas(&deployments, CONC).await?;
+                let ready = self
+                    .pods(CONC)
+                    .await
+                    .iter()
+                    .filter(|p| pod_ready(p))
+                    .count();
+                if r >= 4 && ready >= 4 {
+                    Ok((r, t0.elapsed()))
+                } else {
+                    let h = hpas.get(CONC).await.map_err(|e| e.to_string())?;
+                    Err(format!(
+                        "replicas {r}, {ready} Ready; HPA status {}",
+                        serde_json::to_string(&h.status).unwrap_or_default()
+                    ))
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "    overload -> {scaled_to} replicas asked, 4 Ready in {:.0}s",
+            up.as_secs_f64()
+        );
+        assert!(
+            up <= Duration::from_secs(60),
+            "the replica count must rise within 60 s (took {:.0}s)",
+            up.as_secs_f64()
+        );
+        // Measure the steady state after scaling for 20 s.
+        let settled = t0.elapsed();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let measured = t0.elapsed();
+        let cpu_replicas = spec_replicas(&deployments, CPU)
+            .await
+            .expect("e2e-cpu replicas");
+        let conc_replicas = spec_replicas(&deployments, CONC)
+            .await
+            .expect("e2e-conc replicas");
+        let cpu_hpa = hpas.get(CPU).await.expect("the CPU HPA");
+        let cpu_now = cpu_hpa
+            .status
+            .as_ref()
+            .and_then(|s| s.current_metrics.as_ref())
+            .and_then(|m| m.iter().find_map(|m| m.resource.as_ref()))
+            .and_then(|r| r.current.average_utilization);
+        let top = kubectl(&[
+            "top",
+            "pods",
+            "-n",
+            &self.ns,
+            "-l",
+            "app.kubernetes.io/name=fastagentic",
+        ])
+        .unwrap_or_else(|e| e);
+        let wide = self.kubectl(&["get", "fa", CONC, CPU, "-o", "wide"]);
+        stop.store(true, Ordering::Relaxed);
+        let conc_replies = join_timed(conc_load).await;
+        let cpu_replies = join_timed(cpu_load).await;
+        let window = |r: &[(Duration, u16)], from: Duration, to: Duration| {
+            let w: Vec<u16> = r
+                .iter()
+                .filter(|(t, _)| *t >= from && *t < to)
+                .map(|(_, s)| *s)
+                .collect();
+            let rejected = w.iter().filter(|s| **s == 503).count();
+            let other = w.iter().filter(|s| **s != 503 && **s != 200).count();
+            (w.len(), rejected, other)
+        };
+        let first = Duration::from_secs(10);
+        let (c_before_n, c_before_503, _) = window(&conc_replies, Duration::ZERO, first);
+        let (c_after_n, c_after_503, c_other) = window(&conc_replies, settled, measured);
+        let (p_before_n, p_before_503, _) = window(&cpu_replies, Duration::ZERO, first);
+        let (p_after_n, p_after_503, p_other) = window(&cpu_replies, settled, measured);
+        let pct = |a: usize, n: usize| {
+            if n == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / n as f64
+            }
+        };
+        eprintln!(
+            "    side by side, same load ({CLIENTS} clients x 2 s requests, 2 pods x maxConcurrent 4 at start):\n\
+             \x20     target                         replicas  503s first 10 s        503s after scaling ({:.0}-{:.0} s)\n\
+             \x20     concurrency 50% (e2e-conc)     2 -> {conc_replicas:<4}  {c_before_503}/{c_before_n} ({:.0}%)   {c_after_503}/{c_after_n} ({:.1}%)\n\
+             \x20     CPU 70% only   (e2e-cpu)       2 -> {cpu_replicas:<4}  {p_before_503}/{p_before_n} ({:.0}%)   {p_after_503}/{p_after_n} ({:.1}%)  CPU now {cpu_now:?}% of request",
+            settled.as_secs_f64(),
+            measured.as_secs_f64(),
+            pct(c_before_503, c_before_n),
+            pct(c_after_503, c_after_n),
+            pct(p_before_503, p_before_n),
+            pct(p_after_503, p_after_n),
+        );
+        eprintln!("    $ kubectl top pods\n{}", indent(&top));
+        eprintln!("    $ kubectl get fa -o wide\n{}", indent(&wide));
+        assert!(c_before_503 > 0, "the load must overload 2 pods at first");
+        assert!(
+            pct(c_after_503, c_after_n) < 2.0,
+            "with the concurrency target the 503 rate falls to near zero: {c_after_503}/{c_after_n}"
+        );
+        assert_eq!((c_other, p_other), (0, 0), "only 200 and 503 answers");
+        assert_eq!(
+            cpu_replicas, 2,
+            "the CPU target does not see an LLM-bound overload"
+        );
+        assert!(
+            pct(p_after_503, p_after_n) > 20.0,
+            "without it the 503s continue: {p_after_503}/{p_after_n}"
+        );
+        assert!(
+            cpu_now.is_some_and(|c| c < 70),
+            "CPU stays low: {cpu_now:?}"
+        );
+        assert!(
+            wide.contains("UTILIZATION") && wide.contains("LASTSCALE"),
+            "{wide}"
+        );
+
+        // Busy-aware scale-down: one pod keeps serving long runs, the rest go idle.
+        let pods = self.pods(CONC).await;
+        let busy = pods
+            .iter()
+            .find(|p| pod_ready(p))
+            .expect("a Ready e2e-conc pod")
+            .clone();
+        let busy_name = busy.name_any();
+        let busy_ip = busy
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("pod IP");
+        let stop_busy = Arc::new(AtomicBool::new(false));
+        let busy_load = timed_load(
+            &self.http,
+            &format!("http://{busy_ip}:8000"),
+            2,
+            Instant::now(),
+            stop_busy.clone(),
+        );
+        let cost_of = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost"))
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let costs = wait_for(
+            "deletion costs: the busy pod above 0, the others 0",
+            Duration::from_secs(60),
+            || async {
+                let pods = self.pods(CONC).await;
+                let costs: BTreeMap<String, i64> =
+                    pods.iter().map(|p| (p.name_any(), cost_of(p))).collect();
+                let busy_cost = costs.get(&busy_name).copied().unwrap_or(0);
+                let others_idle = costs.iter().all(|(n, c)| *n == busy_name || *c == 0);
+                if busy_cost > 0 && others_idle {
+                    Ok(costs)
+                } else {
+                    Err(format!("{costs:?}"))
+                }
+            },
+        )
+        .await;
+        eprintln!("    deletion costs before the scale-down: {costs:?}");
+        let down_start = Instant::now();
+        wait_for(
+            "e2e-conc to scale back to 2 pods",
+            Duration::from_secs(180),
+            || async {
+                let r = spec_replicas(&deployments, CONC).await?;
+                let live = self.pods(CONC).await;
+                if r == 2 && live.len() == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("replicas {r}, {} live pods", live.len()))
+                }
+            },
+        )
+        .await;
+        let kept: BTreeSet<String> = pod_names(&self.pods(CONC).await);
+        stop_busy.store(true, Ordering::Relaxed);
+        let busy_replies = join_timed(busy_load).await;
+        eprintln!(
+            "    back to 2 pods {:.0}s after the load stopped; kept {kept:?}; the busy pod answered {} requests meanwhile",
+            down_start.elapsed().as_secs_f64(),
+            busy_replies.iter().filter(|(_, s)| *s == 200).count()
+        );
+        assert!(
+            kept.contains(&busy_name),
+            "the busy pod {busy_name} must survive the scale-down: kept {kept:?}"
+        );
+        let removed: Vec<&String> = costs.keys().filter(|n| !kept.contains(*n)).collect();
+        assert!(
+            removed.iter().all(|n| costs.get(*n) == Some(&0)),
+            "only idle pods are removed: {removed:?} of {costs:?}"
+        );
+        assert!(
+            busy_replies.iter().all(|(_, s)| *s == 200 || *s == 503),
+            "the busy pod was never cut off"
+        );
+        let writes = self
+            .operator_metric("fastagentic_operator_deletion_cost_writes_total")
+            .await;
+        eprintln!(
+            "    deletion-cost writes: {writes} in {:.0}s ({:.1} a minute)",
+            t0.elapsed().as_secs_f64(),
+            writes * 60.0 / t0.elapsed().as_secs_f64()
+        );
+        let wide = self.kubectl(&["get", "fa", CONC, "-o", "wide"]);
+        eprintln!("    $ kubectl get fa -o wide\n{}", indent(&wide));
+    }
+
+    /// A sample of the operator pod's own `/metrics` (0 when absent).
+    async fn operator_metric(&self, name: &str) -> f64 {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), OPERATOR_NS);
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=fastagentic-operator"))
+            .await
+            .expect("the operator pods");
+        let Some(ip) = list
+            .items
+            .iter()
+            .find(|p| pod_ready(p))
+            .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+        else {
+            return 0.0;
+        };
+        let text = match self
+            .http
+            .get(format!("http://{ip}:8080/metrics"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     async fn deletion(&self) {
-        let names = ["e2e-hpa", "e2e-rollout", "e2e-limits", SEED];
+        let names = [
+            "e2e-hpa",
+            "e2e-rollout",
+            "e2e-limits",
+            "e2e-conc",
+            "e2e-cpu",
+            SEED,
+        ];
         for n in names {
             self.kubectl(&["delete", "fa", n, "--wait=true", "--timeout=120s"]);
         }
@@ -1321,6 +1689,56 @@ impl E2e {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
+
+/// `clients` loops sending `POST /chat` to `base` until `stop`, each reply stamped with its
+/// time since `t0`; a 503 is retried after 250 ms (a client backing off, and few enough that the
+/// rejections cost no measurable CPU).
+fn timed_load(
+    http: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Duration, u16)>>> {
+    (0..clients)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{base}/chat");
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let body = json!({"message": format!("busy {i}-{n}")});
+                    let status = match http.post(&url).json(&body).send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            let _ = resp.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    };
+                    replies.push((t0.elapsed(), status));
+                    if status != 200 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+                replies
+            })
+        })
+        .collect()
+}
+
+async fn join_timed(
+    tasks: Vec<tokio::task::JoinHandle<Vec<(Duration, u16)>>>,
+) -> Vec<(Duration, u16)> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a load task"));
+    }
+    all
+}
 
 /// `spec.replicas` of Deployment `name` (what the HPA last set).
 async fn spec_replicas(api: &Api<Deployment>, name: &str) -> Result<i32, String> {

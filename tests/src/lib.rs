@@ -298,7 +298,9 @@ impl Cluster {
         ])?;
 
         let helm = helm_binary()?;
-        eprintln!("[harness] helm upgrade --install {RELEASE} (replicaCount=0) with {helm}");
+        eprintln!(
+            "[harness] helm upgrade --install {RELEASE} (replicaCount=0, metricsApi.enabled=false) with {helm}"
+        );
         run(Command::new(&helm).args([
             "upgrade",
             "--install",
@@ -311,6 +313,11 @@ impl Cluster {
             "--create-namespace",
             "--set",
             "replicaCount=0",
+            // No APIService pointing at an operator that does not run here: an unavailable
+            // aggregated API holds up namespace deletion. The metrics API's own test registers
+            // it for its duration.
+            "--set",
+            "metricsApi.enabled=false",
         ]))?;
 
         eprintln!(

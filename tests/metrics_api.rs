@@ -1,0 +1,482 @@
+//! The operator's `custom.metrics.k8s.io` API against a real kube-apiserver: the chart's
+//! APIService becomes Available with the operator as its backend, `kubectl get --raw` answers
+//! with the utilization of running runtime processes (through the aggregator, the front proxy
+//! and our authorization), busy pods get a deletion cost, and callers that are not the front
+//! proxy or not allowed are refused.
+//!
+//! The "pods" are real `fastagentic` processes on this machine, listening on its non-loopback
+//! address; their Pod objects are never scheduled, and their status is written by the test.
+
+// Tests fail loudly; panicking is the point here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fastagentic_crd::CONCURRENCY_METRIC;
+use fastagentic_tests::{
+    Operator, RELEASE, SYSTEM_NAMESPACE, TestNamespace, admin_client, apply_fastagentic, cluster,
+    free_port, kubectl, kubectl_stdin, repo_root, run, serial, wait_for, work_dir,
+    workspace_binary,
+};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const SERVICE: &str = "fastagentic-operator-metrics-api";
+const APISERVICE: &str = "v1beta2.custom.metrics.k8s.io";
+
+/// This machine's address the API server can reach and an EndpointSlice may hold (not
+/// loopback): the node bridge's when a node runs, else the first global IPv4 address.
+fn host_address() -> Option<IpAddr> {
+    let out = run(Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"])).ok()?;
+    let addrs: Vec<IpAddr> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+        .collect();
+    let bridge: IpAddr = [10, 244, 0, 1].into();
+    if addrs.contains(&bridge) {
+        Some(bridge)
+    } else {
+        addrs.into_iter().next()
+    }
+}
+
+/// The chart's metrics-API objects and RBAC, as `helm template` renders them for the harness's
+/// release with the metrics API on.
+fn render_chart() -> String {
+    let helm = std::env::var("FASTAGENTIC_HELM").ok().unwrap_or_else(|| {
+        run(Command::new(repo_root().join("scripts/control-plane.sh")).args(["path", "helm"]))
+            .expect("scripts/control-plane.sh path helm")
+            .trim()
+            .to_string()
+    });
+    run(Command::new(helm).args([
+        "template",
+        RELEASE,
+        repo_root()
+            .join("charts/fastagentic-operator")
+            .to_str()
+            .unwrap(),
+        "--namespace",
+        SYSTEM_NAMESPACE,
+        "--set",
+        "replicaCount=0",
+        "--show-only",
+        "templates/metrics-api.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ]))
+    .expect("helm template")
+}
+
+/// Removes the APIService (an unavailable one holds up namespace deletion) and the Service,
+/// even when the test fails.
+struct Registered;
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "apiservice",
+            APISERVICE,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        let _ = kubectl(&[
+            "delete",
+            "service,endpointslice",
+            SERVICE,
+            "-n",
+            SYSTEM_NAMESPACE,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// A runtime process, killed on drop.
+struct Runtime(Child);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_runtime(addr: SocketAddr, name: &str) -> Runtime {
+    let log = work_dir().join(format!("metrics-api-{name}.log"));
+    let out = File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = Command::new(workspace_binary("fastagentic"))
+        .args([
+            "run",
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+        ])
+        .args(["--max-concurrent", "4", "--echo-delay-ms", "20000"])
+        .env_clear()
+        .env("FASTAGENTIC_INSTANCE_ID", name)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("starting fastagentic");
+    Runtime(child)
+}
+
+/// A never-scheduled Pod for a runtime process at `addr`, counted as FastAgentic `fa`'s (the
+/// instance label) but not selected by its Deployment (no name label), with a Ready status.
+async fn fake_pod(pods: &Api<Pod>, name: &str, fa: &str, addr: SocketAddr) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/managed-by": "fastagentic-operator",
+            "app.kubernetes.io/instance": fa,
+        }},
+        "spec": {
+            "nodeSelector": {"fastagentic.io/test-no-such-node": "true"},
+            "containers": [{"name": "agent", "image": "not-pulled:0",
+                            "ports": [{"name": "http", "containerPort": addr.port()}]}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("creating the pod");
+    let ip = addr.ip().to_string();
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("writing the pod's status");
+}
+
+fn raw(path: &str) -> Result<Value, String> {
+    let out = kubectl(&["get", "--raw", path])?;
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
+fn values(list: &Value) -> BTreeMap<String, String> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["describedObject"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                i["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
+    let Some(cluster) = cluster("metrics_api") else {
+        return;
+    };
+    let Some(host) = host_address() else {
+        eprintln!(
+            "\n*** SKIPPED metrics_api: this machine has no non-loopback IPv4 address for the \
+             API server to reach the operator at (an EndpointSlice may not hold loopback) ***\n"
+        );
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "metrics-api").await;
+
+    // The chart's objects with the metrics API on (the harness installs it off).
+    let rendered = render_chart();
+    let _registered = Registered;
+    kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "metrics-api-test",
+            "-f",
+            "-",
+        ],
+        &rendered,
+    )
+    .expect("applying the chart's metrics API objects");
+    let secret: Secret = rendered
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .find(|v| v["kind"] == "Secret")
+        .map(|v| serde_json::from_value(v).expect("a Secret"))
+        .expect("the chart renders the serving certificate");
+    let data = secret.data.expect("Secret data");
+    let dir = work_dir().join(format!("metrics-api-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for key in ["tls.crt", "tls.key"] {
+        std::fs::write(dir.join(key), &data[key].0).unwrap();
+    }
+
+    let port = free_port();
+    let bind = SocketAddr::new(host, port);
+    let cert = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let service = format!("{SYSTEM_NAMESPACE}/{SERVICE}");
+    let operator = Operator::start(
+        cluster,
+        &ns.name,
+        "operator",
+        &[
+            "--metrics-api-bind-address",
+            &bind.to_string(),
+            "--metrics-api-cert-file",
+            cert.to_str().unwrap(),
+            "--metrics-api-key-file",
+            key.to_str().unwrap(),
+            "--metrics-api-service",
+            &service,
+            "--metrics-api-advertise-address",
+            &host.to_string(),
+            "--scrape-interval",
+            "1s",
+            "--scrape-window",
+            "2",
+        ],
+    )
+    .await;
+
+    wait_for("the APIService Available", Duration::from_secs(90), || async {
+        let out = kubectl(&[
+            "get", "apiservice", APISERVICE, "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}: {.status.conditions[?(@.type==\"Available\")].message}",
+        ])
+        .map_err(|e| e.to_string())?;
+        if out.starts_with("True") { Ok(()) } else { Err(format!("{out}\n{}", operator.log_tail(10))) }
+    })
+    .await;
+    let discovery =
+        raw("/apis/custom.metrics.k8s.io/v1beta2").expect("discovery through the aggregator");
+    assert_eq!(
+        discovery["resources"][0]["name"],
+        format!("pods/{CONCURRENCY_METRIC}")
+    );
+
+    // Two runtime processes as the pods of FastAgentic `m`; its own (simulated) pod does not
+    // answer and is left out.
+    apply_fastagentic(
+        &client,
+        &ns.name,
+        &json!({
+            "apiVersion": "fastagentic.io/v1alpha1", "kind": "FastAgentic",
+            "metadata": {"name": "m"},
+            "spec": {"image": "registry.example.com/agent:1", "maxConcurrent": 4,
+                     "autoscaling": {"minReplicas": 1, "maxReplicas": 3,
+                                     "targetConcurrencyUtilizationPercentage": 50}}
+        }),
+    )
+    .await;
+    let a = SocketAddr::new(host, free_port());
+    let b = SocketAddr::new(host, free_port());
+    let _runtimes = [start_runtime(a, "m-real-a"), start_runtime(b, "m-real-b")];
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for addr in [a, b] {
+        wait_for(
+            "a runtime answering /health",
+            Duration::from_secs(30),
+            || async {
+                match http.get(format!("http://{addr}/health")).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    fake_pod(&pods, "m-real-a", "m", a).await;
+    fake_pod(&pods, "m-real-b", "m", b).await;
+
+    // Pod a holds 2 of its 4 (20 s each); b is idle.
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let http = http.clone();
+            tokio::spawn(async move {
+                http.post(format!("http://{a}/chat"))
+                    .json(&json!({"message": format!("held {i}")}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let path = format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/{CONCURRENCY_METRIC}?labelSelector=app.kubernetes.io%2Finstance%3Dm",
+        ns.name
+    );
+    let list = wait_for("50% for a and 0 for b", Duration::from_secs(30), || async {
+        let v = raw(&path)?;
+        let got = values(&v);
+        let want = BTreeMap::from([
+            ("m-real-a".to_string(), "50000m".to_string()),
+            ("m-real-b".to_string(), "0m".to_string()),
+        ]);
+        if got == want {
+            Ok(v)
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    eprintln!("$ kubectl get --raw '{path}'\n{list}");
+    let item = &list["items"][0];
+    assert_eq!(item["describedObject"]["kind"], "Pod");
+    assert_eq!(item["metric"]["name"], CONCURRENCY_METRIC);
+    let one = raw(&format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/m-real-b/{CONCURRENCY_METRIC}",
+        ns.name
+    ))
+    .expect("one pod by name");
+    assert_eq!(values(&one).len(), 1);
+    let missing = kubectl(&[
+        "get",
+        "--raw",
+        &format!(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/no_such_metric",
+            ns.name
+        ),
+    ]);
+    assert!(
+        missing
+            .as_ref()
+            .is_err_and(|e| e.contains("NotFound") || e.contains("not found")),
+        "{missing:?}"
+    );
+
+    // The busy pod gets a deletion cost; the idle one none.
+    wait_for(
+        "a deletion cost on the busy pod",
+        Duration::from_secs(20),
+        || async {
+            let p = pods.get("m-real-a").await.map_err(|e| e.to_string())?;
+            let cost = p
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("controller.kubernetes.io/pod-deletion-cost")
+                .cloned();
+            if cost.as_deref() == Some("2") {
+                Ok(())
+            } else {
+                Err(format!("{cost:?}"))
+            }
+        },
+    )
+    .await;
+    let idle = pods.get("m-real-b").await.unwrap();
+    assert!(
+        !idle
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("controller.kubernetes.io/pod-deletion-cost"),
+        "an idle pod that never was busy is not written"
+    );
+    let writes = operator
+        .metric("fastagentic_operator_deletion_cost_writes_total")
+        .await;
+    assert!(writes >= 1.0, "the writes are counted: {writes}");
+
+    // Straight to the operator: no credentials, a forged front-proxy header without the proxy's
+    // certificate, and a token without the right are refused.
+    let direct = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("https://{bind}{path}");
+    let anonymous = direct.get(&url).send().await.expect("an answer");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(
+        (body["kind"].as_str(), body["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
+    let forged = direct
+        .get(&url)
+        .header("X-Remote-User", "system:admin")
+        .header("X-Remote-Group", "system:masters")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(
+        forged.status().as_u16(),
+        401,
+        "headers count only from the front proxy"
+    );
+    kubectl(&["create", "serviceaccount", "nobody", "-n", &ns.name]).expect("a ServiceAccount");
+    let token = kubectl(&["create", "token", "nobody", "-n", &ns.name]).expect("a token");
+    let denied = direct
+        .get(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(denied.status().as_u16(), 403);
+    let body: Value = denied.json().await.unwrap();
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("nobody") && message.contains(CONCURRENCY_METRIC),
+        "{body}"
+    );
+    // A token whose ServiceAccount may get the metric in this namespace is let through.
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "metric-reader", "namespace": ns.name},
+        "rules": [{"apiGroups": ["custom.metrics.k8s.io"],
+                   "resources": [format!("pods/{CONCURRENCY_METRIC}")], "verbs": ["get"]}]
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "metric-reader", "namespace": ns.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "metric-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns.name}]
+    });
+    kubectl(&["create", "serviceaccount", "reader", "-n", &ns.name]).expect("a ServiceAccount");
+    kubectl_stdin(&["apply", "-f", "-"], &format!("{role}\n---\n{binding}")).expect("RBAC");
+    let reader = kubectl(&["create", "token", "reader", "-n", &ns.name]).expect("a token");
+    let allowed = direct
+        .get(&url)
+        .bearer_auth(reader.trim())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(allowed.status().as_u16(), 200);
+    let body: Value = allowed.json().await.unwrap();
+    assert_eq!(values(&body).len(), 2, "{body}");
+    eprintln!(
+        "direct calls: anonymous 401, forged front-proxy headers 401, token without the right 403, \
+         token with it 200"
+    );
+    let text = operator.metrics_text().await;
+    for code in ["200", "401", "403"] {
+        assert!(
+            text.contains(&format!(
+                "fastagentic_operator_metrics_api_requests_total{{code=\"{code}\"}}"
+            )),
+            "answers counted by code: {text}"
+        );
+    }
+
+    for h in held {
+        h.abort();
+    }
+}
