@@ -46,9 +46,9 @@ fn host_address() -> Option<IpAddr> {
     }
 }
 
-/// The chart's metrics-API objects and RBAC, as `helm template` renders them for the harness's
+/// A chart template (`templates/NAME.yaml`), as `helm template` renders it for the harness's
 /// release with the metrics API on.
-fn render_chart() -> String {
+fn render_chart(template: &str) -> String {
     let helm = std::env::var("FASTAGENTIC_HELM").ok().unwrap_or_else(|| {
         run(Command::new(repo_root().join("scripts/control-plane.sh")).args(["path", "helm"]))
             .expect("scripts/control-plane.sh path helm")
@@ -67,29 +67,25 @@ fn render_chart() -> String {
         "--set",
         "replicaCount=0",
         "--show-only",
-        "templates/metrics-api.yaml",
-        "--show-only",
-        "templates/rbac.yaml",
+        &format!("templates/{template}.yaml"),
     ]))
     .expect("helm template")
 }
 
-/// Removes the APIService (an unavailable one holds up namespace deletion) and the Service,
-/// even when the test fails.
-struct Registered;
+/// Deletes what the test created from the chart's metrics-API template (an unavailable
+/// APIService holds up namespace deletion, and objects without Helm's ownership would stop a
+/// later `helm install`), even when the test fails.
+struct Registered(String);
 
 impl Drop for Registered {
     fn drop(&mut self) {
+        let _ = kubectl_stdin(
+            &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+            &self.0,
+        );
         let _ = kubectl(&[
             "delete",
-            "apiservice",
-            APISERVICE,
-            "--ignore-not-found",
-            "--wait=false",
-        ]);
-        let _ = kubectl(&[
-            "delete",
-            "service,endpointslice",
+            "endpointslice",
             SERVICE,
             "-n",
             SYSTEM_NAMESPACE,
@@ -199,21 +195,20 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     let ns = TestNamespace::create(&client, "metrics-api").await;
 
     // The chart's objects with the metrics API on (the harness installs it off).
-    let rendered = render_chart();
-    let _registered = Registered;
-    kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "metrics-api-test",
-            "-f",
-            "-",
-        ],
-        &rendered,
-    )
-    .expect("applying the chart's metrics API objects");
+    let rendered = render_chart("metrics-api");
+    let _registered = Registered(rendered.clone());
+    let apply = [
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "metrics-api-test",
+        "-f",
+        "-",
+    ];
+    kubectl_stdin(&apply, &rendered).expect("applying the chart's metrics API objects");
+    // The chart's rules with the metrics API on (pods: watch, and patch for deletion costs).
+    kubectl_stdin(&apply, &render_chart("rbac")).expect("applying the chart's RBAC");
     let secret: Secret = rendered
         .split("\n---")
         .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
