@@ -1355,7 +1355,7 @@ impl E2e {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .all(|i| i["value"] == "0"),
+                .all(|i| i["value"] == "0" || i["value"] == "0m"),
             "idle pods report 0: {raw}"
         );
 
