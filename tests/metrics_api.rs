@@ -261,6 +261,20 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     .await;
     let discovery =
         raw("/apis/custom.metrics.k8s.io/v1beta2").expect("discovery through the aggregator");
+    // Aggregated discovery (what kubectl and the HPA controller use) holds the version fresh.
+    wait_for(
+        "custom.metrics.k8s.io/v1beta2 in aggregated discovery",
+        Duration::from_secs(60),
+        || async {
+            let out = kubectl(&["api-versions"]).map_err(|e| e.to_string())?;
+            if out.lines().any(|l| l == "custom.metrics.k8s.io/v1beta2") {
+                Ok(())
+            } else {
+                Err("not listed (stale or missing)".to_string())
+            }
+        },
+    )
+    .await;
     assert_eq!(
         discovery["resources"][0]["name"],
         format!("pods/{CONCURRENCY_METRIC}")
@@ -426,6 +440,17 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         .await
         .expect("an answer");
     assert_eq!(denied.status().as_u16(), 403);
+    let discovery = direct
+        .get(format!("https://{bind}/apis/custom.metrics.k8s.io/v1beta2"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(
+        discovery.status().as_u16(),
+        200,
+        "discovery is open to any authenticated caller"
+    );
     let body: Value = denied.json().await.unwrap();
     let message = body["message"].as_str().unwrap_or_default();
     assert!(

@@ -7,8 +7,11 @@
 //!   `X-Remote-User`/`X-Remote-Group`/`X-Remote-Extra-*` headers (names from the same ConfigMap).
 //! - Bearer token: anybody else (a pod calling the Service directly) is checked with a
 //!   TokenReview.
-//! - Every request is then authorized with a SubjectAccessReview: discovery paths as
-//!   non-resource URLs, metric reads as `get` on `pods/<metric>` in `custom.metrics.k8s.io`.
+//! - Metric reads are then authorized with a SubjectAccessReview (`get` on `pods/<metric>` in
+//!   `custom.metrics.k8s.io`), other paths as non-resource URLs. Discovery documents (and the
+//!   OpenAPI paths, which answer 404) need authentication only: the API server's
+//!   `system:discovery` role grants them to every authenticated user, and the aggregator reads
+//!   them as `system:kube-aggregator` without any group, which no role names.
 //!
 //! Answers are cached for [`CACHE_TTL`] (the API server's own delegating authorizer caches for
 //! the same time), at most [`CACHE_ENTRIES`] of each.
@@ -189,6 +192,17 @@ pub enum Attributes {
         /// Metric name (the subresource).
         metric: String,
     },
+}
+
+/// Discovery and OpenAPI paths: public to every authenticated caller.
+pub fn is_discovery(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let group = format!("/apis/{GROUP}");
+    path == "/apis"
+        || path == group
+        || path == format!("{group}/{VERSION}")
+        || path == "/openapi/v2"
+        || path.starts_with("/openapi/v3")
 }
 
 impl Attributes {
@@ -485,6 +499,29 @@ mod tests {
         ]);
         let e = FrontProxy::from_config_map_data(&bad).expect_err("bad list");
         assert!(e.contains("requestheader-allowed-names"), "{e}");
+    }
+
+    #[test]
+    fn discovery_paths_are_told_apart_from_metric_reads() {
+        for p in [
+            "/apis",
+            "/apis/",
+            "/apis/custom.metrics.k8s.io",
+            "/apis/custom.metrics.k8s.io/v1beta2",
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/apis/custom.metrics.k8s.io/v1beta2",
+        ] {
+            assert!(is_discovery(p), "{p}");
+        }
+        for p in [
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/ns/pods/*/m",
+            "/apis/custom.metrics.k8s.io/v1beta1",
+            "/apis/other.group",
+            "/metrics",
+        ] {
+            assert!(!is_discovery(p), "{p}");
+        }
     }
 
     #[test]
