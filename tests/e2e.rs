@@ -1426,10 +1426,11 @@ impl E2e {
             "the replica count must rise within 60 s (took {:.0}s)",
             up.as_secs_f64()
         );
-        // Every pod the autoscaler asked for Ready, then 20 s of steady state.
+        // The autoscaler content (every pod it asked for Ready, and the average at most the
+        // target plus the HPA's 10% tolerance, or the maximum reached), then 20 s of steady state.
         wait_for(
-            "every pod e2e-conc's autoscaler asked for Ready",
-            Duration::from_secs(90),
+            "e2e-conc's autoscaler to settle",
+            Duration::from_secs(120),
             || async {
                 let r = spec_replicas(&deployments, CONC).await?;
                 let ready = self
@@ -1438,10 +1439,27 @@ impl E2e {
                     .iter()
                     .filter(|p| pod_ready(p))
                     .count();
-                if usize::try_from(r).is_ok_and(|r| ready >= r) {
+                let h = hpas.get(CONC).await.map_err(|e| e.to_string())?;
+                let current = h
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_metrics.as_ref())
+                    .and_then(|m| m.iter().find_map(|m| m.pods.as_ref()))
+                    .and_then(|p| p.current.average_value.as_ref())
+                    .map(|q| q.0.clone())
+                    .unwrap_or_default();
+                let percent = match current.strip_suffix('m') {
+                    Some(milli) => milli.parse::<f64>().map(|v| v / 1000.0),
+                    None => current.parse::<f64>(),
+                }
+                .unwrap_or(f64::MAX);
+                let all_ready = usize::try_from(r).is_ok_and(|r| ready >= r);
+                if all_ready && (percent <= 44.0 || r >= 10) {
                     Ok(())
                 } else {
-                    Err(format!("replicas {r}, {ready} Ready"))
+                    Err(format!(
+                        "replicas {r}, {ready} Ready, utilization {current}"
+                    ))
                 }
             },
         )
