@@ -1302,9 +1302,8 @@ impl E2e {
                     "maxConcurrent": 10,
                     "env": [{"name": "FASTAGENTIC_ECHO_DELAY_MS", "value": "2000"}],
                     "autoscaling": autoscaling,
-                    // A CPU request an agent would have: the CPU target measures against it.
-                    "resources": {"requests": {"cpu": "200m", "memory": "64Mi"},
-                                  "limits": {"cpu": "500m", "memory": "256Mi"}},
+                    // 50m: up to 12 pods of the two fit the node beside the other checks'.
+                    "resources": small_resources(),
                 }
             })
         };
