@@ -1385,6 +1385,9 @@ impl E2e {
             "idle pods report 0: {raw}"
         );
 
+        let writes_before = self
+            .operator_metric("fastagentic_operator_deletion_cost_writes_total")
+            .await;
         // The same overload on both: 40 clients holding 2 s requests, 20 admitted at first.
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
@@ -1636,7 +1639,8 @@ impl E2e {
         );
         let writes = self
             .operator_metric("fastagentic_operator_deletion_cost_writes_total")
-            .await;
+            .await
+            - writes_before;
         eprintln!(
             "    deletion-cost writes: {writes} in {:.0}s ({:.1} a minute)",
             t0.elapsed().as_secs_f64(),
