@@ -165,7 +165,7 @@ measure() {
       -v r0="$r0" -v r1="$r1" -v s0="$s0" -v s1="$s1" -v w0="$w0" -v w1="$w1" -v ch0="$ch0" -v ch1="$ch1" \
     'BEGIN { d = t1 - t0; rounds = r1 - r0;
              printf "%s %.2f %d %d %.1f %.1f %.1f\n", n, 100 * (c1 - c0) / tck / d, rss, rounds,
-                    rounds > 0 ? 1000 * (s1 - s0) / rounds : 0, 60 * (w1 - w0) / d, 60 * (ch1 - ch0) / d }'
+                    (rounds > 0 ? 1000 * (s1 - s0) / rounds : 0), 60 * (w1 - w0) / d, 60 * (ch1 - ch0) / d }'
 }
 
 log "warm-up 10 s, then the baseline: $PODS pods, no concurrency target ($WINDOW s)"
