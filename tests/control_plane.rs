@@ -450,15 +450,29 @@ async fn examples_become_deployment_service_and_hpa() {
                 &spec["autoscaling"]["targetMemoryUtilizationPercentage"],
                 80,
             );
+            // A target of 0 leaves its metric out.
             assert_eq!(
                 target("cpu").map(i64::from),
-                Some(cpu),
+                (cpu > 0).then_some(cpu),
                 "{file}: HPA CPU target"
             );
             assert_eq!(
                 target("memory").map(i64::from),
-                Some(mem),
+                (mem > 0).then_some(mem),
                 "{file}: HPA memory target"
+            );
+            let concurrency = hs.metrics.iter().flatten().find_map(|m| {
+                let p = m.pods.as_ref()?;
+                (p.metric.name == fastagentic_crd::CONCURRENCY_METRIC)
+                    .then(|| p.target.average_value.as_ref().map(|q| q.0.clone()))
+                    .flatten()
+            });
+            assert_eq!(
+                concurrency,
+                spec["autoscaling"]["targetConcurrencyUtilizationPercentage"]
+                    .as_i64()
+                    .map(|t| t.to_string()),
+                "{file}: HPA concurrency target (a Pods metric)"
             );
         } else {
             assert!(hpa.is_none(), "{file}: no autoscaling but an HPA exists");
