@@ -44,6 +44,13 @@ fn chart_lints_renders_valid_objects_and_refuses_bad_values() {
         4,
         "{stdout}"
     );
-    assert_eq!(stdout.matches("ok: refused").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("ok: refused").count(), 8, "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("passed for resource apiservice/v1beta2.custom.metrics.k8s.io")
+            .count(),
+        4,
+        "the metrics API is on by default: {stdout}"
+    );
     assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
 }
