@@ -38,35 +38,19 @@ for tool in kubectl curl python3 ip; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 
-if [[ -z "${KUBECONFIG:-}" ]]; then
-  eval "$(scripts/control-plane.sh env)"
-fi
-server="$(kubectl config view --minify -o 'jsonpath={.clusters[0].cluster.server}')"
-case "$server" in
-  https://127.0.0.1:* | https://localhost:* | "https://[::1]:"*) ;;
-  *) die "KUBECONFIG points at '$server', not at the loopback control plane of scripts/control-plane.sh" ;;
-esac
-kubectl get --raw /readyz >/dev/null 2>&1 || die "the API server at $server is not ready (scripts/control-plane.sh up)"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_control_plane
 
 # A non-loopback address of this machine (what a pod IP would be).
 host="$(ip -4 -o addr show scope global | awk '{ split($4, a, "/"); print a[1] }' | grep -x '10.244.0.1' || true)"
 [[ -n "$host" ]] || host="$(ip -4 -o addr show scope global | awk '{ split($4, a, "/"); print a[1]; exit }')"
 [[ -n "$host" ]] || die "this machine has no non-loopback IPv4 address for the simulated pods"
 
-operator="${FASTAGENTIC_BENCH_OPERATOR:-}"
-if [[ -z "$operator" ]]; then
-  log "building the operator (cargo build --release -p fastagentic-operator)"
-  cargo build --release -p fastagentic-operator >&2
-  operator="${CARGO_TARGET_DIR:-target}/release/fastagentic-operator"
-fi
-[[ -x "$operator" ]] || die "no operator binary at $operator"
+bench_operator_binary
 
 log "applying the CRD, the chart (replicaCount=0) and its RBAC with the metrics API on"
-kubectl apply --server-side --force-conflicts -f crds/fastagentic.io_fastagentics.yaml >/dev/null
-kubectl wait --for=condition=Established crd/fastagentics.fastagentic.io --timeout=60s >/dev/null
-helm="${FASTAGENTIC_HELM:-$(scripts/control-plane.sh path helm)}"
-"$helm" upgrade --install "$RELEASE" charts/fastagentic-operator --namespace "$SYSTEM_NS" \
-  --create-namespace --set replicaCount=0 --set metricsApi.enabled=false >/dev/null
+bench_install_chart
 "$helm" template "$RELEASE" charts/fastagentic-operator --namespace "$SYSTEM_NS" --set replicaCount=0 \
   --show-only templates/rbac.yaml | kubectl apply --server-side --force-conflicts --field-manager bench -f - >/dev/null
 
@@ -88,20 +72,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-token="$(kubectl create token "$RELEASE" -n "$SYSTEM_NS" --duration 1h)"
-ca="$(kubectl config view --raw --minify --flatten -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}')"
-cat >"$work/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: cp, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
-users: [{name: operator, user: {token: "$token"}}]
-contexts: [{name: operator, context: {cluster: cp, user: operator, namespace: $SYSTEM_NS}}]
-current-context: operator
-EOF
-chmod 600 "$work/operator.kubeconfig"
+bench_operator_kubeconfig "$work/operator.kubeconfig"
 kubectl create namespace "$ns" >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 first_port=$(( ( $(date +%s) % 2000 ) * 10 + 30000 ))
 log "simulating $PODS pods on $host:$first_port-$((first_port + PODS - 1))"
 python3 bench/sim_pods.py --host "$host" --first-port "$first_port" --pods "$PODS" \
@@ -129,8 +102,8 @@ log "writing $PODS pod statuses (Ready, podIP $host)"
 seq -f 'sim-%03g' 0 $((PODS - 1)) | xargs -P 8 -I{} kubectl patch pod {} -n "$ns" --subresource=status --type=merge \
   -p "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$host\",\"podIPs\":[{\"ip\":\"$host\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
 
-metrics_port="$(free_port)"
-health_port="$(free_port)"
+metrics_port="$(bench_free_port)"
+health_port="$(bench_free_port)"
 KUBECONFIG="$work/operator.kubeconfig" "$operator" run --namespace "$ns" \
   --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \
   --log-format json >"$work/operator.log" 2>&1 &

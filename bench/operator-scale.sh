@@ -42,33 +42,12 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 command -v kubectl >/dev/null || die "kubectl is not installed"
 command -v curl >/dev/null || die "curl is not installed"
 
-# ---- the control plane (loopback only) --------------------------------------------------------
-if [[ -z "${KUBECONFIG:-}" ]]; then
-  eval "$(scripts/control-plane.sh env)"
-fi
-server="$(kubectl config view --minify -o 'jsonpath={.clusters[0].cluster.server}')"
-case "$server" in
-  https://127.0.0.1:* | https://localhost:* | "https://[::1]:"*) ;;
-  *) die "KUBECONFIG points at '$server', not at the loopback control plane of scripts/control-plane.sh" ;;
-esac
-kubectl get --raw /readyz >/dev/null 2>&1 || die "the API server at $server is not ready (scripts/control-plane.sh up)"
-
-# ---- the operator binary ------------------------------------------------------------------------
-operator="${FASTAGENTIC_BENCH_OPERATOR:-}"
-if [[ -z "$operator" ]]; then
-  log "building the operator (cargo build --release -p fastagentic-operator)"
-  cargo build --release -p fastagentic-operator >&2
-  operator="${CARGO_TARGET_DIR:-target}/release/fastagentic-operator"
-fi
-[[ -x "$operator" ]] || die "no operator binary at $operator"
-
-# ---- CRD, chart, and a token of the chart's ServiceAccount ----------------------------------------
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_control_plane
+bench_operator_binary
 log "applying the CRD and installing the chart (replicaCount=0: the operator runs here, not in a pod)"
-kubectl apply --server-side --force-conflicts -f crds/fastagentic.io_fastagentics.yaml >/dev/null
-kubectl wait --for=condition=Established crd/fastagentics.fastagentic.io --timeout=60s >/dev/null
-helm="${FASTAGENTIC_HELM:-$(scripts/control-plane.sh path helm)}"
-"$helm" upgrade --install "$RELEASE" charts/fastagentic-operator --namespace "$SYSTEM_NS" \
-  --create-namespace --set replicaCount=0 >/dev/null
+bench_install_chart
 
 work="$(mktemp -d /tmp/fastagentic-bench.XXXXXX)"
 ns="bench-scale-$(date +%s)"
@@ -89,24 +68,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-token="$(kubectl create token "$RELEASE" -n "$SYSTEM_NS" --duration 1h)"
-ca="$(kubectl config view --raw --minify --flatten -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}')"
-cat >"$work/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: cp, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
-users: [{name: operator, user: {token: "$token"}}]
-contexts: [{name: operator, context: {cluster: cp, user: operator, namespace: $SYSTEM_NS}}]
-current-context: operator
-EOF
-chmod 600 "$work/operator.kubeconfig"
+bench_operator_kubeconfig "$work/operator.kubeconfig"
 
 kubectl create namespace "$ns" >/dev/null
 kubectl label namespace "$ns" fastagentic.io/bench=operator-scale >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-metrics_port="$(free_port)"
-health_port="$(free_port)"
+metrics_port="$(bench_free_port)"
+health_port="$(bench_free_port)"
 log "starting $operator for namespace $ns (log $work/operator.log)"
 KUBECONFIG="$work/operator.kubeconfig" "$operator" run --namespace "$ns" \
   --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \

@@ -1400,13 +1400,7 @@ impl E2e {
             "e2e-conc to scale up on concurrency",
             Duration::from_secs(90),
             || async {
-                let r = spec_replicas(&deployments, CONC).await?;
-                let ready = self
-                    .pods(CONC)
-                    .await
-                    .iter()
-                    .filter(|p| pod_ready(p))
-                    .count();
+                let (r, ready) = self.replicas_and_ready(&deployments, CONC).await?;
                 if r >= 4 && ready >= 4 {
                     Ok((r, t0.elapsed()))
                 } else {
@@ -1434,13 +1428,7 @@ impl E2e {
             "e2e-conc's autoscaler to settle",
             Duration::from_secs(120),
             || async {
-                let r = spec_replicas(&deployments, CONC).await?;
-                let ready = self
-                    .pods(CONC)
-                    .await
-                    .iter()
-                    .filter(|p| pod_ready(p))
-                    .count();
+                let (r, ready) = self.replicas_and_ready(&deployments, CONC).await?;
                 let h = hpas.get(CONC).await.map_err(|e| e.to_string())?;
                 let current = h
                     .status
@@ -1648,6 +1636,22 @@ impl E2e {
         );
         let wide = self.kubectl(&["get", "fa", CONC, "-o", "wide"]);
         eprintln!("    $ kubectl get fa -o wide\n{}", indent(&wide));
+    }
+
+    /// `spec.replicas` of Deployment `name` and how many of its pods are Ready.
+    async fn replicas_and_ready(
+        &self,
+        deployments: &Api<Deployment>,
+        name: &str,
+    ) -> Result<(i32, usize), String> {
+        let replicas = spec_replicas(deployments, name).await?;
+        let ready = self
+            .pods(name)
+            .await
+            .iter()
+            .filter(|p| pod_ready(p))
+            .count();
+        Ok((replicas, ready))
     }
 
     /// A sample of the operator pod's own `/metrics` (0 when absent).
