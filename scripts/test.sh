@@ -9,7 +9,8 @@
 #   3. a real Kubernetes control plane on loopback with a real node (kubelet, containerd,
 #      kube-proxy, CoreDNS, metrics-server: scripts/control-plane.sh up --node) next to the
 #      simulated kwok node, for the control-plane, contract and end-to-end tests
-#   4. cargo test --workspace (the e2e test skips itself here: it has its own step)
+#   4. prometheus_client (PyPI) in the project's virtualenv for the /metrics parser test, then
+#      cargo test --workspace (the e2e test skips itself here: it has its own step)
 #   5. the images without Docker (scripts/images.sh build), pushed to the node's registry
 #   6. the end-to-end checks against real pods (FASTAGENTIC_E2E=node cargo test --test e2e)
 #   7. teardown, then a check that nothing it started is left (scripts/node.sh leftovers)
@@ -106,6 +107,13 @@ else
     export FASTAGENTIC_HELM
     export FASTAGENTIC_CONTROL_PLANE=1 FASTAGENTIC_REQUIRE_CONTROL_PLANE=1
 fi
+
+step "prometheus_client (the Prometheus project's parser, for the /metrics exposition test)"
+venv="${FASTAGENTIC_VENV:-$HOME/.cache/fastagentic/venv}"
+scripts/validate-render.sh --install
+"$venv/bin/pip" install --quiet prometheus_client
+export FASTAGENTIC_PROMETHEUS_PYTHON="$venv/bin/python" FASTAGENTIC_REQUIRE_PROMETHEUS_PARSER=1
+echo "prometheus_client $("$venv/bin/python" -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus_client"))') in $venv"
 
 step "cargo build --workspace --bins (the control-plane and contract tests run the binaries)"
 cargo build --workspace --bins
