@@ -1520,8 +1520,10 @@ impl E2e {
         eprintln!("    $ kubectl top pods\n{}", indent(&top));
         eprintln!("    $ kubectl get fa -o wide\n{}", indent(&wide));
         assert!(c_before_503 > 0, "the load must overload 2 pods at first");
+        // Not exactly 0: a Service picks pods at random, so at 40% on average a pod is now and
+        // then full (0.2% and 1.2% of attempts measured), against about 67% without scaling.
         assert!(
-            pct(c_after_503, c_after_n) < 2.0,
+            pct(c_after_503, c_after_n) < 5.0,
             "with the concurrency target the 503 rate falls to near zero: {c_after_503}/{c_after_n}"
         );
         assert_eq!((c_other, p_other), (0, 0), "only 200 and 503 answers");
