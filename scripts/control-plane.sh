@@ -431,7 +431,10 @@ cmd_up() {
       --enable-aggregator-routing=true
     )
   else
-    node_flags=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none)
+    # No kube-proxy without a node: aggregated APIs (the operator's metrics API in its test) are
+    # reached at their endpoint addresses, not through a ClusterIP nothing routes.
+    node_flags=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none
+      --enable-aggregator-routing=true)
   fi
 
   check_port etcd "$ETCD_CLIENT_PORT"

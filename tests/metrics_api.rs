@@ -227,11 +227,10 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let service = format!("{SYSTEM_NAMESPACE}/{SERVICE}");
-    let operator = Operator::start(
-        cluster,
-        &ns.name,
-        "operator",
-        &[
+    let lease = format!("{}-metrics-lease", ns.name);
+    let _lease = LeaseCleanup(lease.clone());
+    let operator_args = |bind: SocketAddr, id: &str| -> Vec<String> {
+        [
             "--metrics-api-bind-address",
             &bind.to_string(),
             "--metrics-api-cert-file",
@@ -246,7 +245,25 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
             "1s",
             "--scrape-window",
             "2",
-        ],
+            "--leader-elect",
+            "true",
+            "--lease-name",
+            &lease,
+            "--lease-namespace",
+            SYSTEM_NAMESPACE,
+            "--leader-elect-identity",
+            id,
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
+    };
+    let args_a = operator_args(bind, "metrics-a");
+    let mut operator = Operator::start(
+        cluster,
+        &ns.name,
+        "operator",
+        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .await;
 
@@ -496,7 +513,91 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         );
     }
 
+    // A standby with the same flags on another port: the EndpointSlice names the leader only,
+    // the standby refuses to answer from no data, and when the leader dies the standby takes the
+    // Lease, points the Service at itself and serves the metric.
+    let bind_b = SocketAddr::new(host, free_port());
+    let args_b = operator_args(bind_b, "metrics-b");
+    let _standby = Operator::start(
+        cluster,
+        &ns.name,
+        "standby",
+        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let slice_port = || {
+        kubectl(&[
+            "get",
+            "endpointslice",
+            SERVICE,
+            "-n",
+            SYSTEM_NAMESPACE,
+            "-o",
+            "jsonpath={.ports[0].port}",
+        ])
+        .unwrap_or_default()
+    };
+    assert_eq!(
+        slice_port(),
+        bind.port().to_string(),
+        "the Service names the leader"
+    );
+    let url_b = format!("https://{bind_b}{path}");
+    let standby_answer = direct
+        .get(&url_b)
+        .bearer_auth(reader.trim())
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(standby_answer.status().as_u16(), 503);
+    let body: Value = standby_answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("standby"),
+        "{body}"
+    );
+    operator.kill();
+    let took = std::time::Instant::now();
+    wait_for(
+        "the standby to lead and serve through the Service",
+        Duration::from_secs(60),
+        || async {
+            if slice_port() != bind_b.port().to_string() {
+                return Err(format!("EndpointSlice port {}", slice_port()));
+            }
+            let got = values(&raw(&path)?);
+            if got.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "failover: the standby leads and answers through the aggregator {:.0}s after the leader was killed",
+        took.elapsed().as_secs_f64()
+    );
+
     for h in held {
         h.abort();
+    }
+}
+
+/// Deletes the test's Lease afterwards.
+struct LeaseCleanup(String);
+
+impl Drop for LeaseCleanup {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "lease",
+            "-n",
+            SYSTEM_NAMESPACE,
+            &self.0,
+            "--ignore-not-found",
+        ]);
     }
 }
