@@ -59,3 +59,21 @@ KUBECONFIG
 bench_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# Starts OPERATOR for namespace NS with the kubeconfig FILE, logging to LOG, and waits for its
+# /readyz; sets `operator_pid`, `metrics_port` and `health_port`.
+bench_start_operator() {
+  local ns="$1" kubeconfig="$2" log_file="$3"
+  metrics_port="$(bench_free_port)"
+  health_port="$(bench_free_port)"
+  KUBECONFIG="$kubeconfig" "$operator" run --namespace "$ns" \
+    --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \
+    --log-format json >"$log_file" 2>&1 &
+  operator_pid=$!
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$operator_pid" 2>/dev/null || die "the operator exited: $(tail -n 20 "$log_file")"
+    sleep 0.5
+  done
+  die "the operator never became ready: $(tail -n 20 "$log_file")"
+}

@@ -102,17 +102,7 @@ log "writing $PODS pod statuses (Ready, podIP $host)"
 seq -f 'sim-%03g' 0 $((PODS - 1)) | xargs -P 8 -I{} kubectl patch pod {} -n "$ns" --subresource=status --type=merge \
   -p "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$host\",\"podIPs\":[{\"ip\":\"$host\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
 
-metrics_port="$(bench_free_port)"
-health_port="$(bench_free_port)"
-KUBECONFIG="$work/operator.kubeconfig" "$operator" run --namespace "$ns" \
-  --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \
-  --log-format json >"$work/operator.log" 2>&1 &
-operator_pid=$!
-for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$operator_pid" 2>/dev/null || die "the operator exited: $(tail -n 20 "$work/operator.log")"
-  sleep 0.5
-done
+bench_start_operator "$ns" "$work/operator.kubeconfig" "$work/operator.log"
 
 tck="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$operator_pid/stat"; }

@@ -73,19 +73,8 @@ bench_operator_kubeconfig "$work/operator.kubeconfig"
 kubectl create namespace "$ns" >/dev/null
 kubectl label namespace "$ns" fastagentic.io/bench=operator-scale >/dev/null
 
-metrics_port="$(bench_free_port)"
-health_port="$(bench_free_port)"
 log "starting $operator for namespace $ns (log $work/operator.log)"
-KUBECONFIG="$work/operator.kubeconfig" "$operator" run --namespace "$ns" \
-  --metrics-bind-address "127.0.0.1:$metrics_port" --health-bind-address "127.0.0.1:$health_port" \
-  --log-format json >"$work/operator.log" 2>&1 &
-operator_pid=$!
-for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$operator_pid" 2>/dev/null || die "the operator exited: $(tail -n 20 "$work/operator.log")"
-  sleep 0.5
-done
-curl -fsS "http://127.0.0.1:$health_port/readyz" >/dev/null || die "the operator never became ready"
+bench_start_operator "$ns" "$work/operator.kubeconfig" "$work/operator.log"
 rss_start="$(awk '/^VmRSS/ { print $2 }' "/proc/$operator_pid/status")"
 
 # ---- COUNT resources, created at once ------------------------------------------------------------

@@ -1111,21 +1111,6 @@ async fn ready_condition_end_to_end() {
 // Leader election
 // ---------------------------------------------------------------------------------------------
 
-struct LeaseCleanup(String);
-
-impl Drop for LeaseCleanup {
-    fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "lease",
-            "-n",
-            SYSTEM_NAMESPACE,
-            &self.0,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
 async fn lease_holder(client: &Client, name: &str) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), SYSTEM_NAMESPACE)
         .get_opt(name)
@@ -1150,21 +1135,7 @@ async fn leader_election_one_writer_and_handover() {
     let lease = format!("{n}-lease");
     let _cleanup = LeaseCleanup(lease.clone());
     let (id_a, id_b) = (format!("{n}-a"), format!("{n}-b"));
-    let args = |id: &str| -> Vec<String> {
-        [
-            "--leader-elect",
-            "true",
-            "--lease-name",
-            &lease,
-            "--lease-namespace",
-            SYSTEM_NAMESPACE,
-            "--leader-elect-identity",
-            id,
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect()
-    };
+    let args = |id: &str| leader_elect_args(&lease, id);
     let args_a = args(&id_a);
     let args_b = args(&id_b);
     let a = Operator::start(

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use fastagentic_crd::CONCURRENCY_METRIC;
 use fastagentic_tests::{
-    Operator, RELEASE, SYSTEM_NAMESPACE, TestNamespace, admin_client, apply_fastagentic, cluster,
-    free_port, kubectl, kubectl_stdin, repo_root, run, serial, wait_for, work_dir,
-    workspace_binary,
+    LeaseCleanup, Operator, RELEASE, SYSTEM_NAMESPACE, TestNamespace, admin_client,
+    apply_fastagentic, cluster, free_port, kubectl, kubectl_stdin, leader_elect_args, repo_root,
+    run, serial, wait_for, work_dir, workspace_binary,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -245,17 +245,10 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
             "1s",
             "--scrape-window",
             "2",
-            "--leader-elect",
-            "true",
-            "--lease-name",
-            &lease,
-            "--lease-namespace",
-            SYSTEM_NAMESPACE,
-            "--leader-elect-identity",
-            id,
         ]
         .iter()
         .map(|s| (*s).to_string())
+        .chain(leader_elect_args(&lease, id))
         .collect()
     };
     let args_a = operator_args(bind, "metrics-a");
@@ -583,21 +576,5 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
 
     for h in held {
         h.abort();
-    }
-}
-
-/// Deletes the test's Lease afterwards.
-struct LeaseCleanup(String);
-
-impl Drop for LeaseCleanup {
-    fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "lease",
-            "-n",
-            SYSTEM_NAMESPACE,
-            &self.0,
-            "--ignore-not-found",
-        ]);
     }
 }

@@ -479,6 +479,40 @@ impl Drop for TestNamespace {
 // The operator as a child process
 // ---------------------------------------------------------------------------------------------
 
+/// Deletes a leader-election Lease in the chart's namespace when dropped (tests that run
+/// operators with `--leader-elect` use a Lease of their own).
+pub struct LeaseCleanup(pub String);
+
+impl Drop for LeaseCleanup {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "lease",
+            "-n",
+            SYSTEM_NAMESPACE,
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// The flags for an operator competing for Lease `lease` (in the chart's namespace) as `id`.
+pub fn leader_elect_args(lease: &str, id: &str) -> Vec<String> {
+    [
+        "--leader-elect",
+        "true",
+        "--lease-name",
+        lease,
+        "--lease-namespace",
+        SYSTEM_NAMESPACE,
+        "--leader-elect-identity",
+        id,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect()
+}
+
 /// A running `fastagentic-operator run`, killed on drop. Its stdout and stderr go to [`log`].
 ///
 /// [`log`]: Operator::log
