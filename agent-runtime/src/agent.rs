@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// What a client asks an agent.
@@ -38,26 +37,50 @@ pub struct AgentReply {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-/// An error the HTTP layer turns into a JSON error response with `status`.
+/// What went wrong talking to an agent backend; [`crate::error`] decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentErrorKind {
+    /// The backend could not be reached or failed (`agent_unavailable`).
+    Unavailable,
+    /// The backend answered with an error status or an unusable body (`agent_bad_response`).
+    BadResponse,
+    /// The backend did not answer in time (`agent_timeout`).
+    Timeout,
+}
+
+impl AgentErrorKind {
+    /// The stable `error` code of this kind.
+    pub fn code(self) -> &'static str {
+        match self {
+            AgentErrorKind::Unavailable => "agent_unavailable",
+            AgentErrorKind::BadResponse => "agent_bad_response",
+            AgentErrorKind::Timeout => "agent_timeout",
+        }
+    }
+}
+
+/// An agent backend's failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct AgentError {
-    /// HTTP status to answer with.
-    pub status: StatusCode,
-    /// Short error name (`error` field).
-    pub error: String,
+    /// What kind of failure.
+    pub kind: AgentErrorKind,
     /// Human-readable detail (`message` field).
     pub message: String,
 }
 
 impl AgentError {
     /// Builds an error.
-    pub fn new(status: StatusCode, error: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(kind: AgentErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
-            error: error.into(),
+            kind,
             message: message.into(),
         }
+    }
+
+    /// The stable `error` code (`agent_timeout`, ...).
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
     }
 }
 

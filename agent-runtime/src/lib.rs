@@ -5,6 +5,7 @@
 //! - [`server`]: HTTP application and layers, serving loop, pre-fork supervisor;
 //! - [`metrics`]: per-process counters and the pod-wide view;
 //! - [`agent`]: the agent seam behind `POST /chat`;
+//! - [`error`]: every error as its HTTP answer (the only place that knows statuses);
 //! - [`services`]: what a worker serves (agent backend, pools, run store, readiness checks,
 //!   extra routes);
 //! - [`pools`], [`store`], [`agents`], [`runs`]: per-worker Redis/PostgreSQL pools, the durable
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -17,6 +17,7 @@ use http::StatusCode;
 
 use crate::agent::Agent;
 use crate::config::RunArgs;
+use crate::error::ApiError;
 use crate::pools::{DbPool, PoolMetrics, RedisPool, build_pg_pool, build_redis_pool};
 use crate::store::{DurableStoreKind, RunStore, build_run_store};
 
@@ -230,17 +231,17 @@ async fn hold_connection(
             Err(e) => Err(e),
         },
         _ => {
-            return crate::server::http::json_error(
+            return ApiError::plain(
                 StatusCode::NOT_FOUND,
-                "Not Found",
-                &format!("no {pool} pool is configured"),
-            );
+                format!("no {pool} pool is configured"),
+            )
+            .into_response();
         }
     };
     match result {
         Ok(()) => {
             axum::Json(serde_json::json!({"held_ms": hold.as_millis() as u64})).into_response()
         }
-        Err(e) => crate::runs::pool_error_response(&e),
+        Err(e) => ApiError::from(&e).into_response(),
     }
 }

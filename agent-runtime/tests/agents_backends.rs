@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_runtime::agent::{Agent, AgentError, AgentRequest};
-use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent, codes};
+use agent_runtime::agent::{Agent, AgentError, AgentErrorKind, AgentRequest};
+use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent};
+use agent_runtime::error::agent_status;
 use axum::Json;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -69,7 +70,7 @@ fn assert_error(
     match result {
         Err(e) => {
             assert_eq!(
-                (e.status.as_u16(), e.error.as_str()),
+                (agent_status(e.kind).as_u16(), e.code()),
                 (status, code),
                 "{e:?}"
             );
@@ -123,7 +124,7 @@ async fn http_backend_forwards_and_maps_upstream_failures() {
     assert_error(
         agent("/slow").run(request("hi")).await,
         504,
-        codes::TIMEOUT,
+        AgentErrorKind::Timeout.code(),
         TIMEOUT * 4,
         started,
     );
@@ -132,14 +133,14 @@ async fn http_backend_forwards_and_maps_upstream_failures() {
     assert_error(
         agent("/broken").run(request("hi")).await,
         502,
-        codes::BAD_RESPONSE,
+        AgentErrorKind::BadResponse.code(),
         TIMEOUT * 4,
         started,
     );
     assert_error(
         agent("/garbage").run(request("hi")).await,
         502,
-        codes::BAD_RESPONSE,
+        AgentErrorKind::BadResponse.code(),
         TIMEOUT * 4,
         started,
     );
@@ -152,7 +153,7 @@ async fn http_backend_forwards_and_maps_upstream_failures() {
     assert_error(
         down.run(request("hi")).await,
         502,
-        codes::UNAVAILABLE,
+        AgentErrorKind::Unavailable.code(),
         TIMEOUT * 4,
         started,
     );
@@ -331,12 +332,13 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
         Ok(s) => s.collect::<Vec<_>>().await,
         Err(e) => panic!("{e:?}"),
     };
-    let last = chunks
-        .last()
-        .map(|c| c.as_ref().map_err(|e| (e.status.as_u16(), e.error.clone())));
+    let last = chunks.last().map(|c| {
+        c.as_ref()
+            .map_err(|e| (agent_status(e.kind).as_u16(), e.code().to_owned()))
+    });
     assert_eq!(
         last,
-        Some(Err((504, codes::TIMEOUT.to_owned()))),
+        Some(Err((504, AgentErrorKind::Timeout.code().to_owned()))),
         "{chunks:?}"
     );
 
@@ -345,7 +347,7 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
     assert_error(
         agent.run(request("slow")).await,
         504,
-        codes::TIMEOUT,
+        AgentErrorKind::Timeout.code(),
         TIMEOUT * 4,
         started,
     );
@@ -353,7 +355,7 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
     assert_error(
         agent.stream(request("slow")).await.map(|_| ()),
         504,
-        codes::TIMEOUT,
+        AgentErrorKind::Timeout.code(),
         TIMEOUT * 4,
         started,
     );
@@ -363,7 +365,13 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
         matches!(&rejected, Err(e) if e.message.contains("Incorrect API key provided")),
         "the upstream's reason is passed on: {rejected:?}"
     );
-    assert_error(rejected, 502, codes::BAD_RESPONSE, TIMEOUT * 4, started);
+    assert_error(
+        rejected,
+        502,
+        AgentErrorKind::BadResponse.code(),
+        TIMEOUT * 4,
+        started,
+    );
     let down = match OpenAiAgent::new(
         url(&format!("{}/v1", closed_port_url())),
         Some(ApiKey::new(KEY)),
@@ -377,14 +385,14 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
     assert_error(
         down.run(request("hi")).await,
         502,
-        codes::UNAVAILABLE,
+        AgentErrorKind::Unavailable.code(),
         TIMEOUT * 4,
         started,
     );
     assert_error(
         down.stream(request("hi")).await.map(|_| ()),
         502,
-        codes::UNAVAILABLE,
+        AgentErrorKind::Unavailable.code(),
         TIMEOUT * 4,
         started,
     );

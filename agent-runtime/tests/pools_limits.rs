@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use agent_runtime::error::ApiError;
 use agent_runtime::pools::{
     DbPoolConfig, PoolError, RedisPoolConfig, build_pg_pool, build_redis_pool, ping_db, ping_redis,
 };
@@ -219,7 +220,7 @@ async fn redis_exhaustion_is_an_error_within_the_wait_timeout() {
     let second = pool.get().await.map(drop);
     let waited = started.elapsed();
     assert!(
-        matches!(&second, Err(e @ PoolError::Exhausted { .. }) if e.status_code() == 503 && e.code() == "redis_pool_exhausted"),
+        matches!(&second, Err(e @ PoolError::Exhausted { .. }) if ApiError::from(e).status == 503 && e.code() == "redis_pool_exhausted"),
         "{second:?}"
     );
     assert!(
@@ -256,7 +257,7 @@ async fn pg_exhaustion_is_an_error_within_the_acquire_timeout() {
     let second = pool.acquire().await.map(drop);
     let waited = started.elapsed();
     assert!(
-        matches!(&second, Err(e @ PoolError::Exhausted { .. }) if e.status_code() == 503 && e.code() == "database_pool_exhausted"),
+        matches!(&second, Err(e @ PoolError::Exhausted { .. }) if ApiError::from(e).status == 503 && e.code() == "database_pool_exhausted"),
         "{second:?}"
     );
     assert!(

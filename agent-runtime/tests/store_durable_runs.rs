@@ -10,6 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_runtime::error::ApiError;
 use agent_runtime::pools::{
     DbPool, DbPoolConfig, RedisPool, RedisPoolConfig, build_pg_pool, build_redis_pool,
 };
@@ -182,7 +183,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     );
     let missing = store.complete(&unknown, 1, &output).await;
     assert!(
-        matches!(&missing, Err(e @ StoreError::NotFound(_)) if e.status_code() == 404),
+        matches!(&missing, Err(e @ StoreError::NotFound(_)) if ApiError::from(e).status == 404),
         "{kind}: complete of unknown id: {missing:?}"
     );
 
@@ -298,7 +299,7 @@ async fn stalled_run_suite(store: Arc<dyn RunStore>) {
     let before = store.get(&id).await.ok().flatten();
     let late = store.complete(&id, 1, &json!({"output": "late"})).await;
     assert!(
-        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if e.status_code() == 409),
+        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if ApiError::from(e).status == 409),
         "{kind}: complete of the superseded attempt: {late:?}"
     );
     let late = store.fail(&id, 1, "late failure").await;
@@ -491,7 +492,7 @@ async fn heartbeat_suite(store: Arc<dyn RunStore>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let late = store.heartbeat(&id, 1).await;
     assert!(
-        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if e.status_code() == 409),
+        matches!(&late, Err(e @ StoreError::Superseded { attempt: 1, .. }) if ApiError::from(e).status == 409),
         "{kind}: heartbeat of the superseded attempt: {late:?}"
     );
     // Nor does a heartbeat of an attempt the run has not reached.
@@ -533,7 +534,7 @@ async fn heartbeat_suite(store: Arc<dyn RunStore>) {
     let unknown = run_id("beat-unknown");
     let missing = store.heartbeat(&unknown, 1).await;
     assert!(
-        matches!(&missing, Err(e @ StoreError::NotFound(_)) if e.status_code() == 404),
+        matches!(&missing, Err(e @ StoreError::NotFound(_)) if ApiError::from(e).status == 404),
         "{kind}: heartbeat of an unknown id: {missing:?}"
     );
     let read = store.get(&unknown).await;
@@ -885,7 +886,7 @@ async fn stores_on_unreachable_servers_fail_fast_with_503() {
         assert!(ping.is_err(), "{}: ping must fail", store.kind());
         let begun = store.begin(&run_id("down"), &json!({}), INSTANCE).await;
         assert!(
-            matches!(&begun, Err(e) if e.status_code() == 503),
+            matches!(&begun, Err(e) if ApiError::from(e).status == 503),
             "{}: begin on a down store: {begun:?}",
             store.kind()
         );

@@ -112,7 +112,7 @@ mod tests {
         for bad in [json!("text"), json!({"output": 1}), json!({"other": "x"})] {
             let err = reply_from(bad.clone(), None);
             assert!(
-                matches!(&err, Err(e) if e.status == 502 && e.error == super::super::codes::BAD_RESPONSE),
+                matches!(&err, Err(e) if e.kind == crate::agent::AgentErrorKind::BadResponse),
                 "{bad}: {err:?}"
             );
         }

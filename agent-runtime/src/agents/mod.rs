@@ -19,10 +19,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::StatusCode;
 use clap::{Args, ValueEnum};
 
-use crate::agent::{Agent, AgentError, EchoAgent};
+use crate::agent::{Agent, AgentError, AgentErrorKind, EchoAgent};
 
 pub use self::http::HttpAgent;
 pub use self::openai::OpenAiAgent;
@@ -33,16 +32,6 @@ pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// Default `FASTAGENTIC_MODEL`.
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
-
-/// `error` codes of [`AgentError`]s from remote backends.
-pub mod codes {
-    /// The upstream could not be reached (502).
-    pub const UNAVAILABLE: &str = "agent_unavailable";
-    /// The upstream answered with an error status or an unreadable body (502).
-    pub const BAD_RESPONSE: &str = "agent_bad_response";
-    /// The upstream did not answer in time (504).
-    pub const TIMEOUT: &str = "agent_timeout";
-}
 
 /// A secret such as an API key: `Debug` prints `ApiKey(***)`, there is no `Display`, and the
 /// value is only reachable through [`ApiKey::expose`] at the point it goes into a header.
@@ -210,14 +199,13 @@ pub fn parse_api_key(value: &str) -> Result<ApiKey, String> {
     Ok(ApiKey::new(value.trim()))
 }
 
-/// Maps a transport failure talking to `upstream` to the HTTP status the client should get.
+/// Classifies a transport failure talking to `upstream`.
 pub fn upstream_error(upstream: &str, error: &reqwest::Error) -> AgentError {
     if error.is_timeout() {
         timeout_error(upstream)
     } else if error.is_connect() {
         AgentError::new(
-            StatusCode::BAD_GATEWAY,
-            codes::UNAVAILABLE,
+            AgentErrorKind::Unavailable,
             format!("{upstream} is unreachable: {}", error_chain(error)),
         )
     } else if error.is_decode() {
@@ -227,27 +215,24 @@ pub fn upstream_error(upstream: &str, error: &reqwest::Error) -> AgentError {
         )
     } else {
         AgentError::new(
-            StatusCode::BAD_GATEWAY,
-            codes::UNAVAILABLE,
+            AgentErrorKind::Unavailable,
             format!("{upstream} failed: {}", error_chain(error)),
         )
     }
 }
 
-/// 504: `upstream` did not answer within the timeout.
+/// `upstream` did not answer within the timeout.
 pub fn timeout_error(upstream: &str) -> AgentError {
     AgentError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        codes::TIMEOUT,
+        AgentErrorKind::Timeout,
         format!("{upstream} did not answer in time"),
     )
 }
 
-/// 502: `upstream` answered, but not usefully.
+/// `upstream` answered, but not usefully.
 pub fn bad_response(upstream: &str, detail: impl fmt::Display) -> AgentError {
     AgentError::new(
-        StatusCode::BAD_GATEWAY,
-        codes::BAD_RESPONSE,
+        AgentErrorKind::BadResponse,
         format!("{upstream} answered badly: {detail}"),
     )
 }

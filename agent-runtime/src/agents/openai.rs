@@ -264,7 +264,10 @@ mod tests {
             "{reply:?}"
         );
         let err = reply_from(json!({"choices": []}), None);
-        assert!(matches!(&err, Err(e) if e.status == 502), "{err:?}");
+        assert!(
+            matches!(&err, Err(e) if e.kind == crate::agent::AgentErrorKind::BadResponse),
+            "{err:?}"
+        );
     }
 
     #[test]

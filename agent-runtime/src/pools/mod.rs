@@ -61,15 +61,6 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// HTTP status a handler should answer with: 503 for everything but a configuration error,
-    /// which is the operator's fault (500).
-    pub fn status_code(&self) -> u16 {
-        match self {
-            PoolError::Exhausted { .. } | PoolError::Unavailable { .. } => 503,
-            PoolError::Config { .. } => 500,
-        }
-    }
-
     /// Stable machine-readable error code for JSON bodies and metric labels, e.g.
     /// `redis_pool_exhausted`, `database_unavailable`.
     pub fn code(&self) -> String {
@@ -181,18 +172,16 @@ mod tests {
     }
 
     #[test]
-    fn error_codes_and_statuses() {
+    fn error_codes() {
         let exhausted = PoolError::Exhausted {
             pool: REDIS_POOL,
             waited: Duration::from_secs(5),
         };
-        assert_eq!(exhausted.status_code(), 503);
         assert_eq!(exhausted.code(), "redis_pool_exhausted");
         let down = PoolError::Unavailable {
             pool: DB_POOL,
             reason: "refused".into(),
         };
-        assert_eq!(down.status_code(), 503);
         assert_eq!(down.code(), "database_unavailable");
     }
 }

@@ -26,7 +26,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::http::{AppState, GuardedBody};
+use super::body::GuardedBody;
+use super::http::AppState;
 
 /// While draining, idle keep-alive connections are closed after this long (or the
 /// keep-alive timeout, if shorter). Clients that are actively sending get `Connection:

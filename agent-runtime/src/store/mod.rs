@@ -269,19 +269,6 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
-    /// HTTP status a handler should answer with.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            StoreError::Pool(e) => e.status_code(),
-            StoreError::Backend { .. } => 503,
-            StoreError::Corrupt { .. } => 500,
-            StoreError::NotFound(_) => 404,
-            StoreError::NotRunning { .. } | StoreError::Superseded { .. } => 409,
-        }
-    }
-}
-
 /// A durable run store. Implementations are shared between requests (`Arc<dyn RunStore>`).
 #[async_trait]
 pub trait RunStore: Send + Sync + fmt::Debug + 'static {

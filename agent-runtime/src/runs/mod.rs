@@ -1,0 +1,516 @@
+//! Durable runs: what `POST /chat`, `POST /chat/stream` and `GET /runs/{run_id}` do, without
+//! HTTP (the handlers are in [`crate::server::routes`], the error answers in [`crate::error`]).
+//!
+//! One path for every run: [`Runs::begin`] → the agent in its own task → [`Runs::finish`],
+//! which records the outcome; `chat` waits for it, `stream` forwards chunks as [`StreamEvent`]s.
+//!
+//! Every agent request is a run with an id: the body's `run_id`, else the `Idempotency-Key`
+//! header, else a generated one. When both are given they must be equal (400 otherwise: two
+//! different keys for one request is a client bug, and silently picking one could replay the
+//! wrong run). The store's atomic `begin` decides what happens:
+//!
+//! - started: the agent runs, and the run is recorded `completed` (with the agent's answer) or
+//!   `failed` (with the error) *before* the response is sent;
+//! - already completed: the stored answer is returned without running the agent, marked with
+//!   `"replayed": true` and the header `X-FastAgentic-Replayed: true`;
+//! - still running: 409 with the run's record;
+//! - stalled (running, not updated for longer than `--run-stale-after`: its process died): taken
+//!   over like a new run, with the warning event `run_taken_over`.
+//!
+//! The agent call runs in its own task, so a client that disconnects does not leave the run
+//! `running` forever: the task still records the outcome. During a graceful shutdown the
+//! response (and so the store write before it) completes before the process exits.
+//!
+//! A streamed run may last longer than `--run-stale-after` in total (`--agent-timeout` bounds
+//! each wait for a chunk, not the stream), so while it streams its attempt sends a heartbeat
+//! every stale-after / 3 (see [`crate::store::RunStore::heartbeat`]) and is not taken over while
+//! its process lives. Heartbeats run beside the stream and never delay a chunk; a failed one is
+//! logged as `run_heartbeat_failed` and the stream goes on. A non-streamed run needs none: it is
+//! one wait on the agent, bounded by `--agent-timeout`, which is below stale-after.
+//!
+//! An attempt records its outcome under its attempt number. When another request took the run
+//! over meanwhile (this attempt was slow, not dead), the store refuses the write: the answer is
+//! 409 `run_superseded`, the event `run_superseded` is logged, and the record stays the other
+//! attempt's. A heartbeat refused that way is logged as `run_superseded` (once; the attempt
+//! stops sending them); its stream goes on and ends with that `run_superseded` error event.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
+use crate::metrics::{Counters, RunEvent};
+use crate::store::{Begin, DurableStoreKind, RunId, RunRecord, RunStore, StoreError};
+
+mod heartbeat;
+
+use heartbeat::Heartbeat;
+
+/// Chunks buffered between a streaming run and its (possibly slow) client.
+const STREAM_BUFFER: usize = 64;
+
+/// What a run needs: the store, the agent, and where to count.
+#[derive(Clone)]
+pub struct Runs {
+    /// The durable store.
+    pub store: Arc<dyn RunStore>,
+    /// The agent backend.
+    pub agent: Arc<dyn Agent>,
+    /// Instance id recorded with each run.
+    pub instance_id: String,
+    /// Run counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Why a request's run id was refused (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRunId(pub String);
+
+/// Why a run gave no answer; [`crate::error`] turns each into its HTTP error.
+#[derive(Debug)]
+pub enum RunError {
+    /// The run id of the request is unusable.
+    BadRunId(BadRunId),
+    /// Another attempt is running the run.
+    StillRunning(RunRecord),
+    /// The store failed, or refused to record a superseded attempt's outcome.
+    Store(StoreError),
+    /// The agent failed; the run is recorded `failed`.
+    Agent {
+        /// The agent's error.
+        error: AgentError,
+        /// The run.
+        run_id: RunId,
+    },
+    /// The task running the agent died (a panic); the run is recorded `failed`.
+    TaskFailed {
+        /// The run.
+        run_id: RunId,
+    },
+    /// `GET /runs/{run_id}` of a run the store does not hold.
+    NotFound {
+        /// The run.
+        run_id: RunId,
+        /// The store asked.
+        store: DurableStoreKind,
+    },
+}
+
+/// The answer of `POST /chat`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The stored output (the agent's answer without the run id).
+    pub output: Value,
+    /// The run.
+    pub run_id: String,
+    /// Served from the store without running the agent.
+    pub replayed: bool,
+}
+
+/// One event of a streamed run.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A chunk of output.
+    Delta(String),
+    /// The run completed (and is recorded), or was replayed.
+    Done {
+        /// The run.
+        run_id: String,
+        /// Served from the store.
+        replayed: bool,
+    },
+    /// The run failed after it began streaming; the stream ends here.
+    Failed {
+        /// The run.
+        run_id: String,
+        /// Why.
+        error: RunError,
+    },
+}
+
+/// The events of a streamed run, as they come.
+#[derive(Debug)]
+pub struct RunEvents {
+    /// Served from the store without running the agent.
+    pub replayed: bool,
+    /// The events; the last is `Done` or `Failed`.
+    pub events: mpsc::Receiver<StreamEvent>,
+}
+
+/// A begun attempt: the request (with its run id set) and the attempt number its outcome is
+/// recorded under.
+struct Attempt {
+    request: AgentRequest,
+    run_id: RunId,
+    number: u32,
+}
+
+/// What the store decided at `begin`.
+enum Begun {
+    /// Run the agent.
+    Fresh(Attempt),
+    /// A completed run: replay its record.
+    Completed(RunRecord),
+}
+
+/// Picks the run id of a request (see the module docs). Pure.
+pub fn resolve_run_id(body: Option<&str>, header: Option<&str>) -> Result<RunId, BadRunId> {
+    let parse =
+        |source: &str, id: &str| RunId::parse(id).map_err(|e| BadRunId(format!("{source}: {e}")));
+    match (body, header) {
+        (Some(b), Some(h)) if b != h => Err(BadRunId(format!(
+            "run_id {:?} and the Idempotency-Key header {:?} differ; send one, or the same \
+             value in both",
+            b.chars().take(40).collect::<String>(),
+            h.chars().take(40).collect::<String>(),
+        ))),
+        (Some(b), _) => parse("run_id", b),
+        (None, Some(h)) => parse("run_id (Idempotency-Key header)", h),
+        (None, None) => Ok(RunId::generate()),
+    }
+}
+
+/// What is stored as a completed run's output: the agent's answer without the run id.
+fn output_value(reply: &AgentReply, agent: &str) -> Value {
+    let mut v = json!({"output": reply.output, "agent": agent});
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in &reply.extra {
+            o.entry(k.clone()).or_insert_with(|| x.clone());
+        }
+    }
+    v
+}
+
+/// The answer body: the stored output plus run id, answering instance and replay flag.
+pub fn answer_body(output: &Value, run_id: &str, instance_id: &str, replayed: bool) -> Value {
+    let mut body = match output {
+        Value::Object(_) => output.clone(),
+        other => json!({"output": other}),
+    };
+    body["run_id"] = run_id.into();
+    body["instance_id"] = instance_id.into();
+    body["replayed"] = replayed.into();
+    body
+}
+
+/// Logs that the store refused to record the outcome of a taken-over attempt.
+fn log_superseded(run_id: &RunId, attempt: u32, operation: &str) {
+    tracing::warn!(event = "run_superseded", run_id = %run_id, attempt, operation);
+}
+
+impl Runs {
+    /// Resolves the run id and asks the store to begin the run.
+    async fn begin(&self, mut request: AgentRequest, key: Option<&str>) -> Result<Begun, RunError> {
+        let run_id = resolve_run_id(request.run_id.as_deref(), key).map_err(RunError::BadRunId)?;
+        request.run_id = Some(run_id.to_string());
+        let input = serde_json::to_value(&request).unwrap_or(Value::Null);
+        match self.store.begin(&run_id, &input, &self.instance_id).await {
+            Ok(Begin::Started(record, taken_over)) => {
+                self.counters.run_event(RunEvent::Started);
+                if let Some(previous) = taken_over {
+                    self.counters.run_event(RunEvent::TakenOver);
+                    tracing::warn!(
+                        event = "run_taken_over",
+                        run_id = %run_id,
+                        previous_instance_id = %previous.instance_id,
+                        previous_attempts = previous.attempts,
+                        attempt = record.attempts,
+                    );
+                }
+                Ok(Begun::Fresh(Attempt {
+                    request,
+                    run_id,
+                    number: record.attempts,
+                }))
+            }
+            Ok(Begin::AlreadyCompleted(record)) => {
+                self.counters.run_event(RunEvent::Replayed);
+                Ok(Begun::Completed(record))
+            }
+            Ok(Begin::StillRunning(record)) => Err(RunError::StillRunning(record)),
+            Err(e) => {
+                tracing::warn!(event = "run_begin_failed", run_id = %run_id, error = %e);
+                Err(RunError::Store(e))
+            }
+        }
+    }
+
+    /// Records the outcome of an attempt: `completed` with the output, or `failed`.
+    async fn finish(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        result: Result<Value, AgentError>,
+    ) -> Result<Value, RunError> {
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => return Err(self.fail(run_id, attempt, error).await),
+        };
+        match self.store.complete(run_id, attempt, &output).await {
+            Ok(_) => {
+                self.counters.run_event(RunEvent::Completed);
+                Ok(output)
+            }
+            Err(e) => {
+                match &e {
+                    StoreError::Superseded { .. } => log_superseded(run_id, attempt, "complete"),
+                    _ => tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %e),
+                }
+                Err(RunError::Store(e))
+            }
+        }
+    }
+
+    /// Records a failed attempt; the error to answer with is the agent's, unless the store
+    /// refused the write because another attempt took the run over.
+    async fn fail(&self, run_id: &RunId, attempt: u32, error: AgentError) -> RunError {
+        let text = format!("{}: {}", error.code(), error.message);
+        match self.record_failure(run_id, attempt, &text).await {
+            Some(superseded) => RunError::Store(superseded),
+            None => RunError::Agent {
+                error,
+                run_id: run_id.clone(),
+            },
+        }
+    }
+
+    /// Records a failed run. A store failure is logged (the answer stays the agent's error),
+    /// except a superseded attempt, which is returned: the run is another attempt's now.
+    async fn record_failure(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        error: &str,
+    ) -> Option<StoreError> {
+        match self.store.fail(run_id, attempt, error).await {
+            Err(e @ StoreError::Superseded { .. }) => {
+                log_superseded(run_id, attempt, "fail");
+                Some(e)
+            }
+            result => {
+                self.counters.run_event(RunEvent::Failed);
+                if let Err(e) = result {
+                    tracing::warn!(event = "run_record_failed", run_id = %run_id, error = %e);
+                }
+                None
+            }
+        }
+    }
+
+    /// Records that the agent task died, and says so.
+    async fn task_failed(&self, run_id: &RunId, attempt: u32, error: String) -> RunError {
+        // A superseded attempt was already logged by `record_failure`; the answer is the 500
+        // either way.
+        let _ = self
+            .record_failure(run_id, attempt, "the agent task failed")
+            .await;
+        tracing::error!(event = "run_task_failed", run_id = %run_id, error = %error);
+        RunError::TaskFailed {
+            run_id: run_id.clone(),
+        }
+    }
+
+    /// `POST /chat`: runs the agent (or replays the stored answer) and records the outcome
+    /// before answering.
+    pub async fn chat(&self, request: AgentRequest, key: Option<&str>) -> Result<Answer, RunError> {
+        let attempt = match self.begin(request, key).await? {
+            Begun::Fresh(attempt) => attempt,
+            Begun::Completed(record) => {
+                return Ok(Answer {
+                    output: record.output.unwrap_or(Value::Null),
+                    run_id: record.run_id,
+                    replayed: true,
+                });
+            }
+        };
+        let (run_id, number) = (attempt.run_id.clone(), attempt.number);
+        let this = self.clone();
+        // Its own task: the run is recorded even if the client goes away meanwhile.
+        let task = tokio::spawn(async move {
+            let result = this.agent.run(attempt.request).await;
+            let result = result.map(|reply| output_value(&reply, this.agent.name()));
+            this.finish(&attempt.run_id, attempt.number, result).await
+        });
+        match task.await {
+            Ok(result) => result.map(|output| Answer {
+                output,
+                run_id: run_id.to_string(),
+                replayed: false,
+            }),
+            Err(join) => Err(self.task_failed(&run_id, number, join.to_string()).await),
+        }
+    }
+
+    /// `POST /chat/stream`: the run's events as the agent produces them (or the stored answer
+    /// as one chunk). An agent that fails before its first chunk is an error here; a failure
+    /// later ends the events with [`StreamEvent::Failed`].
+    pub async fn stream(
+        &self,
+        request: AgentRequest,
+        key: Option<&str>,
+    ) -> Result<RunEvents, RunError> {
+        let attempt = match self.begin(request, key).await? {
+            Begun::Fresh(attempt) => attempt,
+            Begun::Completed(record) => return Ok(replay_events(record)),
+        };
+        let (run_id, number) = (attempt.run_id.clone(), attempt.number);
+        let (opened_tx, opened_rx) = oneshot::channel::<Result<(), RunError>>();
+        let (tx, rx) = mpsc::channel::<StreamEvent>(STREAM_BUFFER);
+        let this = self.clone();
+        // Its own task, like `chat`: the stream is consumed and the run recorded even if the
+        // client goes away (sends to a gone client are ignored).
+        tokio::spawn(async move {
+            let Attempt {
+                request,
+                run_id,
+                number,
+            } = attempt;
+            let mut chunks = match this.agent.stream(request).await {
+                Ok(s) => {
+                    let _ = opened_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(this.fail(&run_id, number, e).await));
+                    return;
+                }
+            };
+            // Keeps the run from being taken over while it streams (see the module docs).
+            let heartbeat = Heartbeat::start(this.store.clone(), run_id.clone(), number);
+            let mut text = String::new();
+            while let Some(chunk) = chunks.next().await {
+                match chunk {
+                    Ok(delta) => {
+                        text.push_str(&delta);
+                        let _ = tx.send(StreamEvent::Delta(delta)).await;
+                    }
+                    Err(e) => {
+                        heartbeat.stop().await;
+                        let error = this.fail(&run_id, number, e).await;
+                        let run_id = run_id.to_string();
+                        let _ = tx.send(StreamEvent::Failed { run_id, error }).await;
+                        return;
+                    }
+                }
+            }
+            heartbeat.stop().await;
+            let output = json!({"output": text, "agent": this.agent.name()});
+            let last = match this.finish(&run_id, number, Ok(output)).await {
+                Ok(_) => StreamEvent::Done {
+                    run_id: run_id.to_string(),
+                    replayed: false,
+                },
+                Err(error) => StreamEvent::Failed {
+                    run_id: run_id.to_string(),
+                    error,
+                },
+            };
+            let _ = tx.send(last).await;
+        });
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(RunEvents {
+                replayed: false,
+                events: rx,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let error = "the stream task ended before the stream opened".to_owned();
+                Err(self.task_failed(&run_id, number, error).await)
+            }
+        }
+    }
+
+    /// `GET /runs/{run_id}`.
+    pub async fn get(&self, id: &str) -> Result<RunRecord, RunError> {
+        let run_id =
+            RunId::parse(id).map_err(|e| RunError::BadRunId(BadRunId(format!("run_id: {e}"))))?;
+        match self.store.get(&run_id).await {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(RunError::NotFound {
+                run_id,
+                store: self.store.kind(),
+            }),
+            Err(e) => Err(RunError::Store(e)),
+        }
+    }
+}
+
+/// A completed run's stored output as a stream: one chunk, then `Done`.
+fn replay_events(record: RunRecord) -> RunEvents {
+    let text = record
+        .output
+        .as_ref()
+        .and_then(|o| o.get("output"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let (tx, rx) = mpsc::channel(2);
+    let _ = tx.try_send(StreamEvent::Delta(text));
+    let _ = tx.try_send(StreamEvent::Done {
+        run_id: record.run_id,
+        replayed: true,
+    });
+    RunEvents {
+        replayed: true,
+        events: rx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_comes_from_body_or_header_and_they_must_agree() {
+        assert_eq!(
+            resolve_run_id(Some("a-1"), None).map(|r| r.to_string()),
+            Ok("a-1".to_owned())
+        );
+        assert_eq!(
+            resolve_run_id(None, Some("h-1")).map(|r| r.to_string()),
+            Ok("h-1".to_owned())
+        );
+        assert_eq!(
+            resolve_run_id(Some("same"), Some("same")).map(|r| r.to_string()),
+            Ok("same".to_owned())
+        );
+        let conflict = resolve_run_id(Some("a"), Some("b"));
+        assert!(
+            matches!(&conflict, Err(BadRunId(m)) if m.contains("differ")),
+            "{conflict:?}"
+        );
+        let bad = resolve_run_id(Some("has space"), None);
+        assert!(
+            matches!(&bad, Err(BadRunId(m)) if m.starts_with("run_id")),
+            "{bad:?}"
+        );
+        let bad = resolve_run_id(None, Some("x/y"));
+        assert!(
+            matches!(&bad, Err(BadRunId(m)) if m.contains("Idempotency-Key")),
+            "{bad:?}"
+        );
+        let generated = resolve_run_id(None, None).map(|r| r.to_string());
+        assert!(
+            matches!(&generated, Ok(id) if id.starts_with("run-")),
+            "{generated:?}"
+        );
+    }
+
+    #[test]
+    fn answers_carry_the_run_id_and_replay_flag() {
+        let reply = AgentReply {
+            output: "hi".into(),
+            run_id: Some("r".into()),
+            extra: serde_json::Map::from_iter([("tokens".to_owned(), json!(3))]),
+        };
+        let out = output_value(&reply, "echo");
+        assert_eq!(out, json!({"output": "hi", "agent": "echo", "tokens": 3}));
+        let body = answer_body(&out, "r", "pod-1", true);
+        assert_eq!(body["run_id"], "r");
+        assert_eq!(body["replayed"], true);
+        assert_eq!(body["instance_id"], "pod-1");
+        assert_eq!(body["output"], "hi");
+    }
+}

@@ -1,0 +1,206 @@
+//! The route handlers: thin, each turning its request into a call and the result into a
+//! response. Errors are [`ApiError`]s; run logic is in [`crate::runs`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use serde_json::{Value, json};
+
+use super::extract::{IdempotencyKey, JsonBody};
+use super::http::{AppState, READY_CHECK_TIMEOUT};
+use crate::agent::AgentRequest;
+use crate::error::ApiError;
+use crate::runs::{RunError, RunEvents, StreamEvent, answer_body};
+use crate::store::StoreError;
+
+/// Response header set (to `true`) on an answer served from the store.
+pub const REPLAYED_HEADER: &str = "x-fastagentic-replayed";
+
+/// `GET /health`.
+pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    Json(json!({
+        "status": "healthy",
+        "version": env!("CARGO_PKG_VERSION"),
+        "title": st.title,
+        "instance_id": st.instance_id,
+    }))
+    .into_response()
+}
+
+/// `GET /ready`: 200 when not draining and every readiness check passes, else 503.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    let draining = st.draining.load(Ordering::Acquire);
+    let mut checks = serde_json::Map::new();
+    checks.insert("app".into(), (!draining).into());
+    let results = futures::future::join_all(st.checks.iter().map(|c| async move {
+        let ok = tokio::time::timeout(READY_CHECK_TIMEOUT, c.check())
+            .await
+            .unwrap_or(false);
+        (c.name(), ok)
+    }))
+    .await;
+    for (name, ok) in results {
+        checks.insert(name.into(), ok.into());
+    }
+    let is_ready = checks.values().all(|v| v.as_bool() == Some(true));
+    let status = if is_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({"ready": is_ready, "checks": checks, "instance_id": st.instance_id});
+    if draining {
+        body["draining"] = true.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Which Prometheus exposition a scrape asked for (`None`: the JSON view).
+fn wants_prometheus(h: &HeaderMap) -> Option<&'static str> {
+    let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok())?;
+    if accept.contains("application/openmetrics-text") {
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else if accept.contains("text/plain") {
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    } else {
+        None
+    }
+}
+
+/// `GET /metrics`: the pod's numbers as JSON, or Prometheus text / OpenMetrics by `Accept`.
+pub async fn metrics(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    st.counters.set_pools(st.pools.metrics());
+    if let Some(content_type) = wants_prometheus(&headers) {
+        let mut out = String::new();
+        let res = if content_type.starts_with("application/openmetrics") {
+            prometheus_client::encoding::text::encode(&mut out, &st.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &st.registry)
+        };
+        return match res {
+            Ok(()) => Ok(([(header::CONTENT_TYPE, content_type)], out).into_response()),
+            Err(_) => Err(ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed",
+            )),
+        };
+    }
+    let snapshot = st.counters.pod_snapshot();
+    Ok(Json(snapshot.to_json(
+        &st.instance_id,
+        st.max_concurrent,
+        st.config_json.clone(),
+        st.counters.process_json(),
+    ))
+    .into_response())
+}
+
+fn replayed(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        HeaderName::from_static(REPLAYED_HEADER),
+        HeaderValue::from_static("true"),
+    );
+    resp
+}
+
+/// `POST /chat`.
+pub async fn chat(
+    State(st): State<Arc<AppState>>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(request): JsonBody<AgentRequest>,
+) -> Result<Response, ApiError> {
+    let answer = st.runs.chat(request, key.as_deref()).await?;
+    let body = answer_body(
+        &answer.output,
+        &answer.run_id,
+        &st.instance_id,
+        answer.replayed,
+    );
+    let resp = Json(body).into_response();
+    Ok(if answer.replayed {
+        replayed(resp)
+    } else {
+        resp
+    })
+}
+
+/// `POST /chat/stream`: server-sent events `data: {"delta": ...}`, then `event: done`
+/// (`{"run_id", "replayed"}`) or `event: error`.
+pub async fn chat_stream(
+    State(st): State<Arc<AppState>>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(request): JsonBody<AgentRequest>,
+) -> Result<Response, ApiError> {
+    let RunEvents {
+        replayed: was_replayed,
+        events,
+    } = st.runs.stream(request, key.as_deref()).await?;
+    let resp = Sse::new(sse_events(events)).into_response();
+    Ok(if was_replayed { replayed(resp) } else { resp })
+}
+
+/// A run's events as SSE events.
+fn sse_events(
+    rx: tokio::sync::mpsc::Receiver<StreamEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await? {
+            StreamEvent::Delta(delta) => Event::default().data(json!({"delta": delta}).to_string()),
+            StreamEvent::Done { run_id, replayed } => Event::default()
+                .event("done")
+                .data(json!({"run_id": run_id, "replayed": replayed}).to_string()),
+            StreamEvent::Failed { run_id, error } => Event::default()
+                .event("error")
+                .data(stream_error(&run_id, &error).to_string()),
+        };
+        Some((Ok(event), rx))
+    })
+}
+
+/// The `event: error` data of a stream that failed after it began: the agent's error, or
+/// the store's (`run_superseded`, `durable_store_error`) when the outcome was not recorded.
+fn stream_error(run_id: &str, e: &RunError) -> Value {
+    let (code, message) = match e {
+        RunError::Agent { error, .. } => (error.code().to_owned(), error.message.clone()),
+        RunError::Store(s @ StoreError::Superseded { .. }) => {
+            ("run_superseded".into(), s.to_string())
+        }
+        RunError::Store(s) => ("durable_store_error".into(), s.to_string()),
+        other => {
+            let api = ApiError::from(other);
+            (api.error, api.message)
+        }
+    };
+    json!({"error": code, "message": message, "run_id": run_id})
+}
+
+/// `GET /runs/{run_id}`.
+pub async fn get_run(
+    State(st): State<Arc<AppState>>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.runs.get(&run_id).await?).into_response())
+}
+
+/// `POST /__test/panic` (test routes only).
+pub async fn panic_route() -> Response {
+    panic!("deliberate panic from the test route")
+}
+
+/// Anything without a route: 404 JSON.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::plain(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
