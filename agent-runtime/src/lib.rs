@@ -1,7 +1,8 @@
 //! The `fastagentic` agent runtime: configuration, HTTP server, process models, metrics.
 //!
 //! Entry point: [`main_entry`]. Parts:
-//! - [`config`]: every option, flag over `FASTAGENTIC_*` variable over default;
+//! - [`config`]: every option, flag over `FASTAGENTIC_*` variable over default, with the
+//!   value parsers in [`parse`];
 //! - [`server`]: HTTP application and layers, serving loop, pre-fork supervisor;
 //! - [`metrics`]: per-process counters and the pod-wide view;
 //! - [`agent`]: the agent seam behind `POST /chat`;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod parse;
 pub mod server;
 pub mod services;
 

@@ -1,27 +1,30 @@
 //! Default values, taken from the scaling guide (`fastagentic run` defaults and its Kubernetes
 //! manifests). They are used both as schema defaults (so the API server fills them in) and by the
-//! operator when a partially written object leaves a field out.
+//! operator when a partially written object leaves a field out. The ones `fastagentic run` has
+//! too come from [`fastagentic_contract::defaults`], so the three cannot drift apart.
+
+use fastagentic_contract::defaults as shared;
 
 /// `--port`.
-pub const DEFAULT_PORT: i32 = 8000;
+pub const DEFAULT_PORT: i32 = shared::PORT as i32;
 /// `--workers`.
-pub const DEFAULT_WORKERS: i32 = 1;
+pub const DEFAULT_WORKERS: i32 = shared::WORKERS as i32;
 /// `--redis-pool-size`.
-pub const DEFAULT_REDIS_POOL_SIZE: i32 = 10;
+pub const DEFAULT_REDIS_POOL_SIZE: i32 = shared::REDIS_POOL_SIZE as i32;
 /// `FASTAGENTIC_REDIS_POOL_TIMEOUT`, seconds.
-pub const DEFAULT_REDIS_POOL_TIMEOUT_SECONDS: f64 = 5.0;
+pub const DEFAULT_REDIS_POOL_TIMEOUT_SECONDS: f64 = shared::REDIS_POOL_TIMEOUT_SECONDS;
 /// `--db-pool-size`.
-pub const DEFAULT_DB_POOL_SIZE: i32 = 5;
+pub const DEFAULT_DB_POOL_SIZE: i32 = shared::DB_POOL_SIZE as i32;
 /// `--db-max-overflow`.
-pub const DEFAULT_DB_MAX_OVERFLOW: i32 = 10;
+pub const DEFAULT_DB_MAX_OVERFLOW: i32 = shared::DB_MAX_OVERFLOW as i32;
 /// `FASTAGENTIC_DB_POOL_RECYCLE`, seconds (30 minutes).
-pub const DEFAULT_DB_POOL_RECYCLE_SECONDS: i32 = 1800;
+pub const DEFAULT_DB_POOL_RECYCLE_SECONDS: i32 = shared::DB_POOL_RECYCLE_SECONDS as i32;
 /// `FASTAGENTIC_DB_POOL_TIMEOUT`, seconds.
-pub const DEFAULT_DB_POOL_TIMEOUT_SECONDS: f64 = 30.0;
+pub const DEFAULT_DB_POOL_TIMEOUT_SECONDS: f64 = shared::DB_POOL_TIMEOUT_SECONDS;
 /// `FASTAGENTIC_TIMEOUT_KEEP_ALIVE`, seconds.
-pub const DEFAULT_KEEP_ALIVE_SECONDS: i32 = 5;
+pub const DEFAULT_KEEP_ALIVE_SECONDS: i32 = shared::KEEP_ALIVE_SECONDS as i32;
 /// `--timeout-graceful`, seconds.
-pub const DEFAULT_GRACEFUL_SHUTDOWN_SECONDS: i32 = 30;
+pub const DEFAULT_GRACEFUL_SHUTDOWN_SECONDS: i32 = shared::GRACEFUL_SHUTDOWN_SECONDS as i32;
 /// Seconds a deleted pod keeps serving before its runtime gets SIGTERM (a preStop sleep), so that
 /// kube-proxy and load balancers stop sending it new connections first. Measured on the real-node
 /// e2e (a rolling update under load): without it, connections reach a pod that already closed its
@@ -44,9 +47,9 @@ pub const DEFAULT_LIMIT_MEMORY: &str = "512Mi";
 pub const DEFAULT_LIMIT_CPU: &str = "1000m";
 
 /// Liveness probe path (the runtime's `GET /health`).
-pub const LIVENESS_PATH: &str = "/health";
+pub const LIVENESS_PATH: &str = fastagentic_contract::path::HEALTH;
 /// Readiness probe path (the runtime's `GET /ready`).
-pub const READINESS_PATH: &str = "/ready";
+pub const READINESS_PATH: &str = fastagentic_contract::path::READY;
 /// Liveness probe: initial delay and period, seconds.
 pub const LIVENESS_INITIAL_DELAY_SECONDS: i32 = 10;
 /// Liveness probe period, seconds.

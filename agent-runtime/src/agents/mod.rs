@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use fastagentic_contract::env;
+
+use crate::parse;
 
 use crate::agent::{Agent, AgentError, AgentErrorKind, EchoAgent};
 
@@ -73,7 +76,7 @@ pub struct AgentArgs {
     /// Agent backend: echo, http (your agent service) or openai (an OpenAI-compatible API).
     #[arg(
         long = "agent",
-        env = "FASTAGENTIC_AGENT",
+        env = env::AGENT,
         value_enum,
         default_value = "echo",
         help_heading = "Agent"
@@ -81,28 +84,28 @@ pub struct AgentArgs {
     pub agent: AgentKind,
 
     /// URL the `http` backend POSTs each request to (http:// or https://).
-    #[arg(long = "agent-url", env = "FASTAGENTIC_AGENT_URL", value_parser = parse_http_url,
+    #[arg(long = "agent-url", env = env::AGENT_URL, value_parser = parse::http_url,
           help_heading = "Agent")]
     pub agent_url: Option<reqwest::Url>,
 
     /// Seconds to wait for the agent backend (504 after that; for streams, between chunks).
-    #[arg(long = "agent-timeout", allow_negative_numbers = true, env = "FASTAGENTIC_AGENT_TIMEOUT",
-          default_value_t = DEFAULT_AGENT_TIMEOUT_SECS as f64, value_parser = parse_agent_timeout,
+    #[arg(long = "agent-timeout", allow_negative_numbers = true, env = env::AGENT_TIMEOUT,
+          default_value_t = DEFAULT_AGENT_TIMEOUT_SECS as f64, value_parser = parse::positive_seconds_f64,
           help_heading = "Agent")]
     pub agent_timeout: f64,
 
     /// Base URL of the OpenAI-compatible API (`.../v1`).
-    #[arg(long = "openai-base-url", env = "OPENAI_BASE_URL", default_value = DEFAULT_OPENAI_BASE_URL,
-          value_parser = parse_http_url, help_heading = "Agent")]
+    #[arg(long = "openai-base-url", env = env::OPENAI_BASE_URL, default_value = DEFAULT_OPENAI_BASE_URL,
+          value_parser = parse::http_url, help_heading = "Agent")]
     pub openai_base_url: reqwest::Url,
 
     /// API key of the OpenAI-compatible API (prefer the variable: flags show up in `ps`).
-    #[arg(long = "openai-api-key", env = "OPENAI_API_KEY", hide_env_values = true,
+    #[arg(long = "openai-api-key", env = env::OPENAI_API_KEY, hide_env_values = true,
           value_parser = parse_api_key, help_heading = "Agent")]
     pub openai_api_key: Option<ApiKey>,
 
     /// Model name sent to the OpenAI-compatible API.
-    #[arg(long = "model", env = "FASTAGENTIC_MODEL", default_value = DEFAULT_MODEL,
+    #[arg(long = "model", env = env::MODEL, default_value = DEFAULT_MODEL,
           help_heading = "Agent")]
     pub model: String,
 }
@@ -172,27 +175,6 @@ impl AgentArgs {
     }
 }
 
-/// Value parser of URLs: absolute http(s) URLs only.
-pub fn parse_http_url(value: &str) -> Result<reqwest::Url, String> {
-    match reqwest::Url::parse(value.trim()) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
-        _ => Err(format!(
-            "{value:?} is not a valid URL: expected an absolute http:// or https:// URL"
-        )),
-    }
-}
-
-/// Value parser of `--agent-timeout` (seconds > 0, at most a day).
-pub fn parse_agent_timeout(value: &str) -> Result<f64, String> {
-    match value.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(secs),
-        _ => Err(format!(
-            "{value:?} is not a valid timeout (FASTAGENTIC_AGENT_TIMEOUT): expected seconds, \
-             a number > 0 and <= 86400"
-        )),
-    }
-}
-
 /// Value parser of the API key. Never fails, so clap never echoes a key in an error message;
 /// surrounding whitespace (a stray newline from a mounted Secret) is dropped.
 pub fn parse_api_key(value: &str) -> Result<ApiKey, String> {
@@ -253,117 +235,4 @@ fn client(timeout: Duration) -> Result<reqwest::Client, AgentConfigError> {
         .connect_timeout(timeout)
         .build()
         .map_err(|e| AgentConfigError(format!("cannot build the HTTP client: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        agent: AgentArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<AgentArgs, String> {
-        let mut argv = vec!["x"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv)
-            .map(|c| c.agent)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn command_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-
-    #[tokio::test]
-    async fn default_is_echo_and_builds() {
-        let args = parse(&[]);
-        let Ok(args) = args else { panic!("{args:?}") };
-        assert_eq!(args.agent, AgentKind::Echo);
-        assert_eq!(args.timeout(), Duration::from_secs(60));
-        let agent = args.build(Duration::ZERO).map(|a| a.name());
-        assert_eq!(agent, Ok("echo"));
-    }
-
-    #[test]
-    fn bad_values_name_the_option() {
-        for (args, needles) in [
-            (
-                &["--agent", "gpt"][..],
-                &["--agent", "gpt", "echo", "http", "openai"][..],
-            ),
-            (
-                &["--agent-url", "localhost:8080"][..],
-                &["--agent-url", "localhost:8080", "http://"][..],
-            ),
-            (
-                &["--agent-timeout", "0"][..],
-                &["--agent-timeout", "FASTAGENTIC_AGENT_TIMEOUT", "> 0"][..],
-            ),
-            (
-                &["--openai-base-url", "ftp://x"][..],
-                &["--openai-base-url", "ftp://x"][..],
-            ),
-        ] {
-            let err = parse(args).map(|_| ());
-            let Err(err) = err else {
-                panic!("{args:?} must be rejected")
-            };
-            for needle in needles {
-                assert!(
-                    err.contains(needle),
-                    "{args:?}: {needle:?} missing in {err:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn missing_companions_are_reported() {
-        let Ok(http) = parse(&["--agent", "http"]) else {
-            panic!("parses")
-        };
-        let err = http
-            .build(Duration::ZERO)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        assert!(
-            matches!(&err, Err(e) if e.contains("FASTAGENTIC_AGENT_URL")),
-            "{err:?}"
-        );
-        let Ok(openai) = parse(&["--agent", "openai"]) else {
-            panic!("parses")
-        };
-        let err = openai
-            .build(Duration::ZERO)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        assert!(
-            matches!(&err, Err(e) if e.contains("OPENAI_API_KEY")),
-            "{err:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn api_key_never_shows_in_debug_output() {
-        let args = parse(&["--agent", "openai", "--openai-api-key", " sk-very-secret\n"]);
-        let Ok(args) = args else { panic!("{args:?}") };
-        assert_eq!(
-            args.openai_api_key.as_ref().map(ApiKey::expose),
-            Some("sk-very-secret")
-        );
-        let debug = format!("{args:?}");
-        assert!(
-            !debug.contains("sk-very-secret") && debug.contains("ApiKey(***)"),
-            "{debug}"
-        );
-        let built = args.build(Duration::ZERO);
-        let Ok(agent) = built else { panic!("builds") };
-        assert_eq!(agent.name(), "openai");
-    }
 }

@@ -9,27 +9,30 @@
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
+use fastagentic_contract::{defaults, env};
+
+use crate::parse;
 
 use super::{DB_POOL, PoolError, REDIS_POOL, redact_url};
 
 /// Default `--redis-pool-size`.
-pub const DEFAULT_REDIS_POOL_SIZE: usize = 10;
+pub const DEFAULT_REDIS_POOL_SIZE: usize = defaults::REDIS_POOL_SIZE as usize;
 /// Default `--redis-pool-timeout`, seconds.
-pub const DEFAULT_REDIS_POOL_TIMEOUT_SECS: f64 = 5.0;
+pub const DEFAULT_REDIS_POOL_TIMEOUT_SECS: f64 = defaults::REDIS_POOL_TIMEOUT_SECONDS;
 /// Default `--db-pool-size` (connections kept open).
-pub const DEFAULT_DB_POOL_SIZE: u32 = 5;
+pub const DEFAULT_DB_POOL_SIZE: u32 = defaults::DB_POOL_SIZE;
 /// Default `--db-max-overflow` (connections opened beyond the kept ones under load).
-pub const DEFAULT_DB_MAX_OVERFLOW: u32 = 10;
+pub const DEFAULT_DB_MAX_OVERFLOW: u32 = defaults::DB_MAX_OVERFLOW;
 /// Default `--db-pool-recycle`, seconds (30 minutes).
-pub const DEFAULT_DB_POOL_RECYCLE_SECS: f64 = 1800.0;
+pub const DEFAULT_DB_POOL_RECYCLE_SECS: f64 = defaults::DB_POOL_RECYCLE_SECONDS as f64;
 /// Default `--db-pool-timeout`, seconds.
-pub const DEFAULT_DB_POOL_TIMEOUT_SECS: f64 = 30.0;
+pub const DEFAULT_DB_POOL_TIMEOUT_SECS: f64 = defaults::DB_POOL_TIMEOUT_SECONDS;
 /// Overflow connections (beyond the kept minimum) that stay idle this long are closed, so the
 /// pool shrinks back towards `--db-pool-size` after a burst.
 pub const DB_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest accepted timeout or recycle period (one day); larger values are almost always a typo
 /// for milliseconds.
-pub const MAX_DURATION_SECS: f64 = 86_400.0;
+pub const MAX_DURATION_SECS: f64 = crate::parse::MAX_SECONDS;
 /// Name the runtime gives its connections (Redis `CLIENT SETNAME`, PostgreSQL
 /// `application_name`) unless told otherwise, so operators can count them.
 pub const DEFAULT_CONNECTION_NAME: &str = "fastagentic";
@@ -44,7 +47,7 @@ pub struct PoolArgs {
     /// Redis URL (`redis://[:password@]host:port/db`); without it there is no Redis pool.
     #[arg(
         long = "redis-url",
-        env = "REDIS_URL",
+        env = env::REDIS_URL,
         hide_env_values = true,
         help_heading = "Pools"
     )]
@@ -53,7 +56,7 @@ pub struct PoolArgs {
     /// PostgreSQL URL (`postgres://user:password@host:port/db`); without it there is no database pool.
     #[arg(
         long = "database-url",
-        env = "DATABASE_URL",
+        env = env::DATABASE_URL,
         hide_env_values = true,
         help_heading = "Pools"
     )]
@@ -63,9 +66,9 @@ pub struct PoolArgs {
     #[arg(
         long = "db-pool-recycle",
         allow_negative_numbers = true,
-        env = "FASTAGENTIC_DB_POOL_RECYCLE",
-        default_value = "1800",
-        value_parser = parse_db_pool_recycle,
+        env = env::DB_POOL_RECYCLE,
+        default_value = defaults::DB_POOL_RECYCLE_SECONDS.to_string(),
+        value_parser = parse::positive_seconds,
         help_heading = "Pools",
     )]
     pub db_pool_recycle: Duration,
@@ -73,10 +76,11 @@ pub struct PoolArgs {
     /// Test each idle database connection before handing it out.
     #[arg(
         long = "db-pool-pre-ping",
-        env = "FASTAGENTIC_DB_POOL_PRE_PING",
+        env = env::DB_POOL_PRE_PING,
         default_value = "true",
         action = ArgAction::Set,
-        value_parser = parse_db_pool_pre_ping,
+        value_parser = parse::switch(),
+        ignore_case = true,
         help_heading = "Pools",
     )]
     pub db_pool_pre_ping: bool,
@@ -85,9 +89,9 @@ pub struct PoolArgs {
     #[arg(
         long = "db-pool-timeout",
         allow_negative_numbers = true,
-        env = "FASTAGENTIC_DB_POOL_TIMEOUT",
-        default_value = "30",
-        value_parser = parse_db_pool_timeout,
+        env = env::DB_POOL_TIMEOUT,
+        default_value = defaults::DB_POOL_TIMEOUT_SECONDS.to_string(),
+        value_parser = parse::positive_seconds,
         help_heading = "Pools",
     )]
     pub db_pool_timeout: Duration,
@@ -283,261 +287,9 @@ fn check_connection_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn parse_count(value: &str, min: u64, var: &str, what: &str) -> Result<u64, String> {
-    match value.trim().parse::<u64>() {
-        Ok(n) if n >= min && n <= u64::from(u32::MAX) => Ok(n),
-        _ => Err(format!(
-            "{value:?} is not a valid {what} ({var}): expected a whole number >= {min}"
-        )),
-    }
-}
-
-fn parse_seconds(value: &str, var: &str) -> Result<Duration, String> {
-    let invalid = || {
-        format!(
-            "{value:?} is not a valid duration ({var}): expected seconds, a number > 0 and <= {MAX_DURATION_SECS} (e.g. 5 or 2.5)"
-        )
-    };
-    let secs: f64 = value.trim().parse().map_err(|_| invalid())?;
-    if !(secs.is_finite() && secs > 0.0 && secs <= MAX_DURATION_SECS) {
-        return Err(invalid());
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| invalid())
-}
-
-/// Value parser of `--redis-pool-size` (>= 1).
-pub fn parse_redis_pool_size(value: &str) -> Result<usize, String> {
-    let n = parse_count(value, 1, "FASTAGENTIC_REDIS_POOL_SIZE", "pool size")?;
-    usize::try_from(n).map_err(|e| e.to_string())
-}
-
-/// Value parser of `--redis-pool-timeout` (seconds > 0).
-pub fn parse_redis_pool_timeout(value: &str) -> Result<Duration, String> {
-    parse_seconds(value, "FASTAGENTIC_REDIS_POOL_TIMEOUT")
-}
-
-/// Value parser of `--db-pool-size` (>= 1).
-pub fn parse_db_pool_size(value: &str) -> Result<u32, String> {
-    let n = parse_count(value, 1, "FASTAGENTIC_DB_POOL_SIZE", "pool size")?;
-    u32::try_from(n).map_err(|e| e.to_string())
-}
-
-/// Value parser of `--db-max-overflow` (>= 0).
-pub fn parse_db_max_overflow(value: &str) -> Result<u32, String> {
-    let n = parse_count(value, 0, "FASTAGENTIC_DB_MAX_OVERFLOW", "overflow")?;
-    u32::try_from(n).map_err(|e| e.to_string())
-}
-
-/// Value parser of `--db-pool-recycle` (seconds > 0).
-pub fn parse_db_pool_recycle(value: &str) -> Result<Duration, String> {
-    parse_seconds(value, "FASTAGENTIC_DB_POOL_RECYCLE")
-}
-
-/// Value parser of `--db-pool-timeout` (seconds > 0).
-pub fn parse_db_pool_timeout(value: &str) -> Result<Duration, String> {
-    parse_seconds(value, "FASTAGENTIC_DB_POOL_TIMEOUT")
-}
-
-/// Value parser of `--db-pool-pre-ping` (true/false, 1/0, yes/no, on/off).
-pub fn parse_db_pool_pre_ping(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!(
-            "{value:?} is not a valid switch (FASTAGENTIC_DB_POOL_PRE_PING): expected true or false"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    /// `PoolArgs` beside stand-ins for the run command's own pool options, parsed with the
-    /// value parsers this module exports.
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        pools: PoolArgs,
-        #[arg(long, env = "FASTAGENTIC_REDIS_POOL_SIZE", default_value = "10", value_parser = parse_redis_pool_size)]
-        redis_pool_size: usize,
-        #[arg(long, env = "FASTAGENTIC_REDIS_POOL_TIMEOUT", default_value = "5.0", value_parser = parse_redis_pool_timeout)]
-        redis_pool_timeout: Duration,
-        #[arg(long, env = "FASTAGENTIC_DB_POOL_SIZE", default_value = "5", value_parser = parse_db_pool_size)]
-        db_pool_size: u32,
-        #[arg(long, env = "FASTAGENTIC_DB_MAX_OVERFLOW", default_value = "10", value_parser = parse_db_max_overflow)]
-        db_max_overflow: u32,
-    }
-
-    impl Cli {
-        fn configs(&self) -> (RedisPoolConfig, DbPoolConfig) {
-            let size = u32::try_from(self.redis_pool_size).unwrap_or(u32::MAX);
-            (
-                self.pools.redis_config(size, self.redis_pool_timeout, "n"),
-                self.pools
-                    .db_config(self.db_pool_size, self.db_max_overflow, "n"),
-            )
-        }
-    }
-
-    #[test]
-    fn command_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults_match_the_seed() {
-        let cli = Cli::try_parse_from(["x"]).map_err(|e| e.to_string());
-        let Ok(cli) = cli else {
-            panic!("defaults must parse: {cli:?}");
-        };
-        let (redis, db) = cli.configs();
-        assert_eq!(redis.max_size, 10);
-        assert_eq!(redis.wait_timeout, Duration::from_secs(5));
-        assert_eq!(db.min_connections, 5);
-        assert_eq!(db.max_connections(), 15);
-        assert_eq!(db.recycle, Duration::from_secs(1800));
-        assert!(db.pre_ping);
-        assert_eq!(db.acquire_timeout, Duration::from_secs(30));
-        assert_eq!(
-            redis,
-            RedisPoolConfig {
-                connection_name: "n".into(),
-                // The URLs come from the environment of the test run.
-                url: redis.url.clone(),
-                ..RedisPoolConfig::new(None)
-            }
-        );
-        assert_eq!(
-            db,
-            DbPoolConfig {
-                application_name: "n".into(),
-                url: db.url.clone(),
-                ..DbPoolConfig::new(None)
-            }
-        );
-    }
-
-    #[test]
-    fn flags_are_read() {
-        let cli = Cli::try_parse_from([
-            "x",
-            "--redis-url",
-            "redis://127.0.0.1:1/0",
-            "--database-url",
-            "postgres://u@127.0.0.1:1/d",
-            "--redis-pool-size",
-            "3",
-            "--redis-pool-timeout",
-            "0.25",
-            "--db-pool-size",
-            "2",
-            "--db-max-overflow",
-            "0",
-            "--db-pool-recycle",
-            "60",
-            "--db-pool-pre-ping",
-            "false",
-            "--db-pool-timeout",
-            "1.5",
-        ])
-        .map_err(|e| e.to_string());
-        let Ok(cli) = cli else {
-            panic!("must parse: {cli:?}");
-        };
-        let (redis, db) = cli.configs();
-        assert_eq!(redis.url.as_deref(), Some("redis://127.0.0.1:1/0"));
-        assert_eq!(redis.max_size, 3);
-        assert_eq!(redis.wait_timeout, Duration::from_millis(250));
-        assert_eq!(db.url.as_deref(), Some("postgres://u@127.0.0.1:1/d"));
-        assert_eq!(db.min_connections, 2);
-        assert_eq!(db.max_connections(), 2);
-        assert_eq!(db.recycle, Duration::from_secs(60));
-        assert!(!db.pre_ping);
-        assert_eq!(db.acquire_timeout, Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn bad_values_are_rejected_with_the_option_the_value_and_what_is_accepted() {
-        let cases: &[(&str, &str, &str, &str)] = &[
-            (
-                "--redis-pool-size",
-                "0",
-                "FASTAGENTIC_REDIS_POOL_SIZE",
-                ">= 1",
-            ),
-            (
-                "--redis-pool-size",
-                "-3",
-                "FASTAGENTIC_REDIS_POOL_SIZE",
-                ">= 1",
-            ),
-            (
-                "--redis-pool-size",
-                "ten",
-                "FASTAGENTIC_REDIS_POOL_SIZE",
-                ">= 1",
-            ),
-            (
-                "--redis-pool-timeout",
-                "0",
-                "FASTAGENTIC_REDIS_POOL_TIMEOUT",
-                "> 0",
-            ),
-            (
-                "--redis-pool-timeout",
-                "-1",
-                "FASTAGENTIC_REDIS_POOL_TIMEOUT",
-                "> 0",
-            ),
-            (
-                "--redis-pool-timeout",
-                "NaN",
-                "FASTAGENTIC_REDIS_POOL_TIMEOUT",
-                "> 0",
-            ),
-            ("--db-pool-size", "0", "FASTAGENTIC_DB_POOL_SIZE", ">= 1"),
-            (
-                "--db-max-overflow",
-                "-1",
-                "FASTAGENTIC_DB_MAX_OVERFLOW",
-                ">= 0",
-            ),
-            (
-                "--db-pool-recycle",
-                "0",
-                "FASTAGENTIC_DB_POOL_RECYCLE",
-                "> 0",
-            ),
-            (
-                "--db-pool-pre-ping",
-                "maybe",
-                "FASTAGENTIC_DB_POOL_PRE_PING",
-                "true or false",
-            ),
-            (
-                "--db-pool-timeout",
-                "1e9",
-                "FASTAGENTIC_DB_POOL_TIMEOUT",
-                "> 0",
-            ),
-        ];
-        for (flag, value, var, accepted) in cases {
-            let arg = format!("{flag}={value}");
-            let err = match Cli::try_parse_from(["x", arg.as_str()]) {
-                Ok(cli) => panic!("{flag} {value} must be rejected, got {cli:?}"),
-                Err(err) => err.to_string(),
-            };
-            for needle in [*flag, *value, *var, *accepted] {
-                assert!(
-                    err.contains(needle),
-                    "{flag}={value}: {needle:?} missing in {err:?}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn hand_built_configs_are_validated() {

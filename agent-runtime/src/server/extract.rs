@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::runs::BadRunId;
 
 /// Request header accepted as the run id.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: &str = fastagentic_contract::header::IDEMPOTENCY_KEY;
 
 /// A JSON request body. Unlike `axum::Json` it does not insist on a `Content-Type` (clients
 /// of the seed send bare `curl -d` bodies); a body that is not the expected JSON is a 400, a

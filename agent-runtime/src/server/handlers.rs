@@ -21,7 +21,7 @@ use crate::runs::{RunError, RunEvents, StreamEvent, answer_body};
 use crate::store::StoreError;
 
 /// Response header set (to `true`) on an answer served from the store.
-pub const REPLAYED_HEADER: &str = "x-fastagentic-replayed";
+pub const REPLAYED_HEADER: &str = fastagentic_contract::header::REPLAYED;
 
 /// `GET /health`.
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -36,7 +36,7 @@ use crate::runs::Runs;
 use crate::services::{Pools, ReadinessCheck};
 
 /// Response header carrying the instance id.
-pub const INSTANCE_HEADER: &str = "x-fastagentic-instance";
+pub const INSTANCE_HEADER: &str = fastagentic_contract::header::INSTANCE;
 /// Time limit of one readiness check.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -365,14 +365,14 @@ impl fmt::Display for DurableStoreKind {
 pub struct StoreArgs {
     /// Where runs are recorded: memory, redis or postgres. Default: the store whose URL is set
     /// when exactly one of REDIS_URL and DATABASE_URL is set, memory otherwise.
-    #[arg(long = "durable-store", env = "FASTAGENTIC_DURABLE_STORE", value_enum)]
+    #[arg(long = "durable-store", env = fastagentic_contract::env::DURABLE_STORE, value_enum)]
     pub durable_store: Option<DurableStoreKind>,
 
     /// Seconds after its last update a run still recorded `running` counts as stalled (its
     /// process died), so a retry with its run id runs it again instead of answering 409. Must be
     /// greater than --agent-timeout and --echo-delay-ms; streams send a heartbeat every third.
     #[arg(long = "run-stale-after", allow_negative_numbers = true,
-          env = "FASTAGENTIC_RUN_STALE_AFTER",
+          env = fastagentic_contract::env::RUN_STALE_AFTER,
           default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,
           value_parser = parse_run_stale_after)]
     pub run_stale_after: f64,
@@ -386,15 +386,8 @@ impl StoreArgs {
 }
 
 /// Value parser of `--run-stale-after` (seconds > 0, at most a week).
-pub fn parse_run_stale_after(value: &str) -> Result<f64, String> {
-    match value.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_RUN_STALE_AFTER_SECS as f64 => {
-            Ok(secs)
-        }
-        _ => Err(format!(
-            "accepted: seconds, a number > 0 and <= {MAX_RUN_STALE_AFTER_SECS} (e.g. 300 or 0.5)"
-        )),
-    }
+fn parse_run_stale_after(value: &str) -> Result<f64, String> {
+    crate::parse::seconds_f64(value, false, MAX_RUN_STALE_AFTER_SECS as f64)
 }
 
 /// The durable store that was asked for cannot be built.
@@ -503,62 +496,6 @@ mod tests {
             Err("FASTAGENTIC_DURABLE_STORE=redis needs REDIS_URL to be set".to_owned())
         );
         assert!(resolve_store_kind(Some(Postgres), true, false).is_err());
-    }
-
-    #[test]
-    fn store_option_parses_and_rejects_unknown_names() {
-        use clap::Parser;
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            store: StoreArgs,
-        }
-        let parsed = Cli::try_parse_from(["x", "--durable-store", "postgresql"]);
-        assert!(matches!(
-            parsed,
-            Ok(Cli {
-                store: StoreArgs {
-                    durable_store: Some(DurableStoreKind::Postgres),
-                    ..
-                }
-            })
-        ));
-        let err = Cli::try_parse_from(["x", "--durable-store", "mongo"])
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        assert!(
-            matches!(&err, Err(e) if e.contains("mongo") && e.contains("memory") && e.contains("redis") && e.contains("postgres")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn stale_after_option_has_a_default_and_rejects_bad_values() {
-        use clap::Parser;
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            store: StoreArgs,
-        }
-        let parsed = Cli::try_parse_from(["x"]).map(|c| c.store.stale_after());
-        assert!(
-            matches!(parsed, Ok(d) if d == Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS)),
-            "{parsed:?}"
-        );
-        let parsed = Cli::try_parse_from(["x", "--run-stale-after", "0.25"]);
-        assert!(
-            matches!(&parsed, Ok(c) if c.store.stale_after() == Duration::from_millis(250)),
-            "{parsed:?}"
-        );
-        for bad in ["0", "-1", "abc", "inf", "NaN", "604801"] {
-            let err = Cli::try_parse_from(["x", "--run-stale-after", bad])
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            assert!(
-                matches!(&err, Err(e) if e.contains("--run-stale-after") && e.contains(bad) && e.contains("accepted")),
-                "{bad}: {err:?}"
-            );
-        }
     }
 
     #[test]
