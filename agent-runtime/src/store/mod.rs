@@ -37,22 +37,24 @@
 //! are kept, and deleting old ones by `updated_at` is left to the operator of the database, see
 //! the crate's README).
 
+mod config;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pools::{DbPool, PoolError, RedisPool};
+use crate::pools::PoolError;
 
+pub use config::{
+    DurableStoreKind, StoreArgs, StoreConfigError, build_run_store, resolve_store_kind,
+};
 pub use memory::MemoryRunStore;
 pub use postgres::{MIGRATOR, PostgresRunStore, migrate};
 pub use redis::RedisRunStore;
@@ -337,122 +339,6 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// `FASTAGENTIC_DURABLE_STORE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurableStoreKind {
-    /// In the worker's memory; lost on restart, not shared between workers.
-    Memory,
-    /// In Redis (`REDIS_URL`).
-    Redis,
-    /// In PostgreSQL (`DATABASE_URL`).
-    #[value(alias = "postgresql")]
-    Postgres,
-}
-
-impl fmt::Display for DurableStoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DurableStoreKind::Memory => "memory",
-            DurableStoreKind::Redis => "redis",
-            DurableStoreKind::Postgres => "postgres",
-        })
-    }
-}
-
-/// Durable store options.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Where runs are recorded: memory, redis or postgres. Default: the store whose URL is set
-    /// when exactly one of REDIS_URL and DATABASE_URL is set, memory otherwise.
-    #[arg(long = "durable-store", env = fastagentic_contract::env::DURABLE_STORE, value_enum)]
-    pub durable_store: Option<DurableStoreKind>,
-
-    /// Seconds after its last update a run still recorded `running` counts as stalled (its
-    /// process died), so a retry with its run id runs it again instead of answering 409. Must be
-    /// greater than --agent-timeout and --echo-delay-ms; streams send a heartbeat every third.
-    #[arg(long = "run-stale-after", allow_negative_numbers = true,
-          env = fastagentic_contract::env::RUN_STALE_AFTER,
-          default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,
-          value_parser = parse_run_stale_after)]
-    pub run_stale_after: f64,
-}
-
-impl StoreArgs {
-    /// `--run-stale-after` as a duration.
-    pub fn stale_after(&self) -> Duration {
-        Duration::from_secs_f64(self.run_stale_after)
-    }
-}
-
-/// Value parser of `--run-stale-after` (seconds > 0, at most a week).
-fn parse_run_stale_after(value: &str) -> Result<f64, String> {
-    crate::parse::seconds_f64(value, false, MAX_RUN_STALE_AFTER_SECS as f64)
-}
-
-/// The durable store that was asked for cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("FASTAGENTIC_DURABLE_STORE={kind} needs {missing} to be set")]
-pub struct StoreConfigError {
-    /// What was asked for.
-    pub kind: DurableStoreKind,
-    /// The missing variable.
-    pub missing: &'static str,
-}
-
-/// Decides which store to use from the option and which URLs are configured.
-pub fn resolve_store_kind(
-    requested: Option<DurableStoreKind>,
-    redis_configured: bool,
-    database_configured: bool,
-) -> Result<DurableStoreKind, StoreConfigError> {
-    match requested {
-        Some(DurableStoreKind::Redis) if !redis_configured => Err(StoreConfigError {
-            kind: DurableStoreKind::Redis,
-            missing: "REDIS_URL",
-        }),
-        Some(DurableStoreKind::Postgres) if !database_configured => Err(StoreConfigError {
-            kind: DurableStoreKind::Postgres,
-            missing: "DATABASE_URL",
-        }),
-        Some(kind) => Ok(kind),
-        None => Ok(match (redis_configured, database_configured) {
-            (true, false) => DurableStoreKind::Redis,
-            (false, true) => DurableStoreKind::Postgres,
-            // Neither, or both: both is ambiguous, so the explicit option is required to pick.
-            _ => DurableStoreKind::Memory,
-        }),
-    }
-}
-
-/// Builds the store for `kind` on the worker's pools (see [`resolve_store_kind`]), taking over
-/// runs that stayed `running` longer than `stale_after`. Connects nothing: the Postgres schema
-/// is migrated on first use or first `ping`.
-pub fn build_run_store(
-    kind: DurableStoreKind,
-    redis: Option<&RedisPool>,
-    db: Option<&DbPool>,
-    stale_after: Duration,
-) -> Result<Arc<dyn RunStore>, StoreConfigError> {
-    Ok(match kind {
-        DurableStoreKind::Memory => Arc::new(MemoryRunStore::new(stale_after)),
-        DurableStoreKind::Redis => Arc::new(RedisRunStore::new(
-            redis.cloned().ok_or(StoreConfigError {
-                kind,
-                missing: "REDIS_URL",
-            })?,
-            stale_after,
-        )),
-        DurableStoreKind::Postgres => Arc::new(PostgresRunStore::new(
-            db.cloned().ok_or(StoreConfigError {
-                kind,
-                missing: "DATABASE_URL",
-            })?,
-            stale_after,
-        )),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,23 +365,6 @@ mod tests {
         let generated = RunId::generate();
         assert!(RunId::parse(generated.as_str()).is_ok());
         assert_ne!(generated, RunId::generate());
-    }
-
-    #[test]
-    fn store_kind_resolution() {
-        use DurableStoreKind::*;
-        assert_eq!(resolve_store_kind(None, false, false), Ok(Memory));
-        assert_eq!(resolve_store_kind(None, true, false), Ok(Redis));
-        assert_eq!(resolve_store_kind(None, false, true), Ok(Postgres));
-        assert_eq!(resolve_store_kind(None, true, true), Ok(Memory));
-        assert_eq!(resolve_store_kind(Some(Postgres), true, true), Ok(Postgres));
-        assert_eq!(resolve_store_kind(Some(Memory), true, true), Ok(Memory));
-        let err = resolve_store_kind(Some(Redis), false, true);
-        assert_eq!(
-            err.map_err(|e| e.to_string()),
-            Err("FASTAGENTIC_DURABLE_STORE=redis needs REDIS_URL to be set".to_owned())
-        );
-        assert!(resolve_store_kind(Some(Postgres), true, false).is_err());
     }
 
     #[test]
