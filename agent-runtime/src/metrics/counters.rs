@@ -1,4 +1,7 @@
 //! The numbers of this process: lock-free words, published into its slot.
+//!
+//! [`Counters`] keeps one atomic word per word of a [`Slot`], at the same index
+//! ([`word!`](super::slot) computes it from the struct), so a snapshot is the slot itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,7 +60,7 @@ pub struct Counters {
     words: [AtomicU64; WORDS],
     sink: Option<Sink>,
     /// Pool wait timeouts the slot's previous owners counted (a new process's pools start at 0).
-    pool_timeout_base: [u64; 2],
+    pool_timeout_base: [u64; POOLS.len()],
 }
 
 impl Counters {
@@ -66,7 +69,7 @@ impl Counters {
         let c = Self {
             words: std::array::from_fn(|_| AtomicU64::new(0)),
             sink: None,
-            pool_timeout_base: [0; 2],
+            pool_timeout_base: [0; POOLS.len()],
         };
         c.init();
         Arc::new(c)
@@ -75,16 +78,16 @@ impl Counters {
     /// Counters of a worker publishing into `slot` of `file`, continuing the counters a
     /// previous owner of the slot left there.
     pub fn shared(file: SharedFile, slot: usize) -> Arc<Self> {
-        let previous = file.read_slot(slot).unwrap_or([0u64; WORDS]);
+        let previous = file.read_slot(slot).unwrap_or_else(Slot::empty);
         let c = Self {
-            words: std::array::from_fn(|i| AtomicU64::new(previous[i])),
+            words: std::array::from_fn(|i| AtomicU64::new(previous.words()[i])),
             sink: Some(Sink {
                 file,
                 slot,
                 lock: Mutex::new(()),
                 dirty: AtomicBool::new(false),
             }),
-            pool_timeout_base: std::array::from_fn(|p| previous[W_POOLS + p * POOL_WORDS + 5]),
+            pool_timeout_base: std::array::from_fn(|p| previous.pools[p][POOL_TIMEOUTS]),
         };
         c.init();
         c.publish();
@@ -92,15 +95,15 @@ impl Counters {
     }
 
     fn init(&self) {
-        self.words[W_MAGIC].store(MAGIC, Ordering::Relaxed);
-        self.words[W_STATE].store(SlotState::Starting as u64, Ordering::Relaxed);
-        self.words[W_PID].store(u64::from(std::process::id()), Ordering::Relaxed);
-        self.words[W_STARTED_MS].store(now_ms(), Ordering::Relaxed);
-        self.words[W_IN_FLIGHT].store(0, Ordering::Relaxed);
-        self.words[W_HANDLED].store(0, Ordering::Relaxed);
+        self.words[word!(magic)].store(MAGIC, Ordering::Relaxed);
+        self.words[word!(state)].store(SlotState::Starting as u64, Ordering::Relaxed);
+        self.words[word!(pid)].store(u64::from(std::process::id()), Ordering::Relaxed);
+        self.words[word!(started_ms)].store(now_ms(), Ordering::Relaxed);
+        self.words[word!(in_flight)].store(0, Ordering::Relaxed);
+        self.words[word!(handled)].store(0, Ordering::Relaxed);
         for p in 0..POOLS.len() {
-            for k in 0..POOL_WORDS - 1 {
-                self.words[W_POOLS + p * POOL_WORDS + k].store(0, Ordering::Relaxed);
+            for k in 0..POOL_TIMEOUTS {
+                self.words[word!(pools) + p * POOL_WORDS + k].store(0, Ordering::Relaxed);
             }
         }
     }
@@ -113,14 +116,14 @@ impl Counters {
     /// Counts a durable-run event; written to the slot with the response head that follows
     /// (or the next tick, for a run that ends after its head was sent).
     pub fn run_event(&self, event: RunEvent) {
-        self.words[W_RUNS + event as usize].fetch_add(1, Ordering::AcqRel);
+        self.words[word!(runs) + event as usize].fetch_add(1, Ordering::AcqRel);
     }
 
     /// Records the current numbers of this process's pools (`None`: not configured), without
     /// publishing; see [`Counters::publish_now`].
-    pub fn set_pools(&self, pools: [Option<crate::pools::PoolMetrics>; 2]) {
+    pub fn set_pools(&self, pools: [Option<crate::pools::PoolMetrics>; POOLS.len()]) {
         for (p, m) in pools.iter().enumerate() {
-            let base = W_POOLS + p * POOL_WORDS;
+            let base = word!(pools) + p * POOL_WORDS;
             let m = m.unwrap_or(crate::pools::PoolMetrics {
                 max_size: 0,
                 size: 0,
@@ -129,7 +132,7 @@ impl Counters {
                 waiters: 0,
                 timeouts: 0,
             });
-            let values = [
+            let values: [u64; POOL_WORDS] = [
                 m.max_size as u64,
                 m.size as u64,
                 m.in_use as u64,
@@ -150,7 +153,7 @@ impl Counters {
 
     /// Sets this process's lifecycle state (and publishes it).
     pub fn set_state(&self, state: SlotState) {
-        self.words[W_STATE].store(state as u64, Ordering::Release);
+        self.words[word!(state)].store(state as u64, Ordering::Release);
         self.publish();
     }
 
@@ -158,8 +161,8 @@ impl Counters {
     /// counted): in flight until the returned guard is dropped, when its response body is
     /// finished.
     pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        let now = self.words[W_IN_FLIGHT].fetch_add(1, Ordering::AcqRel) + 1;
-        self.words[W_MAX_IN_FLIGHT].fetch_max(now, Ordering::AcqRel);
+        let now = self.words[word!(in_flight)].fetch_add(1, Ordering::AcqRel) + 1;
+        self.words[word!(max_in_flight)].fetch_max(now, Ordering::AcqRel);
         InFlightGuard(self.clone())
     }
 
@@ -167,12 +170,12 @@ impl Counters {
     /// response also sees it counted). Returns the requests handled by this process.
     pub fn response_started(&self, path: &str, status: u16, rejected: bool) -> u64 {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        let i = W_ROUTES + route_index(path) * CLASSES.len() + class;
+        let i = word!(routes) + route_index(path) * CLASSES.len() + class;
         self.words[i].fetch_add(1, Ordering::AcqRel);
         if rejected {
-            self.words[W_REJECTED].fetch_add(1, Ordering::AcqRel);
+            self.words[word!(rejected)].fetch_add(1, Ordering::AcqRel);
         }
-        let handled = self.words[W_HANDLED].fetch_add(1, Ordering::AcqRel) + 1;
+        let handled = self.words[word!(handled)].fetch_add(1, Ordering::AcqRel) + 1;
         self.publish();
         handled
     }
@@ -185,19 +188,21 @@ impl Counters {
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
-        self.words[W_BUCKETS + bucket].fetch_add(1, Ordering::AcqRel);
-        self.words[W_DURATION_SUM_US].fetch_add(duration.as_micros() as u64, Ordering::AcqRel);
+        self.words[word!(buckets) + bucket].fetch_add(1, Ordering::AcqRel);
+        self.words[word!(duration_sum_us)].fetch_add(duration.as_micros() as u64, Ordering::AcqRel);
     }
 
     /// In-flight requests of this process.
     pub fn in_flight(&self) -> u64 {
-        self.words[W_IN_FLIGHT].load(Ordering::Acquire)
+        self.words[word!(in_flight)].load(Ordering::Acquire)
     }
 
-    pub(super) fn snapshot_words(&self) -> [u64; WORDS] {
-        let mut w: [u64; WORDS] = std::array::from_fn(|i| self.words[i].load(Ordering::Acquire));
-        w[W_CHECKSUM] = checksum(&w);
-        w
+    /// This process's slot as it is now, sealed for writing.
+    pub(super) fn snapshot(&self) -> Slot {
+        Slot::from_words(std::array::from_fn(|i| {
+            self.words[i].load(Ordering::Acquire)
+        }))
+        .sealed()
     }
 
     /// Writes this process's slot. Concurrent callers coalesce: whoever holds the lock
@@ -212,7 +217,7 @@ impl Counters {
             if !sink.dirty.swap(false, Ordering::AcqRel) {
                 return;
             }
-            if let Err(e) = sink.file.write_slot(sink.slot, &self.snapshot_words()) {
+            if let Err(e) = sink.file.write_slot(sink.slot, &self.snapshot()) {
                 tracing::warn!(event = "metrics_write_failed", error = %e);
             }
             drop(guard);
@@ -224,7 +229,7 @@ impl Counters {
 
     /// Numbers for the whole pod (all slots) or, in single-process mode, for this process.
     pub fn pod_snapshot(&self) -> PodSnapshot {
-        let own = self.snapshot_words();
+        let own = self.snapshot();
         let slots = match &self.sink {
             Some(sink) => {
                 let mut all = sink.file.read_all();
@@ -241,11 +246,11 @@ impl Counters {
 
     /// This process's pid, start time and requests handled.
     pub fn process_json(&self) -> serde_json::Value {
-        let w = self.snapshot_words();
+        let s = self.snapshot();
         serde_json::json!({
-            "pid": w[W_PID],
-            "started_at_ms": w[W_STARTED_MS],
-            "requests_handled": w[W_HANDLED],
+            "pid": s.pid,
+            "started_at_ms": s.started_ms,
+            "requests_handled": s.handled,
             "slot": self.sink.as_ref().map(|s| s.slot),
         })
     }
@@ -258,7 +263,7 @@ pub struct InFlightGuard(Arc<Counters>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         // Written to the slot with the next response head or tick.
-        self.0.words[W_IN_FLIGHT].fetch_sub(1, Ordering::AcqRel);
+        self.0.words[word!(in_flight)].fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -178,7 +178,7 @@ impl prometheus_client::collector::Collector for PodCollector {
             )?;
             for (p, pool) in POOLS.iter().enumerate() {
                 let labels = [("pool", *pool)];
-                ConstCounter::new(s.pools[p][POOL_WORDS - 1]).encode(m.encode_family(&labels)?)?;
+                ConstCounter::new(s.pools[p][POOL_TIMEOUTS]).encode(m.encode_family(&labels)?)?;
             }
         }
         let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {

@@ -1,7 +1,7 @@
 //! Request metrics, per process and for the whole pod.
 //!
 //! Each process keeps its numbers in one fixed array of atomic words ([`Counters`]), laid out
-//! like a *slot*. In pre-fork mode the supervisor creates an anonymous shared file (memfd) with
+//! like a *slot* ([`Slot`], a plain struct of words that zerocopy turns into bytes and back). In pre-fork mode the supervisor creates an anonymous shared file (memfd) with
 //! one slot per worker process and passes it to every worker; when a response head is ready a
 //! worker writes its whole slot (one `pwrite` of [`SLOT_BYTES`], checksummed), and whoever
 //! answers `/metrics` reads all slots (`pread`) and adds them up. So the request and run counts
@@ -24,6 +24,12 @@
 //! in use, idle, waiters, wait timeouts), refreshed every second and before `/metrics` answers.
 //! Pool gauges are added over live workers only; the timeout counters continue across
 //! replacements like the request counters.
+//!
+//! Parts: `slot` (the slot's layout and the shared file), `counters` (this process's
+//! numbers), `pod` (the sum over slots), `exposition` (the JSON and Prometheus views of that
+//! sum). The shared file is a few `pread`/`pwrite` calls around zerocopy's casts rather than a
+//! memory map: mapping it (memmap2 and the like) takes `unsafe`, and one write per response
+//! is cheap enough (bench/README.md).
 
 mod counters;
 mod exposition;
@@ -33,4 +39,6 @@ mod slot;
 pub use counters::{Counters, InFlightGuard, RunEvent, route_index};
 pub use exposition::PodCollector;
 pub use pod::{PodSnapshot, WorkerView};
-pub use slot::{BUCKETS, CLASSES, POOLS, ROUTES, RUN_EVENTS, SLOT_BYTES, SharedFile, SlotState};
+pub use slot::{
+    BUCKETS, CLASSES, POOLS, ROUTES, RUN_EVENTS, SLOT_BYTES, SharedFile, Slot, SlotState,
+};

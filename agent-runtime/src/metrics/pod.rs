@@ -28,7 +28,7 @@ pub struct WorkerView {
 #[derive(Debug, Clone, Default)]
 pub struct PodSnapshot {
     /// Responses per route and status class.
-    pub routes: [[u64; 5]; 7],
+    pub routes: [[u64; CLASSES.len()]; ROUTES.len()],
     /// Requests refused by the concurrency limit (HTTP 503).
     pub rejected: u64,
     /// Admitted agent-route requests in flight in live processes (probes are not counted).
@@ -38,14 +38,14 @@ pub struct PodSnapshot {
     /// Live processes accepting connections (ready, or ready and asking to be recycled).
     pub accepting: u64,
     /// Duration histogram (cumulative buckets computed on output), last = +Inf.
-    pub buckets: [u64; 13],
+    pub buckets: [u64; BUCKETS.len() + 1],
     /// Sum of durations.
     pub duration_sum: Duration,
     /// Durable-run events, in [`RUN_EVENTS`] order.
-    pub runs: [u64; 5],
+    pub runs: [u64; RUN_EVENTS.len()],
     /// Per pool ([`POOLS`] order): max size, open, in use, idle, waiters (live workers) and
     /// wait timeouts (all time).
-    pub pools: [[u64; POOL_WORDS]; 2],
+    pub pools: [[u64; POOL_WORDS]; POOLS.len()],
     /// Live workers (pre-fork mode).
     pub workers: Vec<WorkerView>,
     /// Whether these numbers cover several processes.
@@ -53,51 +53,41 @@ pub struct PodSnapshot {
 }
 
 impl PodSnapshot {
-    pub(super) fn from_slots(slots: &[[u64; WORDS]], pod_wide: bool) -> Self {
+    pub(super) fn from_slots(slots: &[Slot], pod_wide: bool) -> Self {
         let mut s = PodSnapshot {
             pod_wide,
             ..Default::default()
         };
         for (slot, w) in slots.iter().enumerate() {
-            if w[W_MAGIC] != MAGIC {
+            if w.magic != MAGIC {
                 continue;
             }
-            for r in 0..7 {
-                for c in 0..5 {
-                    s.routes[r][c] += w[W_ROUTES + r * 5 + c];
-                }
+            add(s.routes.as_flattened_mut(), w.routes.as_flattened());
+            s.rejected += w.rejected;
+            s.max_in_flight = s.max_in_flight.max(w.max_in_flight);
+            add(&mut s.buckets, &w.buckets);
+            s.duration_sum += Duration::from_micros(w.duration_sum_us);
+            add(&mut s.runs, &w.runs);
+            for (sum, pool) in s.pools.iter_mut().zip(&w.pools) {
+                sum[POOL_TIMEOUTS] += pool[POOL_TIMEOUTS];
             }
-            s.rejected += w[W_REJECTED];
-            s.max_in_flight = s.max_in_flight.max(w[W_MAX_IN_FLIGHT]);
-            for b in 0..13 {
-                s.buckets[b] += w[W_BUCKETS + b];
-            }
-            s.duration_sum += Duration::from_micros(w[W_DURATION_SUM_US]);
-            for e in 0..RUN_EVENTS.len() {
-                s.runs[e] += w[W_RUNS + e];
-            }
-            for p in 0..POOLS.len() {
-                s.pools[p][POOL_WORDS - 1] += w[W_POOLS + p * POOL_WORDS + POOL_WORDS - 1];
-            }
-            let state = SlotState::from_word(w[W_STATE]);
+            let state = w.state();
             if state.is_alive() {
-                for p in 0..POOLS.len() {
-                    for k in 0..POOL_WORDS - 1 {
-                        s.pools[p][k] += w[W_POOLS + p * POOL_WORDS + k];
-                    }
+                for (sum, pool) in s.pools.iter_mut().zip(&w.pools) {
+                    add(&mut sum[..POOL_TIMEOUTS], &pool[..POOL_TIMEOUTS]);
                 }
-                s.in_flight += w[W_IN_FLIGHT];
+                s.in_flight += w.in_flight;
                 if matches!(state, SlotState::Ready | SlotState::RecycleRequested) {
                     s.accepting += 1;
                 }
                 s.workers.push(WorkerView {
                     slot,
-                    pid: w[W_PID],
+                    pid: w.pid,
                     state: state.name(),
-                    started_at_ms: w[W_STARTED_MS],
-                    requests_handled: w[W_HANDLED],
-                    in_flight: w[W_IN_FLIGHT],
-                    max_in_flight: w[W_MAX_IN_FLIGHT],
+                    started_at_ms: w.started_ms,
+                    requests_handled: w.handled,
+                    in_flight: w.in_flight,
+                    max_in_flight: w.max_in_flight,
                 });
             }
         }
@@ -133,6 +123,13 @@ impl PodSnapshot {
             .map(|r| r[4])
             .sum::<u64>()
             .saturating_sub(self.rejected)
+    }
+}
+
+/// Adds `values` to `sums`, element by element.
+fn add(sums: &mut [u64], values: &[u64]) {
+    for (sum, v) in sums.iter_mut().zip(values) {
+        *sum += v;
     }
 }
 
