@@ -15,6 +15,7 @@ pub mod agent;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod routes;
 pub mod server;
 pub mod services;
 
