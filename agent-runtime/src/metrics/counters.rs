@@ -9,19 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::pod::PodSnapshot;
 use super::slot::*;
-
-/// Index of a route label for a request path.
-pub fn route_index(path: &str) -> usize {
-    match path {
-        "/chat" => 0,
-        "/chat/stream" => 1,
-        "/health" => 2,
-        "/ready" => 3,
-        "/metrics" => 4,
-        p if p.starts_with("/runs/") => 5,
-        _ => 6,
-    }
-}
+use crate::routes::Route;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -170,7 +158,7 @@ impl Counters {
     /// response also sees it counted). Returns the requests handled by this process.
     pub fn response_started(&self, path: &str, status: u16, rejected: bool) -> u64 {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        let i = word!(routes) + route_index(path) * CLASSES.len() + class;
+        let i = word!(routes) + Route::of_path(path).index() * CLASSES.len() + class;
         self.words[i].fetch_add(1, Ordering::AcqRel);
         if rejected {
             self.words[word!(rejected)].fetch_add(1, Ordering::AcqRel);

@@ -27,16 +27,17 @@
 //!
 //! Parts: `slot` (the slot's layout and the shared file), `counters` (this process's
 //! numbers), `pod` (the sum over slots), `exposition` (the JSON and Prometheus views of that
-//! sum). The shared file is a few `pread`/`pwrite` calls around zerocopy's casts rather than a
-//! memory map: mapping it (memmap2 and the like) takes `unsafe`, and one write per response
-//! is cheap enough (bench/README.md).
+//! sum). Requests are counted per status class and per route of [`crate::routes::Route::ALL`],
+//! the one table of routes. The shared file is a few `pread`/`pwrite` calls around zerocopy's
+//! casts rather than a memory map: mapping it (memmap2 and the like) takes `unsafe`, and one
+//! write per response is cheap enough (bench/README.md).
 
 mod counters;
 mod exposition;
 mod pod;
 mod slot;
 
-pub use counters::{Counters, InFlightGuard, RunEvent, route_index};
+pub use counters::{Counters, InFlightGuard, RunEvent};
 pub use exposition::PodCollector;
 pub use pod::{PodSnapshot, WorkerView};
 pub use slot::{

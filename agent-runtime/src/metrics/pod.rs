@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::slot::*;
+use crate::routes::Route;
 
 /// One live worker in a [`PodSnapshot`].
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,8 +28,8 @@ pub struct WorkerView {
 /// Aggregated numbers.
 #[derive(Debug, Clone, Default)]
 pub struct PodSnapshot {
-    /// Responses per route and status class.
-    pub routes: [[u64; CLASSES.len()]; ROUTES.len()],
+    /// Responses per route ([`Route::ALL`] order) and status class.
+    pub routes: [[u64; CLASSES.len()]; Route::COUNT],
     /// Requests refused by the concurrency limit (HTTP 503).
     pub rejected: u64,
     /// Admitted agent-route requests in flight in live processes (probes are not counted).

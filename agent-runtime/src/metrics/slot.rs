@@ -4,16 +4,19 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-/// Route labels metrics are kept for; anything else is counted as `other`.
-pub const ROUTES: &[&str] = &[
-    "/chat",
-    "/chat/stream",
-    "/health",
-    "/ready",
-    "/metrics",
-    "/runs",
-    "other",
-];
+use crate::routes::Route;
+
+/// Route labels metrics are kept for, in [`Route::ALL`] order; any other path is counted as
+/// `other`.
+pub const ROUTES: &[&str] = &{
+    let mut labels = [""; Route::COUNT];
+    let mut i = 0;
+    while i < Route::COUNT {
+        labels[i] = Route::ALL[i].label;
+        i += 1;
+    }
+    labels
+};
 /// Status classes kept per route.
 pub const CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Upper bounds (seconds) of the request duration histogram buckets.
@@ -80,7 +83,7 @@ pub struct Slot {
     /// Sum of request durations (µs).
     pub duration_sum_us: u64,
     /// Responses per route ([`ROUTES`] order) and status class ([`CLASSES`] order).
-    pub routes: [[u64; CLASSES.len()]; ROUTES.len()],
+    pub routes: [[u64; CLASSES.len()]; Route::COUNT],
     /// Durations per [`BUCKETS`] bound (not cumulative); the last one is `+Inf`.
     pub buckets: [u64; BUCKETS.len() + 1],
     /// Durable-run events, in [`RUN_EVENTS`] order.
