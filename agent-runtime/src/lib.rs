@@ -4,7 +4,8 @@
 //! - [`config`]: every option, flag over `FASTAGENTIC_*` variable over default, with the
 //!   value parsers in [`parse`];
 //! - [`server`]: HTTP application and layers, serving loop, pre-fork supervisor;
-//! - [`metrics`]: per-process counters and the pod-wide view;
+//! - [`metrics`]: per-process counters, the shared-memory slot, the pod-wide view, exposition;
+//! - [`routes`]: the route table the router and the metrics share;
 //! - [`agent`]: the agent seam behind `POST /chat`;
 //! - [`error`]: every error as its HTTP answer (the only place that knows statuses);
 //! - [`services`]: what a worker serves (agent backend, pools, run store, readiness checks,
@@ -19,6 +20,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod parse;
+pub mod routes;
 pub mod server;
 pub mod services;
 

@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, post};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -32,6 +32,7 @@ use super::limiter::{Limiter, Rejected};
 use crate::agent::Agent;
 use crate::error::ApiError;
 use crate::metrics::Counters;
+use crate::routes::{Access, Route};
 use crate::runs::Runs;
 use crate::services::{Pools, ReadinessCheck};
 
@@ -114,16 +115,28 @@ pub fn app(
     max_body: usize,
     test_routes: bool,
 ) -> Router {
-    let probes = Router::new()
-        .route("/health", get(handlers::health))
-        .route("/ready", get(handlers::ready))
-        .route("/metrics", get(handlers::metrics))
-        .with_state(state.clone());
-
-    let mut agent_routes = Router::new()
-        .route("/chat", post(handlers::chat))
-        .route("/chat/stream", post(handlers::chat_stream))
-        .route("/runs/{run_id}", get(handlers::get_run));
+    // One router entry per row of the route table, on the side of the limit the row says.
+    let mut probes = Router::new();
+    let mut agent_routes = Router::new();
+    for info in Route::ALL {
+        let (Some(path), Some(method)) = (info.path, info.method) else {
+            continue;
+        };
+        let handler = match info.route {
+            Route::Chat => on(method, handlers::chat),
+            Route::ChatStream => on(method, handlers::chat_stream),
+            Route::Health => on(method, handlers::health),
+            Route::Ready => on(method, handlers::ready),
+            Route::Metrics => on(method, handlers::metrics),
+            Route::Run => on(method, handlers::get_run),
+            Route::Other => continue,
+        };
+        match info.access {
+            Access::Probe => probes = probes.route(path, handler),
+            Access::Agent | Access::Unrouted => agent_routes = agent_routes.route(path, handler),
+        }
+    }
+    let probes = probes.with_state(state.clone());
     if test_routes {
         agent_routes = agent_routes.route("/__test/panic", post(handlers::panic_route));
     }
