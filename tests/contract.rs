@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -272,7 +273,10 @@ async fn pod_template_runs_and_passes_its_probes() {
             None
         }
     };
-    let port = free_port();
+    // The pod template binds every address (FASTAGENTIC_HOST=0.0.0.0): hold the port on all of
+    // them until the process has run.
+    let reserved = free_port(Ipv4Addr::UNSPECIFIED.into());
+    let port = reserved.port();
     let mut spec = json!({
         "image": "registry.example.com/agent:1.0.0",
         "server": "gunicorn",

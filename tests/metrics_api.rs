@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use fastagentic_crd::CONCURRENCY_METRIC;
 use fastagentic_tests::{
-    LeaseCleanup, Operator, RELEASE, SYSTEM_NAMESPACE, TestNamespace, admin_client,
+    LeaseCleanup, Operator, RELEASE, ReservedPort, SYSTEM_NAMESPACE, TestNamespace, admin_client,
     apply_fastagentic, cluster, free_port, kubectl, kubectl_stdin, leader_elect_args, repo_root,
     run, serial, wait_for, work_dir, workspace_binary,
 };
@@ -94,17 +94,21 @@ impl Drop for Registered {
     }
 }
 
-/// A runtime process, killed on drop.
-struct Runtime(Child);
+/// A runtime process, killed on drop (then its port is given back).
+struct Runtime {
+    child: Child,
+    port: ReservedPort,
+}
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn start_runtime(addr: SocketAddr, name: &str) -> Runtime {
+fn start_runtime(port: ReservedPort, name: &str) -> Runtime {
+    let addr = port.addr();
     let log = work_dir().join(format!("metrics-api-{name}.log"));
     let out = File::create(&log).unwrap();
     let err = out.try_clone().unwrap();
@@ -124,7 +128,7 @@ fn start_runtime(addr: SocketAddr, name: &str) -> Runtime {
         .stderr(err)
         .spawn()
         .expect("starting fastagentic");
-    Runtime(child)
+    Runtime { child, port }
 }
 
 /// A never-scheduled Pod for a runtime process at `addr`, counted as FastAgentic `fa`'s (the
@@ -222,8 +226,8 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         std::fs::write(dir.join(key), &data[key].0).unwrap();
     }
 
-    let port = free_port();
-    let bind = SocketAddr::new(host, port);
+    let api_port = free_port(host);
+    let bind = api_port.addr();
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let service = format!("{SYSTEM_NAMESPACE}/{SERVICE}");
@@ -304,9 +308,11 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         }),
     )
     .await;
-    let a = SocketAddr::new(host, free_port());
-    let b = SocketAddr::new(host, free_port());
-    let _runtimes = [start_runtime(a, "m-real-a"), start_runtime(b, "m-real-b")];
+    let runtimes = [
+        start_runtime(free_port(host), "m-real-a"),
+        start_runtime(free_port(host), "m-real-b"),
+    ];
+    let (a, b) = (runtimes[0].port.addr(), runtimes[1].port.addr());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for addr in [a, b] {
         wait_for(
@@ -509,7 +515,8 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     // A standby with the same flags on another port: the EndpointSlice names the leader only,
     // the standby refuses to answer from no data, and when the leader dies the standby takes the
     // Lease, points the Service at itself and serves the metric.
-    let bind_b = SocketAddr::new(host, free_port());
+    let standby_port = free_port(host);
+    let bind_b = standby_port.addr();
     let args_b = operator_args(bind_b, "metrics-b");
     let _standby = Operator::start(
         cluster,

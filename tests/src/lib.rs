@@ -20,7 +20,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -219,12 +220,74 @@ pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
     output_result(&cmd, out)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP port held for a child process to listen on: a socket bound to the address with
+/// `SO_REUSEADDR` that never listens, kept until the child is gone.
+///
+/// Binding port 0 and closing the socket again races: between the close and the child's bind,
+/// any other process asking for port 0 (another test binary, a parallel test) may get the same
+/// port. While this socket stays bound, Linux gives the port to no other `bind` to port 0 on an
+/// overlapping address, nor to an outgoing connection; yet the child's own bind of the address
+/// succeeds, because a bound socket that does not listen does not conflict with a new socket
+/// that also sets `SO_REUSEADDR` — and every listener the tests start does: the operator's
+/// (tokio), the runtime's (`agent-runtime/src/server/serve.rs`) and std's. A child that does not
+/// set it fails at once with `EADDRINUSE` instead of racing.
+///
+/// Handing the child an already listening socket would need it to accept a file descriptor,
+/// which neither binary does; the reservation gives the same guarantee for what they do.
+#[derive(Debug)]
+pub struct ReservedPort {
+    addr: SocketAddr,
+    _socket: OwnedFd,
+}
+
+impl ReservedPort {
+    /// The address the child is to listen on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// A port for a child process to listen on at `ip` (`0.0.0.0` when it binds every address),
+/// reserved until the returned value is dropped (see [`ReservedPort`]). Keep it at least as long
+/// as the child runs.
+pub fn free_port(ip: IpAddr) -> ReservedPort {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, bind,
+        getsockname, setsockopt, socket, sockopt,
+    };
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let socket = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .expect("creating a TCP socket");
+    setsockopt(&socket, sockopt::ReuseAddr, &true).expect("setting SO_REUSEADDR");
+    let fd = socket.as_raw_fd();
+    match SocketAddr::new(ip, 0) {
+        SocketAddr::V4(a) => bind(fd, &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => bind(fd, &SockaddrIn6::from(a)),
+    }
+    .unwrap_or_else(|e| panic!("binding {ip}:0: {e}"));
+    let local: SockaddrStorage = getsockname(fd).expect("getsockname");
+    let port = local
+        .as_sockaddr_in()
+        .map(SockaddrIn::port)
+        .or_else(|| local.as_sockaddr_in6().map(SockaddrIn6::port))
+        .expect("an IP socket address");
+    ReservedPort {
+        addr: SocketAddr::new(ip, port),
+        _socket: socket,
+    }
 }
 
 /// A short suffix that differs between runs and tests (time and pid, base 36).
@@ -527,6 +590,8 @@ pub struct Operator {
     pub health: SocketAddr,
     /// A label for messages (`operator`, `operator-a`, ...).
     pub label: String,
+    /// The ports of `metrics` and `health`, held until the process is gone.
+    _ports: [ReservedPort; 2],
 }
 
 impl Operator {
@@ -534,8 +599,11 @@ impl Operator {
     /// `extra` flags, and waits until its `/readyz` answers 200 (it has reached the API server).
     pub async fn start(cluster: &Cluster, namespace: &str, label: &str, extra: &[&str]) -> Self {
         let bin = workspace_binary("fastagentic-operator");
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [
+            free_port(Ipv4Addr::LOCALHOST.into()),
+            free_port(Ipv4Addr::LOCALHOST.into()),
+        ];
+        let (metrics, health) = (ports[0].addr(), ports[1].addr());
         let log = work_dir().join(format!("{namespace}-{label}-{}.log", unique_suffix()));
         let out = File::create(&log).expect("creating the operator log");
         let err = out.try_clone().expect("cloning the log file handle");
@@ -569,6 +637,7 @@ impl Operator {
             metrics,
             health,
             label: label.into(),
+            _ports: ports,
         };
         let url = format!("http://{health}/readyz");
         let start = Instant::now();
@@ -942,4 +1011,56 @@ pub fn invalid_fixtures() -> Vec<InvalidFixture> {
         .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_port_is_free_for_its_child_and_for_nobody_else() {
+        let reserved = free_port(Ipv4Addr::LOCALHOST.into());
+        // What nobody else gets: port 0 never hands it out while it is held...
+        let others: Vec<std::net::TcpListener> = (0..200)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0"))
+            .collect();
+        assert!(
+            others
+                .iter()
+                .all(|l| l.local_addr().map(|a| a.port()).ok() != Some(reserved.port())),
+            "port 0 handed out the reserved port {}",
+            reserved.port()
+        );
+        // ...nor does a bind of the address itself without SO_REUSEADDR succeed.
+        let plain = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("a socket");
+        let SocketAddr::V4(v4) = reserved.addr() else {
+            panic!("an IPv4 address")
+        };
+        assert_eq!(
+            nix::sys::socket::bind(plain.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(v4)),
+            Err(nix::errno::Errno::EADDRINUSE)
+        );
+        // The child's listener (std and tokio set SO_REUSEADDR) binds it and accepts.
+        let child = std::net::TcpListener::bind(reserved.addr()).expect("the child binds");
+        let client = std::net::TcpStream::connect(reserved.addr()).expect("connecting");
+        let (_, peer) = child.accept().expect("accepting");
+        assert_eq!(Some(peer), client.local_addr().ok());
+    }
+
+    #[test]
+    fn a_reserved_wildcard_port_takes_a_child_on_every_address() {
+        let reserved = free_port(Ipv4Addr::UNSPECIFIED.into());
+        let child =
+            std::net::TcpListener::bind(("0.0.0.0", reserved.port())).expect("the child binds");
+        assert_eq!(
+            child.local_addr().map(|a| a.port()).ok(),
+            Some(reserved.port())
+        );
+    }
 }
