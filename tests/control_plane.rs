@@ -112,12 +112,12 @@ fn standard_labels(meta: &ObjectMeta, name: &str) -> Result<(), String> {
 /// the CRD's schema and CEL rules) with the fixture's message and field, and nothing is stored.
 #[tokio::test]
 async fn invalid_fixtures_are_rejected_by_the_api_server() {
-    let Some(_cluster) = cluster("invalid_fixtures_are_rejected_by_the_api_server") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("invalid_fixtures_are_rejected_by_the_api_server").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "invalid").await;
+    let (client, n) = (&t.client, t.ns());
 
     let fixtures = invalid_fixtures();
     assert!(
@@ -128,7 +128,7 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
     let mut failures = Vec::new();
     for f in &fixtures {
         let file = f.path.file_name().unwrap().to_string_lossy().into_owned();
-        match kubectl(&["apply", "-n", &ns.name, "-f", f.path.to_str().unwrap()]) {
+        match kubectl(&["apply", "-n", n, "-f", f.path.to_str().unwrap()]) {
             Ok(out) => failures.push(format!("{file}: accepted: {out}")),
             Err(err) => {
                 if !err.contains(&f.message) {
@@ -141,7 +141,7 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
             }
         }
     }
-    let stored = fastagentics(&client, &ns.name)
+    let stored = fastagentics(client, n)
         .list(&Default::default())
         .await
         .expect("list FastAgentics");
@@ -345,23 +345,20 @@ fn check_deployment(
 /// `metadata.generation` after an edit.
 #[tokio::test]
 async fn examples_become_deployment_service_and_hpa() {
-    let Some(cluster) = cluster("examples_become_deployment_service_and_hpa") else {
+    let Some(t) = ControlPlaneTest::start("examples_become_deployment_service_and_hpa").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "examples").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     let redis_secret = "redis://:s3cret-redis@redis.invalid:6379/0";
     let db_secret = "postgres://agent:s3cret-db@postgres.invalid:5432/agent";
     create_secret(
-        &client,
+        client,
         n,
         "agent-stores",
         &[("redis-url", redis_secret), ("database-url", db_secret)],
     )
     .await;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
 
     let examples = examples();
     assert!(
@@ -370,7 +367,7 @@ async fn examples_become_deployment_service_and_hpa() {
         examples.len()
     );
     for (_, obj) in &examples {
-        apply_fastagentic(&client, n, obj).await;
+        apply_fastagentic(client, n, obj).await;
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     let services: Api<Service> = Api::namespaced(client.clone(), n);
@@ -379,10 +376,10 @@ async fn examples_become_deployment_service_and_hpa() {
     for (file, example) in &examples {
         let name = example["metadata"]["name"].as_str().unwrap();
         let spec = &example["spec"];
-        let fa = wait_observed(&client, n, name, RECONCILE).await;
+        let fa = wait_observed(client, n, name, RECONCILE).await;
         let fa_ref = &fa;
         let d = wait_deployment(
-            &client,
+            client,
             n,
             name,
             RECONCILE,
@@ -538,12 +535,12 @@ async fn examples_become_deployment_service_and_hpa() {
     // An edit: observedGeneration follows the new generation.
     let (_, first) = &examples[0];
     let name = first["metadata"]["name"].as_str().unwrap();
-    let before = get_fastagentic(&client, n, name).await["metadata"]["generation"]
+    let before = get_fastagentic(client, n, name).await["metadata"]["generation"]
         .as_i64()
         .unwrap();
     let workers = int(&first["spec"]["workers"], 1) + 1;
-    merge_patch_spec(&client, n, name, json!({"workers": workers})).await;
-    let fa = wait_observed(&client, n, name, RECONCILE).await;
+    merge_patch_spec(client, n, name, json!({"workers": workers})).await;
+    let fa = wait_observed(client, n, name, RECONCILE).await;
     assert!(
         fa["metadata"]["generation"].as_i64().unwrap() > before,
         "the edit did not bump the generation"
@@ -561,16 +558,13 @@ async fn examples_become_deployment_service_and_hpa() {
 /// Changing `workers` updates the env and the pod-template hash.
 #[tokio::test]
 async fn changing_workers_updates_env_and_template_hash() {
-    let Some(cluster) = cluster("changing_workers_updates_env_and_template_hash") else {
+    let Some(t) = ControlPlaneTest::start("changing_workers_updates_env_and_template_hash").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "workers").await;
-    let n = &ns.name;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    let (client, n) = (&t.client, t.ns());
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic(
             "agent",
@@ -579,7 +573,7 @@ async fn changing_workers_updates_env_and_template_hash() {
     )
     .await;
     let d = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -594,7 +588,7 @@ async fn changing_workers_updates_env_and_template_hash() {
     let hash = config_hash(&d).expect("config hash");
     for kind in ["Deployment", "Service"] {
         let created = wait_event(
-            &client,
+            client,
             n,
             "agent",
             "Normal",
@@ -612,9 +606,9 @@ async fn changing_workers_updates_env_and_template_hash() {
             (Some(kind), Some("agent"))
         );
     }
-    merge_patch_spec(&client, n, "agent", json!({"workers": 4})).await;
+    merge_patch_spec(client, n, "agent", json!({"workers": 4})).await;
     let d2 = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -634,9 +628,9 @@ async fn changing_workers_updates_env_and_template_hash() {
         d2.metadata.generation > d.metadata.generation,
         "the Deployment's generation did not move"
     );
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     wait_event(
-        &client,
+        client,
         n,
         "agent",
         "Normal",
@@ -763,15 +757,15 @@ fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<St
 /// reconcile of every resource — changes no resourceVersion and sends no apply.
 #[tokio::test]
 async fn unchanged_resources_are_not_written_across_a_restart() {
-    let Some(cluster) = cluster("unchanged_resources_are_not_written_across_a_restart") else {
+    let Some(mut t) =
+        ControlPlaneTest::start("unchanged_resources_are_not_written_across_a_restart").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "noop").await;
-    let n = &ns.name;
+    // Owned copies: the test restarts its operator (a mutable use of `t`) midway.
+    let (client, n) = (&t.client.clone(), &t.ns().to_string());
     create_secret(
-        &client,
+        client,
         n,
         "agent-stores",
         &[
@@ -780,14 +774,13 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         ],
     )
     .await;
-    let mut op = Operator::start(cluster, n, "operator", &[]).await;
     let examples = examples();
     for (_, obj) in &examples {
-        apply_fastagentic(&client, n, obj).await;
+        apply_fastagentic(client, n, obj).await;
     }
     for (_, obj) in &examples {
         wait_observed(
-            &client,
+            client,
             n,
             obj["metadata"]["name"].as_str().unwrap(),
             RECONCILE,
@@ -797,17 +790,17 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
     // Settled: nothing changed for 20 s (longer than the HPA controller's 15 s sync).
     let quiet = Duration::from_secs(20);
     let start = Instant::now();
-    let mut last = versions(&client, n).await;
+    let mut last = versions(client, n).await;
     let mut since = Instant::now();
     while since.elapsed() < quiet {
         assert!(
             start.elapsed() < Duration::from_secs(180),
             "the objects never settled for {quiet:?}: last change {:?}\n{}",
-            changed(&last, &versions(&client, n).await),
-            op.log_tail(30)
+            changed(&last, &versions(client, n).await),
+            t.operator().log_tail(30)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = versions(&client, n).await;
+        let now = versions(client, n).await;
         if now != last {
             eprintln!("still settling: {:?}", changed(&last, &now));
             last = now;
@@ -818,10 +811,8 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         last.len() >= 2 * examples.len(),
         "too few objects recorded: {last:?}"
     );
-    op.kill();
-    drop(op);
-
-    let op = Operator::start(cluster, n, "operator-restarted", &[]).await;
+    t.restart_operator("operator-restarted").await;
+    let op = t.operator();
     let reconciles = wait_for(
         "the restarted operator to reconcile every example",
         RECONCILE,
@@ -836,7 +827,7 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let after = versions(&client, n).await;
+    let after = versions(client, n).await;
     let diff = changed(&last, &after);
     assert!(
         diff.is_empty(),
@@ -858,28 +849,25 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
 /// Deployment to 5; turning autoscaling on then off keeps the running replica count.
 #[tokio::test]
 async fn secret_rotation_scale_and_autoscaling_toggle() {
-    let Some(cluster) = cluster("secret_rotation_scale_and_autoscaling_toggle") else {
+    let Some(t) = ControlPlaneTest::start("secret_rotation_scale_and_autoscaling_toggle").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "scale").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     create_secret(
-        &client,
+        client,
         n,
         "stores",
         &[("redis-url", "redis://one.invalid:6379")],
     )
     .await;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"replicas": 1, "redis": {"urlSecretRef": {"name": "stores", "key": "redis-url"}}})),
     )
     .await;
-    let d = wait_deployment(&client, n, "agent", RECONCILE, "created with a hash", |d| {
+    let d = wait_deployment(client, n, "agent", RECONCILE, "created with a hash", |d| {
         config_hash(d).map(|_| ()).ok_or("no hash".into())
     })
     .await;
@@ -895,7 +883,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         .await
         .expect("rotating the Secret");
     let d = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -918,7 +906,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     // The scale subresource.
     kubectl(&["scale", "-n", n, "fa/agent", "--replicas=5"]).expect("kubectl scale fa/agent");
     wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -933,14 +921,14 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     )
     .await;
     assert_eq!(
-        get_fastagentic(&client, n, "agent").await["spec"]["replicas"],
+        get_fastagentic(client, n, "agent").await["spec"]["replicas"],
         5
     );
 
     // Autoscaling on: the HPA appears and the Deployment keeps its 5 pods (a reset to 1 would
     // show as the HPA's minimum, 2).
     merge_patch_spec(
-        &client,
+        client,
         n,
         "agent",
         json!({"replicas": null, "autoscaling": {"minReplicas": 2, "maxReplicas": 10}}),
@@ -955,7 +943,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
             .ok_or("no HPA".to_string())
     })
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     for _ in 0..20 {
         let d = deployments.get("agent").await.unwrap();
@@ -968,7 +956,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     }
 
     // Autoscaling off (no replicas given): the HPA goes, the count stays.
-    merge_patch_spec(&client, n, "agent", json!({"autoscaling": null})).await;
+    merge_patch_spec(client, n, "agent", json!({"autoscaling": null})).await;
     wait_for("the HPA to be deleted", RECONCILE, || async {
         match hpas.get_opt("agent").await.map_err(|e| e.to_string())? {
             None => Ok(()),
@@ -976,7 +964,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         }
     })
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     for _ in 0..20 {
         let d = deployments.get("agent").await.unwrap();
         assert_eq!(
@@ -996,16 +984,14 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
 /// the operator does not bring them back.
 #[tokio::test]
 async fn deleting_the_fastagentic_garbage_collects_every_child() {
-    let Some(cluster) = cluster("deleting_the_fastagentic_garbage_collects_every_child") else {
+    let Some(t) =
+        ControlPlaneTest::start("deleting_the_fastagentic_garbage_collects_every_child").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "gc").await;
-    let n = &ns.name;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    let (client, n) = (&t.client, t.ns());
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "disruptionBudget": {"maxUnavailable": 1}})),
     )
@@ -1015,16 +1001,16 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
         for (kind, found) in [
             (
                 "Deployment",
-                exists::<Deployment>(&client, n, "agent").await?,
+                exists::<Deployment>(client, n, "agent").await?,
             ),
-            ("Service", exists::<Service>(&client, n, "agent").await?),
+            ("Service", exists::<Service>(client, n, "agent").await?),
             (
                 "HPA",
-                exists::<HorizontalPodAutoscaler>(&client, n, "agent").await?,
+                exists::<HorizontalPodAutoscaler>(client, n, "agent").await?,
             ),
             (
                 "PDB",
-                exists::<PodDisruptionBudget>(&client, n, "agent").await?,
+                exists::<PodDisruptionBudget>(client, n, "agent").await?,
             ),
         ] {
             if found {
@@ -1042,7 +1028,7 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
         }
     })
     .await;
-    fastagentics(&client, n)
+    fastagentics(client, n)
         .delete("agent", &DeleteParams::default())
         .await
         .expect("delete FastAgentic");
@@ -1067,10 +1053,10 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
 /// simulated node).
 #[tokio::test]
 async fn ready_condition_end_to_end() {
-    let Some(cluster) = cluster("ready_condition_end_to_end") else {
+    let Some(t) = ControlPlaneTest::without_operator("ready_condition_end_to_end").await else {
         return;
     };
-    if !cluster.kwok_node {
+    if !t.cluster.kwok_node {
         let _ = writeln!(
             std::io::stderr(),
             "\n*** SKIPPED ready_condition_end_to_end: no Ready kwok node (scripts/control-plane.sh \
@@ -1078,13 +1064,10 @@ async fn ready_condition_end_to_end() {
         );
         return;
     }
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "ready").await;
-    let n = &ns.name;
-    let op = Operator::start(cluster, n, "operator", &[]).await;
-    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 2}))).await;
-    let fa = wait_observed(&client, n, "agent", RECONCILE).await;
+    let (client, n) = (&t.client, t.ns());
+    let op = t.start_operator("operator").await;
+    apply_fastagentic(client, n, &fastagentic("agent", json!({"replicas": 2}))).await;
+    let fa = wait_observed(client, n, "agent", RECONCILE).await;
     eprintln!("Ready before the pods: {:?}", condition(&fa, "Ready"));
     let out = kubectl(&[
         "wait",
@@ -1094,7 +1077,7 @@ async fn ready_condition_end_to_end() {
         "fa/agent",
         "--timeout=180s",
     ]);
-    let fa = get_fastagentic(&client, n, "agent").await;
+    let fa = get_fastagentic(client, n, "agent").await;
     assert!(
         out.is_ok(),
         "kubectl wait --for=condition=Ready failed: {out:?}\nstatus {}\n{}",
@@ -1125,49 +1108,36 @@ async fn lease_holder(client: &Client, name: &str) -> Option<String> {
 /// (SIGKILL, no release) hands over within the lease duration and the new holder reconciles.
 #[tokio::test]
 async fn leader_election_one_writer_and_handover() {
-    let Some(cluster) = cluster("leader_election_one_writer_and_handover") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("leader_election_one_writer_and_handover").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "leader").await;
-    let n = &ns.name;
-    let lease = format!("{n}-lease");
-    let _cleanup = LeaseCleanup(lease.clone());
+    let (client, n) = (&t.client, t.ns());
+    let lease = t.lease();
     let (id_a, id_b) = (format!("{n}-a"), format!("{n}-b"));
-    let args = |id: &str| leader_elect_args(&lease, id);
-    let args_a = args(&id_a);
-    let args_b = args(&id_b);
-    let a = Operator::start(
-        cluster,
-        n,
-        "operator-a",
-        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let a = t
+        .start_operator_with("operator-a", &t.leader_elect_args(&id_a))
+        .await;
     let first = wait_for("a Lease holder", RECONCILE, || async {
-        lease_holder(&client, &lease)
+        lease_holder(client, lease)
             .await
             .ok_or("no holder".to_string())
     })
     .await;
     assert_eq!(first, id_a, "the first operator should take the free Lease");
-    let b = Operator::start(
-        cluster,
-        n,
-        "operator-b",
-        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let b = t
+        .start_operator_with("operator-b", &t.leader_elect_args(&id_b))
+        .await;
     let (mut leader, standby) = (a, b);
 
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"replicas": 1, "workers": 1})),
     )
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     wait_for(
         "the standby to log that it waits for the Lease",
         RECONCILE,
@@ -1184,7 +1154,7 @@ async fn leader_election_one_writer_and_handover() {
     )
     .await;
     assert_eq!(
-        lease_holder(&client, &lease).await.as_deref(),
+        lease_holder(client, lease).await.as_deref(),
         Some(id_a.as_str())
     );
     assert!(
@@ -1229,7 +1199,7 @@ async fn leader_election_one_writer_and_handover() {
         "the standby to hold the Lease",
         Duration::from_secs(60),
         || async {
-            match lease_holder(&client, &lease).await {
+            match lease_holder(client, lease).await {
                 Some(h) if h == id_b => Ok(()),
                 other => Err(format!("holder {other:?}")),
             }
@@ -1254,9 +1224,9 @@ async fn leader_election_one_writer_and_handover() {
         },
     )
     .await;
-    merge_patch_spec(&client, n, "agent", json!({"workers": 3})).await;
+    merge_patch_spec(client, n, "agent", json!({"workers": 3})).await;
     wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -1312,13 +1282,12 @@ impl Drop for RestoreRules {
 /// running; with the rule back it recovers.
 #[tokio::test]
 async fn missing_rbac_rule_is_reported_not_fatal() {
-    let Some(cluster) = cluster("missing_rbac_rule_is_reported_not_fatal") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("missing_rbac_rule_is_reported_not_fatal").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "rbac").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     let role: Value = serde_json::from_str(
         &kubectl(&["get", "clusterrole", CHART_FULLNAME, "-o", "json"]).expect("chart ClusterRole"),
     )
@@ -1364,10 +1333,10 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
 
-    let mut op = Operator::start(cluster, n, "operator", &[]).await;
-    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 1}))).await;
+    let mut op = t.start_operator("operator").await;
+    apply_fastagentic(client, n, &fastagentic("agent", json!({"replicas": 1}))).await;
     let fa = wait_for("Ready=False naming services", RECONCILE, || async {
-        let fa = get_fastagentic(&client, n, "agent").await;
+        let fa = get_fastagentic(client, n, "agent").await;
         match condition(&fa, "Ready") {
             Some(c)
                 if c["status"] == "False"
@@ -1400,7 +1369,7 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
     eprintln!("log: {logged}");
-    let warning = wait_event(&client, n, "agent", "Warning", "Forbidden", "services").await;
+    let warning = wait_event(client, n, "agent", "Warning", "Forbidden", "services").await;
     eprintln!("event: {:?}", warning.note);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
@@ -1432,7 +1401,7 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
     wait_for("Ready no longer Forbidden", RECONCILE, || async {
-        let fa = get_fastagentic(&client, n, "agent").await;
+        let fa = get_fastagentic(client, n, "agent").await;
         match condition(&fa, "Ready") {
             Some(c) if c["reason"] != "Forbidden" => Ok(()),
             other => Err(format!("{other:?}")),

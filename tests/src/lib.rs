@@ -7,17 +7,22 @@
 //! silently) a missing control plane is a failure instead. A kubeconfig whose server is not a
 //! loopback address is never used.
 //!
-//! Once per test process, [`cluster`] applies the CRD, installs the Helm chart with a real
-//! `helm` (operator replicas 0: there are no real nodes, and the in-cluster operator must not
-//! compete with ours), mints a token of the chart's ServiceAccount and writes a kubeconfig with
-//! it. [`Operator`] then runs the `fastagentic-operator` binary as a child process with that
-//! kubeconfig, so the chart's RBAC is what the tests exercise. Each test works in its own
-//! labelled [`TestNamespace`], deleted when the test ends.
+//! A test opens everything it needs in one call, [`ControlPlaneTest::start`]: once per test
+//! process the shared setup applies the CRD, installs the Helm chart with a real `helm`
+//! (operator replicas 0: there are no real nodes, and the in-cluster operator must not compete
+//! with ours), mints a token of the chart's ServiceAccount and writes a kubeconfig with it; then
+//! each test gets its turn, an admin client, its own labelled [`TestNamespace`] and an
+//! [`Operator`] — the `fastagentic-operator` binary as a child process with that kubeconfig, so
+//! the chart's RBAC is what the tests exercise. All of it is torn down when the test ends.
+//!
+//! Ports for child processes come from [`free_port`], which holds them until the child has
+//! bound them.
 
 // Test support: a failed setup step must fail the test at once, with its reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -103,7 +108,7 @@ fn missing_control_plane() -> Option<String> {
 
 /// The shared cluster setup if the control plane is there, `None` (after printing `SKIPPED`)
 /// if it is not. Panics when it is not there but [`ENV_REQUIRE`] is `1`, or when the setup fails.
-pub fn cluster(test: &str) -> Option<&'static Cluster> {
+fn cluster(test: &str) -> Option<&'static Cluster> {
     if let Some(why) = missing_control_plane() {
         let msg = format!(
             "control-plane tests need a loopback kube-apiserver: KUBECONFIG from \
@@ -456,7 +461,7 @@ fn write_token_kubeconfig(path: &Path, token: &str) -> Result<(), String> {
 
 /// A client with the admin kubeconfig (`KUBECONFIG`). Make one per test: a client is bound to
 /// the tokio runtime it was made in, and each `#[tokio::test]` has its own.
-pub async fn admin_client() -> Client {
+async fn admin_client() -> Client {
     Client::try_default()
         .await
         .expect("a client from KUBECONFIG")
@@ -464,7 +469,7 @@ pub async fn admin_client() -> Client {
 
 /// Serializes the tests of one process: they share the chart's RBAC (one test edits it) and
 /// two CPU cores. Hold the guard for the whole test.
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
@@ -485,7 +490,7 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     /// Creates `fa-<test>-<suffix>`.
-    pub async fn create(client: &Client, test: &str) -> Self {
+    async fn create(client: &Client, test: &str) -> Self {
         let name = format!("fa-{test}-{}", unique_suffix());
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -542,9 +547,9 @@ impl Drop for TestNamespace {
 // The operator as a child process
 // ---------------------------------------------------------------------------------------------
 
-/// Deletes a leader-election Lease in the chart's namespace when dropped (tests that run
-/// operators with `--leader-elect` use a Lease of their own).
-pub struct LeaseCleanup(pub String);
+/// Deletes a leader-election Lease in the chart's namespace when dropped.
+#[derive(Debug)]
+struct LeaseCleanup(String);
 
 impl Drop for LeaseCleanup {
     fn drop(&mut self) {
@@ -557,23 +562,6 @@ impl Drop for LeaseCleanup {
             "--ignore-not-found",
         ]);
     }
-}
-
-/// The flags for an operator competing for Lease `lease` (in the chart's namespace) as `id`.
-pub fn leader_elect_args(lease: &str, id: &str) -> Vec<String> {
-    [
-        "--leader-elect",
-        "true",
-        "--lease-name",
-        lease,
-        "--lease-namespace",
-        SYSTEM_NAMESPACE,
-        "--leader-elect-identity",
-        id,
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect()
 }
 
 /// A running `fastagentic-operator run`, killed on drop. Its stdout and stderr go to [`log`].
@@ -597,7 +585,12 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator for `namespace` with the chart ServiceAccount's kubeconfig, plus
     /// `extra` flags, and waits until its `/readyz` answers 200 (it has reached the API server).
-    pub async fn start(cluster: &Cluster, namespace: &str, label: &str, extra: &[&str]) -> Self {
+    async fn start<S: AsRef<OsStr>>(
+        cluster: &Cluster,
+        namespace: &str,
+        label: &str,
+        extra: &[S],
+    ) -> Self {
         let bin = workspace_binary("fastagentic-operator");
         let ports = [
             free_port(Ipv4Addr::LOCALHOST.into()),
@@ -731,6 +724,148 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test
+// ---------------------------------------------------------------------------------------------
+
+/// Everything one control-plane test works with, opened in one call:
+///
+/// ```no_run
+/// # use fastagentic_tests::{ControlPlaneTest, apply_fastagentic};
+/// # async fn a_test(object: serde_json::Value) {
+/// let Some(t) = ControlPlaneTest::start("a_test").await else {
+///     return; // the layer is skipped; the reason is printed
+/// };
+/// apply_fastagentic(&t.client, t.ns(), &object).await;
+/// # }
+/// ```
+///
+/// It holds the test's turn (tests of one process run one at a time: they share the chart's
+/// RBAC, which one of them edits, and two cores), an admin client, a fresh labelled namespace
+/// and, from [`start`](Self::start), an operator watching that namespace. Dropped, it stops the
+/// operator, deletes the test's leader-election Lease (if one was asked for) and the namespace,
+/// then lets the next test run — also when the test panics.
+pub struct ControlPlaneTest {
+    // Fields drop in this order: the operator before its Lease and namespace, the turn last.
+    operator: Option<Operator>,
+    lease: OnceLock<LeaseCleanup>,
+    /// The test's namespace, deleted on drop.
+    pub ns: TestNamespace,
+    /// A client with the admin kubeconfig (`KUBECONFIG`).
+    pub client: Client,
+    /// The once-per-process setup (CRD, chart, the operator's kubeconfig).
+    pub cluster: &'static Cluster,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl ControlPlaneTest {
+    /// The control plane with an operator (label `operator`, no extra flags) for a fresh
+    /// namespace named after `test`; `None`, after printing `SKIPPED` and why, when the
+    /// control-plane layer is not enabled (a failure instead with [`ENV_REQUIRE`]`=1`).
+    pub async fn start(test: &str) -> Option<Self> {
+        let mut t = Self::without_operator(test).await?;
+        t.operator = Some(t.start_operator("operator").await);
+        Some(t)
+    }
+
+    /// As [`start`](Self::start), without the operator: for tests that prepare something first
+    /// or run operators with flags of their own ([`start_operator`](Self::start_operator)).
+    pub async fn without_operator(test: &str) -> Option<Self> {
+        let cluster = cluster(test)?;
+        let turn = serial().await;
+        let client = admin_client().await;
+        let ns = TestNamespace::create(&client, &namespace_stem(test)).await;
+        Some(Self {
+            operator: None,
+            lease: OnceLock::new(),
+            ns,
+            client,
+            cluster,
+            _turn: turn,
+        })
+    }
+
+    /// The namespace's name.
+    pub fn ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// The operator [`start`](Self::start) launched.
+    pub fn operator(&self) -> &Operator {
+        self.operator
+            .as_ref()
+            .expect("ControlPlaneTest::start runs an operator; without_operator does not")
+    }
+
+    /// The operator [`start`](Self::start) launched, to kill it.
+    pub fn operator_mut(&mut self) -> &mut Operator {
+        self.operator
+            .as_mut()
+            .expect("ControlPlaneTest::start runs an operator; without_operator does not")
+    }
+
+    /// Kills the test's operator (SIGKILL) and starts a new one labelled `label`.
+    pub async fn restart_operator(&mut self, label: &str) {
+        if let Some(mut old) = self.operator.take() {
+            old.kill();
+        }
+        self.operator = Some(self.start_operator(label).await);
+    }
+
+    /// Another operator for the namespace, owned by the caller: killed when dropped, which
+    /// comes before the test's own teardown when it is declared after the test.
+    pub async fn start_operator(&self, label: &str) -> Operator {
+        self.start_operator_with(label, &[] as &[&str]).await
+    }
+
+    /// As [`start_operator`](Self::start_operator), with `extra` flags.
+    pub async fn start_operator_with<S: AsRef<OsStr>>(&self, label: &str, extra: &[S]) -> Operator {
+        Operator::start(self.cluster, self.ns(), label, extra).await
+    }
+
+    /// The test's own leader-election Lease in [`SYSTEM_NAMESPACE`], deleted on drop.
+    pub fn lease(&self) -> &str {
+        &self
+            .lease
+            .get_or_init(|| LeaseCleanup(format!("{}-lease", self.ns())))
+            .0
+    }
+
+    /// The flags for an operator competing for the test's [`lease`](Self::lease) as `id`.
+    pub fn leader_elect_args(&self, id: &str) -> Vec<String> {
+        [
+            "--leader-elect",
+            "true",
+            "--lease-name",
+            self.lease(),
+            "--lease-namespace",
+            SYSTEM_NAMESPACE,
+            "--leader-elect-identity",
+            id,
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
+    }
+}
+
+/// A namespace stem from a test's name: `examples_become_...` → `examples-become-...`, short
+/// enough that `fa-<stem>-<suffix>` stays a valid 63-character name and label value.
+fn namespace_stem(test: &str) -> String {
+    let kebab: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    kebab.trim_matches('-').to_string()
 }
 
 /// `GET url` → (status, body).
