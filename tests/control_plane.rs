@@ -166,13 +166,11 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
 // Examples → children
 // ---------------------------------------------------------------------------------------------
 
-fn int(v: &Value, default: i64) -> i64 {
-    v.as_i64().unwrap_or(default)
-}
-
-/// Checks the Deployment against the example it came from.
+/// Checks the live Deployment against what `render` builds for the example, and what render
+/// cannot know: the owner, the pods' selector and hash, the Secret references and values.
 fn check_deployment(
     example: &Value,
+    rendered: &Rendered,
     fa: &Value,
     d: &Deployment,
     secret_values: &[&str],
@@ -181,6 +179,7 @@ fn check_deployment(
     let name = example["metadata"]["name"].as_str().unwrap();
     owned_by(&d.metadata, fa)?;
     standard_labels(&d.metadata, name)?;
+    matches_rendered(&serde_json::to_value(d).unwrap(), rendered.deployment())?;
     let dspec = d.spec.as_ref().ok_or("no spec")?;
     let template_labels = dspec
         .template
@@ -200,73 +199,7 @@ fn check_deployment(
     if c.image.as_deref() != spec["image"].as_str() {
         return Err(format!("image {:?}", c.image));
     }
-    let command = c.command.clone().unwrap_or_default();
-    if spec["command"].is_null() && command != ["fastagentic", "run"] {
-        return Err(format!("command {command:?}"));
-    }
-    let port = int(&spec["port"], 8000);
-    let workers = int(&spec["workers"], 1);
-    let mut want: BTreeMap<&str, Option<String>> = BTreeMap::from([
-        (
-            "FASTAGENTIC_SERVER",
-            Some(spec["server"].as_str().unwrap_or("uvicorn").to_string()),
-        ),
-        ("FASTAGENTIC_HOST", Some("0.0.0.0".into())),
-        ("FASTAGENTIC_PORT", Some(port.to_string())),
-        ("FASTAGENTIC_WORKERS", Some(workers.to_string())),
-        (
-            "FASTAGENTIC_MAX_CONCURRENT",
-            spec["maxConcurrent"].as_i64().map(|n| n.to_string()),
-        ),
-        (
-            "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
-            Some(int(&spec["timeouts"]["gracefulShutdownSeconds"], 30).to_string()),
-        ),
-        (
-            "FASTAGENTIC_TIMEOUT_KEEP_ALIVE",
-            Some(int(&spec["timeouts"]["keepAliveSeconds"], 5).to_string()),
-        ),
-    ]);
-    if spec["redis"].is_object() {
-        want.insert(
-            "FASTAGENTIC_REDIS_POOL_SIZE",
-            Some(int(&spec["redis"]["poolSize"], 10).to_string()),
-        );
-        if let Some(url) = spec["redis"]["url"].as_str() {
-            want.insert("REDIS_URL", Some(url.to_string()));
-        }
-    }
-    if spec["database"].is_object() {
-        want.insert(
-            "FASTAGENTIC_DB_POOL_SIZE",
-            Some(int(&spec["database"]["poolSize"], 5).to_string()),
-        );
-        want.insert(
-            "FASTAGENTIC_DB_MAX_OVERFLOW",
-            Some(int(&spec["database"]["maxOverflow"], 10).to_string()),
-        );
-    }
-    for (var, value) in &want {
-        let have = env_value(d, var);
-        if &have != value {
-            return Err(format!("env {var} = {have:?}, want {value:?}"));
-        }
-    }
     let env = c.env.clone().unwrap_or_default();
-    let instance = env
-        .iter()
-        .find(|e| e.name == "FASTAGENTIC_INSTANCE_ID")
-        .ok_or("no FASTAGENTIC_INSTANCE_ID")?;
-    let field = instance
-        .value_from
-        .as_ref()
-        .and_then(|s| s.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
-    if field != Some("metadata.name") {
-        return Err(format!(
-            "FASTAGENTIC_INSTANCE_ID is not the downward-API pod name: {instance:?}"
-        ));
-    }
     for (var, source) in [
         ("REDIS_URL", &spec["redis"]["urlSecretRef"]),
         ("DATABASE_URL", &spec["database"]["urlSecretRef"]),
@@ -289,43 +222,17 @@ fn check_deployment(
             return Err(format!("{var} refers to {sel:?}, want {source}"));
         }
     }
-    let ports = c.ports.clone().unwrap_or_default();
-    if !ports
-        .iter()
-        .any(|p| i64::from(p.container_port) == port && p.name.as_deref() == Some("http"))
-    {
-        return Err(format!(
-            "container port {port} named http missing: {ports:?}"
-        ));
-    }
-    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref()
-            .and_then(|p| p.http_get.as_ref())
-            .and_then(|h| h.path.clone())
-    };
-    let liveness = spec["probes"]["liveness"]["path"]
-        .as_str()
-        .unwrap_or("/health");
-    let readiness = spec["probes"]["readiness"]["path"]
-        .as_str()
-        .unwrap_or("/ready");
-    if path(&c.liveness_probe).as_deref() != Some(liveness)
-        || path(&c.readiness_probe).as_deref() != Some(readiness)
-    {
-        return Err(format!(
-            "probes {:?} / {:?}",
-            c.liveness_probe, c.readiness_probe
-        ));
-    }
+    // The pods get time to drain after the graceful timeout the runtime is given.
     let grace = dspec
         .template
         .spec
         .as_ref()
         .and_then(|p| p.termination_grace_period_seconds)
         .unwrap_or(0);
-    if grace <= int(&spec["timeouts"]["gracefulShutdownSeconds"], 30) {
+    let graceful = rendered.env_int("FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN");
+    if grace <= graceful {
         return Err(format!(
-            "terminationGracePeriodSeconds {grace} is not above the graceful timeout"
+            "terminationGracePeriodSeconds {grace} is not above the graceful timeout {graceful}"
         ));
     }
     if let Some(r) = spec["replicas"].as_i64()
@@ -340,8 +247,9 @@ fn check_deployment(
     Ok(())
 }
 
-/// Every example becomes a Deployment, a Service, an HPA (with autoscaling) and a PDB (with a
-/// disruption budget) with the expected fields; `status.observedGeneration` follows
+/// Every example becomes the Deployment, Service, HPA (with autoscaling) and PDB that
+/// `fastagentic-operator render` builds for it, owned by the FastAgentic; the status reports the
+/// connection budget of the rendered pods; `status.observedGeneration` follows
 /// `metadata.generation` after an edit.
 #[tokio::test]
 async fn examples_become_deployment_service_and_hpa() {
@@ -375,7 +283,7 @@ async fn examples_become_deployment_service_and_hpa() {
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
     for (file, example) in &examples {
         let name = example["metadata"]["name"].as_str().unwrap();
-        let spec = &example["spec"];
+        let rendered = Rendered::of(example);
         let fa = wait_observed(client, n, name, RECONCILE).await;
         let fa_ref = &fa;
         let d = wait_deployment(
@@ -384,7 +292,7 @@ async fn examples_become_deployment_service_and_hpa() {
             name,
             RECONCILE,
             &format!("fields of {file}"),
-            |d| check_deployment(example, fa_ref, d, &[redis_secret, db_secret]),
+            |d| check_deployment(example, &rendered, fa_ref, d, &[redis_secret, db_secret]),
         )
         .await;
 
@@ -394,117 +302,71 @@ async fn examples_become_deployment_service_and_hpa() {
             .unwrap_or_else(|e| panic!("{file}: Service: {e}"));
         owned_by(&svc.metadata, &fa).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
         standard_labels(&svc.metadata, name).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
-        let sspec = svc.spec.clone().unwrap();
+        matches_rendered(&serde_json::to_value(&svc).unwrap(), rendered.service())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(
-            sspec.type_.as_deref(),
-            Some("ClusterIP"),
-            "{file}: Service type"
-        );
-        let sport = &sspec.ports.clone().unwrap()[0];
-        assert_eq!(
-            sport.name.as_deref(),
-            Some("http"),
-            "{file}: Service port name"
-        );
-        assert_eq!(
-            i64::from(sport.port),
-            int(&spec["service"]["port"], int(&spec["port"], 8000)),
-            "{file}: Service port"
-        );
-        assert_eq!(
-            sspec.selector,
+            svc.spec.as_ref().and_then(|s| s.selector.clone()),
             d.spec.as_ref().unwrap().selector.match_labels,
-            "{file}: Service selector"
+            "{file}: the Service selects the Deployment's pods"
         );
 
         let hpa = hpas.get_opt(name).await.unwrap();
-        if spec["autoscaling"].is_object() {
-            let hpa = hpa.unwrap_or_else(|| panic!("{file}: autoscaling but no HPA"));
-            owned_by(&hpa.metadata, &fa).unwrap_or_else(|e| panic!("{file}: HPA: {e}"));
-            let hs = hpa.spec.unwrap();
-            assert_eq!(hs.scale_target_ref.kind, "Deployment", "{file}: HPA target");
-            assert_eq!(hs.scale_target_ref.name, name, "{file}: HPA target");
-            assert_eq!(
-                hs.min_replicas.map(i64::from),
-                spec["autoscaling"]["minReplicas"].as_i64(),
-                "{file}: minReplicas"
-            );
-            assert_eq!(
-                Some(i64::from(hs.max_replicas)),
-                spec["autoscaling"]["maxReplicas"].as_i64(),
-                "{file}: maxReplicas"
-            );
-            let target = |res: &str| {
-                hs.metrics.iter().flatten().find_map(|m| {
-                    let r = m.resource.as_ref()?;
-                    (r.name == res)
-                        .then_some(r.target.average_utilization)
-                        .flatten()
-                })
-            };
-            let cpu = int(&spec["autoscaling"]["targetCPUUtilizationPercentage"], 70);
-            let mem = int(
-                &spec["autoscaling"]["targetMemoryUtilizationPercentage"],
-                80,
-            );
-            // A target of 0 leaves its metric out.
-            assert_eq!(
-                target("cpu").map(i64::from),
-                (cpu > 0).then_some(cpu),
-                "{file}: HPA CPU target"
-            );
-            assert_eq!(
-                target("memory").map(i64::from),
-                (mem > 0).then_some(mem),
-                "{file}: HPA memory target"
-            );
-            let concurrency = hs.metrics.iter().flatten().find_map(|m| {
-                let p = m.pods.as_ref()?;
-                (p.metric.name == fastagentic_crd::CONCURRENCY_METRIC)
-                    .then(|| p.target.average_value.as_ref().map(|q| q.0.clone()))
-                    .flatten()
-            });
-            assert_eq!(
-                concurrency,
-                spec["autoscaling"]["targetConcurrencyUtilizationPercentage"]
-                    .as_i64()
-                    .map(|t| t.to_string()),
-                "{file}: HPA concurrency target (a Pods metric)"
-            );
-        } else {
-            assert!(hpa.is_none(), "{file}: no autoscaling but an HPA exists");
+        match (rendered.hpa(), hpa) {
+            (Some(want), Some(hpa)) => {
+                owned_by(&hpa.metadata, &fa).unwrap_or_else(|e| panic!("{file}: HPA: {e}"));
+                matches_rendered(&serde_json::to_value(&hpa).unwrap(), want)
+                    .unwrap_or_else(|e| panic!("{file}: {e}"));
+                let target = &hpa.spec.as_ref().unwrap().scale_target_ref;
+                assert_eq!(
+                    (target.kind.as_str(), target.name.as_str()),
+                    ("Deployment", name),
+                    "{file}: the HPA scales the Deployment"
+                );
+            }
+            (None, None) => {}
+            (want, have) => panic!(
+                "{file}: render builds {} HPA, the cluster has {}",
+                if want.is_some() { "an" } else { "no" },
+                if have.is_some() { "one" } else { "none" }
+            ),
         }
         let pdb = pdbs.get_opt(name).await.unwrap();
-        if spec["disruptionBudget"].is_object() {
-            let pdb = pdb.unwrap_or_else(|| panic!("{file}: disruptionBudget but no PDB"));
-            owned_by(&pdb.metadata, &fa).unwrap_or_else(|e| panic!("{file}: PDB: {e}"));
-        } else {
-            assert!(
-                pdb.is_none(),
-                "{file}: no disruptionBudget but a PDB exists"
-            );
+        match (rendered.pdb(), pdb) {
+            (Some(want), Some(pdb)) => {
+                owned_by(&pdb.metadata, &fa).unwrap_or_else(|e| panic!("{file}: PDB: {e}"));
+                matches_rendered(&serde_json::to_value(&pdb).unwrap(), want)
+                    .unwrap_or_else(|e| panic!("{file}: {e}"));
+            }
+            (None, None) => {}
+            (want, have) => panic!(
+                "{file}: render builds {} PDB, the cluster has {}",
+                if want.is_some() { "a" } else { "no" },
+                if have.is_some() { "one" } else { "none" }
+            ),
         }
 
-        // The connection budget the guide teaches, for the largest pod count.
-        let max_pods = spec["autoscaling"]["maxReplicas"]
-            .as_i64()
-            .or(spec["replicas"].as_i64())
+        // The connection budget the guide teaches, for the largest pod count of the rendered
+        // objects, with the pool sizes the rendered pods are given.
+        let max_pods = rendered
+            .hpa()
+            .and_then(|h| h["spec"]["maxReplicas"].as_i64())
+            .or(rendered.deployment()["spec"]["replicas"].as_i64())
             .unwrap_or(1);
-        let workers = int(&spec["workers"], 1);
-        if spec["redis"].is_object() {
-            let want = max_pods * workers * int(&spec["redis"]["poolSize"], 10);
+        let workers = rendered.env_int("FASTAGENTIC_WORKERS");
+        if rendered.env("FASTAGENTIC_REDIS_POOL_SIZE").is_some() {
+            let want = max_pods * workers * rendered.env_int("FASTAGENTIC_REDIS_POOL_SIZE");
             assert_eq!(
                 fa["status"]["maxRedisConnections"].as_i64(),
                 Some(want),
                 "{file}: maxRedisConnections"
             );
         }
-        if spec["database"].is_object() {
-            let db = &spec["database"];
-            let want = max_pods * workers * (int(&db["poolSize"], 5) + int(&db["maxOverflow"], 10));
+        if rendered.env("FASTAGENTIC_DB_POOL_SIZE").is_some() {
+            let per_worker = rendered.env_int("FASTAGENTIC_DB_POOL_SIZE")
+                + rendered.env_int("FASTAGENTIC_DB_MAX_OVERFLOW");
             assert_eq!(
                 fa["status"]["maxDatabaseConnections"].as_i64(),
-                Some(want),
+                Some(max_pods * workers * per_worker),
                 "{file}: maxDatabaseConnections"
             );
         }
@@ -514,12 +376,17 @@ async fn examples_become_deployment_service_and_hpa() {
             fa["status"]
         );
         eprintln!(
-            "{file}: Deployment, Service{} as expected",
-            if spec["autoscaling"].is_object() {
+            "{file}: Deployment, Service{}{} as rendered",
+            if rendered.hpa().is_some() {
                 ", HPA"
             } else {
                 ""
-            }
+            },
+            if rendered.pdb().is_some() {
+                ", PDB"
+            } else {
+                ""
+            },
         );
     }
     assert!(
@@ -538,7 +405,7 @@ async fn examples_become_deployment_service_and_hpa() {
     let before = get_fastagentic(client, n, name).await["metadata"]["generation"]
         .as_i64()
         .unwrap();
-    let workers = int(&first["spec"]["workers"], 1) + 1;
+    let workers = Rendered::of(first).env_int("FASTAGENTIC_WORKERS") + 1;
     merge_patch_spec(client, n, name, json!({"workers": workers})).await;
     let fa = wait_observed(client, n, name, RECONCILE).await;
     assert!(
@@ -651,6 +518,20 @@ async fn changing_workers_updates_env_and_template_hash() {
         service_updates.is_empty(),
         "only the Deployment changed: {service_updates:?}"
     );
+    // What it converged to is what the operator builds for the edited spec.
+    let edited = fastagentic(
+        "agent",
+        json!({"server": "gunicorn", "workers": 4, "replicas": 1}),
+    );
+    let live = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    matches_rendered(
+        &serde_json::to_value(&live).unwrap(),
+        Rendered::of(&edited).deployment(),
+    )
+    .unwrap_or_else(|e| panic!("after the edit: {e}"));
 }
 
 /// Waits for an Event about FastAgentic `name` with this type and reason whose note contains

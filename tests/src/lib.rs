@@ -15,8 +15,9 @@
 //! [`Operator`] — the `fastagentic-operator` binary as a child process with that kubeconfig, so
 //! the chart's RBAC is what the tests exercise. All of it is torn down when the test ends.
 //!
-//! Ports for child processes come from [`free_port`], which holds them until the child has
-//! bound them.
+//! What the operator should have built comes from `fastagentic-operator render` ([`Rendered`],
+//! compared with [`matches_rendered`]), not from defaults repeated here. Ports for child
+//! processes come from [`free_port`], which holds them until the child has bound them.
 
 // Test support: a failed setup step must fail the test at once, with its reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -206,10 +207,13 @@ pub fn kubectl(args: &[&str]) -> Result<String, String> {
 
 /// `kubectl ARGS` with `input` on stdin.
 pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
+    run_stdin(Command::new("kubectl").args(args), input)
+}
+
+/// Runs a command with `input` on stdin and returns its stdout, or an error with its stderr.
+pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<String, String> {
     use std::io::Write;
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args)
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -218,11 +222,11 @@ pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
         .take()
         .expect("piped stdin")
         .write_all(input.as_bytes())
-        .map_err(|e| format!("writing to kubectl: {e}"))?;
+        .map_err(|e| format!("writing to {cmd:?}: {e}"))?;
     let out = child
         .wait_with_output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    output_result(&cmd, out)
+    output_result(cmd, out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,6 +1082,211 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the operator builds: `fastagentic-operator render` as the oracle
+// ---------------------------------------------------------------------------------------------
+
+/// The objects `fastagentic-operator render` prints for one FastAgentic: what the operator
+/// builds from it, with the same code the controller runs (`operator/src/render.rs`). The
+/// control-plane tests compare the live children with these, so the builders' defaults are
+/// stated once, in the operator and its unit tests, not again here.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    objects: Vec<Value>,
+}
+
+impl Rendered {
+    /// Renders `fastagentic` (a FastAgentic as JSON) with the built operator binary.
+    pub fn of(fastagentic: &Value) -> Self {
+        let bin = workspace_binary("fastagentic-operator");
+        // JSON is YAML.
+        let yaml = run_stdin(
+            Command::new(&bin).args(["render", "-f", "-"]),
+            &fastagentic.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("render {}: {e}", fastagentic["metadata"]["name"]));
+        let objects = serde_saphyr::from_multiple::<Value>(&yaml)
+            .unwrap_or_else(|e| panic!("render printed YAML that does not parse: {e}\n{yaml}"))
+            .into_iter()
+            .filter(|v| !v.is_null())
+            .collect();
+        Self { objects }
+    }
+
+    /// The rendered object of `kind`, if render builds one.
+    pub fn object(&self, kind: &str) -> Option<&Value> {
+        self.objects.iter().find(|o| o["kind"] == kind)
+    }
+
+    /// The rendered Deployment.
+    pub fn deployment(&self) -> &Value {
+        self.object("Deployment")
+            .expect("render builds a Deployment")
+    }
+
+    /// The rendered Service.
+    pub fn service(&self) -> &Value {
+        self.object("Service").expect("render builds a Service")
+    }
+
+    /// The rendered HorizontalPodAutoscaler, when the spec autoscales.
+    pub fn hpa(&self) -> Option<&Value> {
+        self.object("HorizontalPodAutoscaler")
+    }
+
+    /// The rendered PodDisruptionBudget, when one is built.
+    pub fn pdb(&self) -> Option<&Value> {
+        self.object("PodDisruptionBudget")
+    }
+
+    /// The plain value of the rendered agent container's env var `name`.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.deployment()["spec"]["template"]["spec"]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == CONTAINER)?["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)?["value"]
+            .as_str()
+    }
+
+    /// The rendered env var `name` as an integer (panics when absent or not a number).
+    pub fn env_int(&self, name: &str) -> i64 {
+        self.env(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("the rendered Deployment has no integer env {name}"))
+    }
+}
+
+/// Annotation holding the hash of an object as the operator applied it. It covers the owner
+/// reference and namespace, which render cannot know, so only its presence is compared.
+pub const APPLIED_HASH: &str = "fastagentic.io/applied-hash";
+
+/// Checks that the live object (as JSON) holds every field `rendered` sets, with the same value;
+/// `Err` lists each difference by path. What only the server adds (defaults, status, uid,
+/// managed fields, owner references) is not compared; a zero value may be absent (the server
+/// leaves out `omitempty` zeros); quantities are compared by value (the server writes `1000m`
+/// back as `1`). The hash annotations render cannot know are compared for
+/// presence only: the applied hash always, the pod template's config hash when the pods read a
+/// Secret (render hashes every Secret's resourceVersion as `unknown`).
+pub fn matches_rendered(live: &Value, rendered: &Value) -> Result<(), String> {
+    let reads_secrets = {
+        let text = rendered.to_string();
+        text.contains("\"secretKeyRef\"") || text.contains("\"secretRef\"")
+    };
+    let mut diffs = Vec::new();
+    contains(live, rendered, "", reads_secrets, &mut diffs);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {} differs from render: {}",
+            rendered["kind"].as_str().unwrap_or("object"),
+            rendered["metadata"]["name"].as_str().unwrap_or_default(),
+            diffs.join("; ")
+        ))
+    }
+}
+
+fn contains(live: &Value, want: &Value, path: &str, reads_secrets: bool, diffs: &mut Vec<String>) {
+    let unknowable = path.ends_with(&format!(".annotations.{APPLIED_HASH}"))
+        || (reads_secrets && path.ends_with(&format!(".annotations.{CONFIG_HASH}")));
+    if unknowable {
+        if live.is_null() {
+            diffs.push(format!("{path}: missing"));
+        }
+        return;
+    }
+    match (want, live) {
+        (Value::Null, _) => {}
+        // The API server writes Go structs back, leaving out the zero values of `omitempty`
+        // fields (`initialDelaySeconds: 0`).
+        (w, Value::Null) if is_zero(w) => {}
+        (Value::Object(w), Value::Object(l)) => {
+            for (k, v) in w {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                contains(
+                    l.get(k).unwrap_or(&Value::Null),
+                    v,
+                    &sub,
+                    reads_secrets,
+                    diffs,
+                );
+            }
+        }
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => {
+            for (i, (wv, lv)) in w.iter().zip(l).enumerate() {
+                contains(lv, wv, &format!("{path}[{i}]"), reads_secrets, diffs);
+            }
+        }
+        (Value::String(w), Value::String(l)) if is_quantity_path(path) => {
+            if !quantity_eq(w, l) {
+                diffs.push(format!("{path}: live {l:?}, rendered {w:?}"));
+            }
+        }
+        _ if live == want => {}
+        _ => diffs.push(format!("{path}: live {live}, rendered {want}")),
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Null => true,
+    }
+}
+
+/// Fields whose values are `resource.Quantity`: resource requests and limits, metric targets.
+fn is_quantity_path(path: &str) -> bool {
+    path.contains(".resources.requests.")
+        || path.contains(".resources.limits.")
+        || (path.contains(".target.")
+            && (path.ends_with(".averageValue") || path.ends_with(".value")))
+}
+
+/// Whether two quantities are the same amount (`1000m` = `1`, `1Gi` = `1024Mi`).
+fn quantity_eq(a: &str, b: &str) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
+        _ => a == b,
+    }
+}
+
+/// A quantity's amount (`250m` → 0.25, `2Gi` → 2147483648), `None` when it does not parse.
+fn quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 14] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
+        .or_else(|| s.strip_suffix('E').map(|n| (n, 1e18)))
+        .unwrap_or((s, 1.0));
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
 
@@ -1197,5 +1406,59 @@ mod tests {
             child.local_addr().map(|a| a.port()).ok(),
             Some(reserved.port())
         );
+    }
+
+    #[test]
+    fn quantities_compare_by_amount() {
+        assert!(quantity_eq("1000m", "1"));
+        assert!(quantity_eq("250m", "250m"));
+        assert!(quantity_eq("1Gi", "1024Mi"));
+        assert!(quantity_eq("70", "70"));
+        assert!(!quantity_eq("1", "2"));
+        assert!(!quantity_eq("1G", "1Gi"));
+    }
+
+    #[test]
+    fn live_objects_match_their_render_up_to_what_the_server_adds() {
+        let rendered = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"name": "a", "annotations": {APPLIED_HASH: "render"}},
+            "spec": {"replicas": 2, "template": {
+                "metadata": {"annotations": {CONFIG_HASH: "h1"}},
+                "spec": {"containers": [{"name": "agent", "startupProbe": {"initialDelaySeconds": 0},
+                    "resources": {"limits": {"cpu": "1000m"}}, "env": [{"name": "X", "value": "1"}]}]}}}
+        });
+        let live = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"name": "a", "uid": "u", "annotations": {APPLIED_HASH: "live"}},
+            "spec": {"replicas": 2, "revisionHistoryLimit": 10, "template": {
+                "metadata": {"annotations": {CONFIG_HASH: "h1"}},
+                "spec": {"containers": [{"name": "agent", "imagePullPolicy": "IfNotPresent", "startupProbe": {},
+                    "resources": {"limits": {"cpu": "1"}}, "env": [{"name": "X", "value": "1"}]}]}}},
+            "status": {}
+        });
+        assert_eq!(matches_rendered(&live, &rendered), Ok(()));
+
+        let mut other_hash = live.clone();
+        other_hash["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH] = "h2".into();
+        let err = matches_rendered(&other_hash, &rendered).expect_err("config hash differs");
+        assert!(err.contains("fastagentic.io/config-hash"), "{err}");
+
+        let mut extra_env = live.clone();
+        extra_env["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(serde_json::json!({"name": "Y", "value": "2"}));
+        assert!(matches_rendered(&extra_env, &rendered).is_err());
+
+        let mut other_replicas = live.clone();
+        other_replicas["spec"]["replicas"] = 3.into();
+        let err = matches_rendered(&other_replicas, &rendered).expect_err("replicas differ");
+        assert!(err.contains("spec.replicas: live 3, rendered 2"), "{err}");
+
+        let mut no_hash = live;
+        no_hash["metadata"]["annotations"] = serde_json::json!({});
+        let err = matches_rendered(&no_hash, &rendered).expect_err("applied hash missing");
+        assert!(err.contains("applied-hash: missing"), "{err}");
     }
 }
