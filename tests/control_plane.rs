@@ -108,8 +108,9 @@ fn standard_labels(meta: &ObjectMeta, name: &str) -> Result<(), String> {
 // Admission
 // ---------------------------------------------------------------------------------------------
 
-/// Every invalid fixture is rejected by `kubectl apply` (server-side strict field validation,
-/// the CRD's schema and CEL rules) with the fixture's message and field, and nothing is stored.
+/// The base every invalid fixture starts from is admitted; every invalid fixture is rejected by
+/// `kubectl apply` (server-side strict field validation, the CRD's schema and CEL rules) with
+/// the fixture's message and field, and nothing is stored.
 #[tokio::test]
 async fn invalid_fixtures_are_rejected_by_the_api_server() {
     let Some(t) =
@@ -118,6 +119,17 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
         return;
     };
     let (client, n) = (&t.client, t.ns());
+
+    let base = base_fixture();
+    kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        n,
+        "-f",
+        base.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|e| panic!("the API server refuses the fixtures' base: {e}"));
 
     let fixtures = invalid_fixtures();
     assert!(

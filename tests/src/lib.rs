@@ -1330,6 +1330,11 @@ pub struct InvalidFixture {
     pub message: String,
 }
 
+/// `crds/tests/fixtures/base.yaml`: the valid resource every invalid fixture starts from.
+pub fn base_fixture() -> PathBuf {
+    repo_root().join("crds/tests/fixtures/base.yaml")
+}
+
 /// Every `crds/tests/fixtures/invalid/*.yaml`, sorted.
 pub fn invalid_fixtures() -> Vec<InvalidFixture> {
     let dir = repo_root().join("crds/tests/fixtures/invalid");
