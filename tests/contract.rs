@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -252,13 +253,10 @@ async fn probe_passes(kind: &str, c: &Container, p: &Probe, pod: &str, agent: &m
 
 #[tokio::test]
 async fn pod_template_runs_and_passes_its_probes() {
-    let Some(cluster) = cluster("pod_template_runs_and_passes_its_probes") else {
+    let Some(t) = ControlPlaneTest::start("pod_template_runs_and_passes_its_probes").await else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "contract").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
 
     let stores = match (std::env::var("REDIS_URL"), std::env::var("DATABASE_URL")) {
         (Ok(r), Ok(d)) if !r.is_empty() && !d.is_empty() => Some((r, d)),
@@ -272,7 +270,10 @@ async fn pod_template_runs_and_passes_its_probes() {
             None
         }
     };
-    let port = free_port();
+    // The pod template binds every address (FASTAGENTIC_HOST=0.0.0.0): hold the port on all of
+    // them until the process has run.
+    let reserved = free_port(Ipv4Addr::UNSPECIFIED.into());
+    let port = reserved.port();
     let mut spec = json!({
         "image": "registry.example.com/agent:1.0.0",
         "server": "gunicorn",
@@ -308,15 +309,14 @@ async fn pod_template_runs_and_passes_its_probes() {
             json!({"urlSecretRef": {"name": "stores", "key": "redis-url"}, "poolSize": 4});
         spec["database"] = json!({"urlSecretRef": {"name": "stores", "key": "database-url"}, "poolSize": 2, "maxOverflow": 2});
     }
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
     apply_fastagentic(
-        &client,
+        client,
         n,
         &json!({"apiVersion": "fastagentic.io/v1alpha1", "kind": "FastAgentic", "metadata": {"name": "agent"}, "spec": spec}),
     )
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
-    let d = wait_deployment(&client, n, "agent", RECONCILE, "the pod template", |d| {
+    wait_observed(client, n, "agent", RECONCILE).await;
+    let d = wait_deployment(client, n, "agent", RECONCILE, "the pod template", |d| {
         config_hash(d).map(|_| ()).ok_or("no hash".into())
     })
     .await;
@@ -332,7 +332,7 @@ async fn pod_template_runs_and_passes_its_probes() {
         .take(10)
         .collect();
     let pod = format!("agent-{hash}-{}", &unique_suffix()[..5]);
-    let env = resolve_env(&client, n, &pod, &c).await;
+    let env = resolve_env(client, n, &pod, &c).await;
     assert_eq!(
         env.get("FASTAGENTIC_INSTANCE_ID"),
         Some(&pod),

@@ -108,16 +108,28 @@ fn standard_labels(meta: &ObjectMeta, name: &str) -> Result<(), String> {
 // Admission
 // ---------------------------------------------------------------------------------------------
 
-/// Every invalid fixture is rejected by `kubectl apply` (server-side strict field validation,
-/// the CRD's schema and CEL rules) with the fixture's message and field, and nothing is stored.
+/// The base every invalid fixture starts from is admitted; every invalid fixture is rejected by
+/// `kubectl apply` (server-side strict field validation, the CRD's schema and CEL rules) with
+/// the fixture's message and field, and nothing is stored.
 #[tokio::test]
 async fn invalid_fixtures_are_rejected_by_the_api_server() {
-    let Some(_cluster) = cluster("invalid_fixtures_are_rejected_by_the_api_server") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("invalid_fixtures_are_rejected_by_the_api_server").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "invalid").await;
+    let (client, n) = (&t.client, t.ns());
+
+    let base = base_fixture();
+    kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        n,
+        "-f",
+        base.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|e| panic!("the API server refuses the fixtures' base: {e}"));
 
     let fixtures = invalid_fixtures();
     assert!(
@@ -128,7 +140,7 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
     let mut failures = Vec::new();
     for f in &fixtures {
         let file = f.path.file_name().unwrap().to_string_lossy().into_owned();
-        match kubectl(&["apply", "-n", &ns.name, "-f", f.path.to_str().unwrap()]) {
+        match kubectl(&["apply", "-n", n, "-f", f.path.to_str().unwrap()]) {
             Ok(out) => failures.push(format!("{file}: accepted: {out}")),
             Err(err) => {
                 if !err.contains(&f.message) {
@@ -141,7 +153,7 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
             }
         }
     }
-    let stored = fastagentics(&client, &ns.name)
+    let stored = fastagentics(client, n)
         .list(&Default::default())
         .await
         .expect("list FastAgentics");
@@ -166,13 +178,11 @@ async fn invalid_fixtures_are_rejected_by_the_api_server() {
 // Examples → children
 // ---------------------------------------------------------------------------------------------
 
-fn int(v: &Value, default: i64) -> i64 {
-    v.as_i64().unwrap_or(default)
-}
-
-/// Checks the Deployment against the example it came from.
+/// Checks the live Deployment against what `render` builds for the example, and what render
+/// cannot know: the owner, the pods' selector and hash, the Secret references and values.
 fn check_deployment(
     example: &Value,
+    rendered: &Rendered,
     fa: &Value,
     d: &Deployment,
     secret_values: &[&str],
@@ -181,6 +191,7 @@ fn check_deployment(
     let name = example["metadata"]["name"].as_str().unwrap();
     owned_by(&d.metadata, fa)?;
     standard_labels(&d.metadata, name)?;
+    matches_rendered(&serde_json::to_value(d).unwrap(), rendered.deployment())?;
     let dspec = d.spec.as_ref().ok_or("no spec")?;
     let template_labels = dspec
         .template
@@ -200,73 +211,7 @@ fn check_deployment(
     if c.image.as_deref() != spec["image"].as_str() {
         return Err(format!("image {:?}", c.image));
     }
-    let command = c.command.clone().unwrap_or_default();
-    if spec["command"].is_null() && command != ["fastagentic", "run"] {
-        return Err(format!("command {command:?}"));
-    }
-    let port = int(&spec["port"], 8000);
-    let workers = int(&spec["workers"], 1);
-    let mut want: BTreeMap<&str, Option<String>> = BTreeMap::from([
-        (
-            "FASTAGENTIC_SERVER",
-            Some(spec["server"].as_str().unwrap_or("uvicorn").to_string()),
-        ),
-        ("FASTAGENTIC_HOST", Some("0.0.0.0".into())),
-        ("FASTAGENTIC_PORT", Some(port.to_string())),
-        ("FASTAGENTIC_WORKERS", Some(workers.to_string())),
-        (
-            "FASTAGENTIC_MAX_CONCURRENT",
-            spec["maxConcurrent"].as_i64().map(|n| n.to_string()),
-        ),
-        (
-            "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
-            Some(int(&spec["timeouts"]["gracefulShutdownSeconds"], 30).to_string()),
-        ),
-        (
-            "FASTAGENTIC_TIMEOUT_KEEP_ALIVE",
-            Some(int(&spec["timeouts"]["keepAliveSeconds"], 5).to_string()),
-        ),
-    ]);
-    if spec["redis"].is_object() {
-        want.insert(
-            "FASTAGENTIC_REDIS_POOL_SIZE",
-            Some(int(&spec["redis"]["poolSize"], 10).to_string()),
-        );
-        if let Some(url) = spec["redis"]["url"].as_str() {
-            want.insert("REDIS_URL", Some(url.to_string()));
-        }
-    }
-    if spec["database"].is_object() {
-        want.insert(
-            "FASTAGENTIC_DB_POOL_SIZE",
-            Some(int(&spec["database"]["poolSize"], 5).to_string()),
-        );
-        want.insert(
-            "FASTAGENTIC_DB_MAX_OVERFLOW",
-            Some(int(&spec["database"]["maxOverflow"], 10).to_string()),
-        );
-    }
-    for (var, value) in &want {
-        let have = env_value(d, var);
-        if &have != value {
-            return Err(format!("env {var} = {have:?}, want {value:?}"));
-        }
-    }
     let env = c.env.clone().unwrap_or_default();
-    let instance = env
-        .iter()
-        .find(|e| e.name == "FASTAGENTIC_INSTANCE_ID")
-        .ok_or("no FASTAGENTIC_INSTANCE_ID")?;
-    let field = instance
-        .value_from
-        .as_ref()
-        .and_then(|s| s.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
-    if field != Some("metadata.name") {
-        return Err(format!(
-            "FASTAGENTIC_INSTANCE_ID is not the downward-API pod name: {instance:?}"
-        ));
-    }
     for (var, source) in [
         ("REDIS_URL", &spec["redis"]["urlSecretRef"]),
         ("DATABASE_URL", &spec["database"]["urlSecretRef"]),
@@ -289,43 +234,17 @@ fn check_deployment(
             return Err(format!("{var} refers to {sel:?}, want {source}"));
         }
     }
-    let ports = c.ports.clone().unwrap_or_default();
-    if !ports
-        .iter()
-        .any(|p| i64::from(p.container_port) == port && p.name.as_deref() == Some("http"))
-    {
-        return Err(format!(
-            "container port {port} named http missing: {ports:?}"
-        ));
-    }
-    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref()
-            .and_then(|p| p.http_get.as_ref())
-            .and_then(|h| h.path.clone())
-    };
-    let liveness = spec["probes"]["liveness"]["path"]
-        .as_str()
-        .unwrap_or("/health");
-    let readiness = spec["probes"]["readiness"]["path"]
-        .as_str()
-        .unwrap_or("/ready");
-    if path(&c.liveness_probe).as_deref() != Some(liveness)
-        || path(&c.readiness_probe).as_deref() != Some(readiness)
-    {
-        return Err(format!(
-            "probes {:?} / {:?}",
-            c.liveness_probe, c.readiness_probe
-        ));
-    }
+    // The pods get time to drain after the graceful timeout the runtime is given.
     let grace = dspec
         .template
         .spec
         .as_ref()
         .and_then(|p| p.termination_grace_period_seconds)
         .unwrap_or(0);
-    if grace <= int(&spec["timeouts"]["gracefulShutdownSeconds"], 30) {
+    let graceful = rendered.env_int("FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN");
+    if grace <= graceful {
         return Err(format!(
-            "terminationGracePeriodSeconds {grace} is not above the graceful timeout"
+            "terminationGracePeriodSeconds {grace} is not above the graceful timeout {graceful}"
         ));
     }
     if let Some(r) = spec["replicas"].as_i64()
@@ -340,28 +259,26 @@ fn check_deployment(
     Ok(())
 }
 
-/// Every example becomes a Deployment, a Service, an HPA (with autoscaling) and a PDB (with a
-/// disruption budget) with the expected fields; `status.observedGeneration` follows
+/// Every example becomes the Deployment, Service, HPA (with autoscaling) and PDB that
+/// `fastagentic-operator render` builds for it, owned by the FastAgentic; the status reports the
+/// connection budget of the rendered pods; `status.observedGeneration` follows
 /// `metadata.generation` after an edit.
 #[tokio::test]
 async fn examples_become_deployment_service_and_hpa() {
-    let Some(cluster) = cluster("examples_become_deployment_service_and_hpa") else {
+    let Some(t) = ControlPlaneTest::start("examples_become_deployment_service_and_hpa").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "examples").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     let redis_secret = "redis://:s3cret-redis@redis.invalid:6379/0";
     let db_secret = "postgres://agent:s3cret-db@postgres.invalid:5432/agent";
     create_secret(
-        &client,
+        client,
         n,
         "agent-stores",
         &[("redis-url", redis_secret), ("database-url", db_secret)],
     )
     .await;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
 
     let examples = examples();
     assert!(
@@ -370,7 +287,7 @@ async fn examples_become_deployment_service_and_hpa() {
         examples.len()
     );
     for (_, obj) in &examples {
-        apply_fastagentic(&client, n, obj).await;
+        apply_fastagentic(client, n, obj).await;
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     let services: Api<Service> = Api::namespaced(client.clone(), n);
@@ -378,16 +295,16 @@ async fn examples_become_deployment_service_and_hpa() {
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
     for (file, example) in &examples {
         let name = example["metadata"]["name"].as_str().unwrap();
-        let spec = &example["spec"];
-        let fa = wait_observed(&client, n, name, RECONCILE).await;
+        let rendered = Rendered::of(example);
+        let fa = wait_observed(client, n, name, RECONCILE).await;
         let fa_ref = &fa;
         let d = wait_deployment(
-            &client,
+            client,
             n,
             name,
             RECONCILE,
             &format!("fields of {file}"),
-            |d| check_deployment(example, fa_ref, d, &[redis_secret, db_secret]),
+            |d| check_deployment(example, &rendered, fa_ref, d, &[redis_secret, db_secret]),
         )
         .await;
 
@@ -397,117 +314,71 @@ async fn examples_become_deployment_service_and_hpa() {
             .unwrap_or_else(|e| panic!("{file}: Service: {e}"));
         owned_by(&svc.metadata, &fa).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
         standard_labels(&svc.metadata, name).unwrap_or_else(|e| panic!("{file}: Service: {e}"));
-        let sspec = svc.spec.clone().unwrap();
+        matches_rendered(&serde_json::to_value(&svc).unwrap(), rendered.service())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(
-            sspec.type_.as_deref(),
-            Some("ClusterIP"),
-            "{file}: Service type"
-        );
-        let sport = &sspec.ports.clone().unwrap()[0];
-        assert_eq!(
-            sport.name.as_deref(),
-            Some("http"),
-            "{file}: Service port name"
-        );
-        assert_eq!(
-            i64::from(sport.port),
-            int(&spec["service"]["port"], int(&spec["port"], 8000)),
-            "{file}: Service port"
-        );
-        assert_eq!(
-            sspec.selector,
+            svc.spec.as_ref().and_then(|s| s.selector.clone()),
             d.spec.as_ref().unwrap().selector.match_labels,
-            "{file}: Service selector"
+            "{file}: the Service selects the Deployment's pods"
         );
 
         let hpa = hpas.get_opt(name).await.unwrap();
-        if spec["autoscaling"].is_object() {
-            let hpa = hpa.unwrap_or_else(|| panic!("{file}: autoscaling but no HPA"));
-            owned_by(&hpa.metadata, &fa).unwrap_or_else(|e| panic!("{file}: HPA: {e}"));
-            let hs = hpa.spec.unwrap();
-            assert_eq!(hs.scale_target_ref.kind, "Deployment", "{file}: HPA target");
-            assert_eq!(hs.scale_target_ref.name, name, "{file}: HPA target");
-            assert_eq!(
-                hs.min_replicas.map(i64::from),
-                spec["autoscaling"]["minReplicas"].as_i64(),
-                "{file}: minReplicas"
-            );
-            assert_eq!(
-                Some(i64::from(hs.max_replicas)),
-                spec["autoscaling"]["maxReplicas"].as_i64(),
-                "{file}: maxReplicas"
-            );
-            let target = |res: &str| {
-                hs.metrics.iter().flatten().find_map(|m| {
-                    let r = m.resource.as_ref()?;
-                    (r.name == res)
-                        .then_some(r.target.average_utilization)
-                        .flatten()
-                })
-            };
-            let cpu = int(&spec["autoscaling"]["targetCPUUtilizationPercentage"], 70);
-            let mem = int(
-                &spec["autoscaling"]["targetMemoryUtilizationPercentage"],
-                80,
-            );
-            // A target of 0 leaves its metric out.
-            assert_eq!(
-                target("cpu").map(i64::from),
-                (cpu > 0).then_some(cpu),
-                "{file}: HPA CPU target"
-            );
-            assert_eq!(
-                target("memory").map(i64::from),
-                (mem > 0).then_some(mem),
-                "{file}: HPA memory target"
-            );
-            let concurrency = hs.metrics.iter().flatten().find_map(|m| {
-                let p = m.pods.as_ref()?;
-                (p.metric.name == fastagentic_crd::CONCURRENCY_METRIC)
-                    .then(|| p.target.average_value.as_ref().map(|q| q.0.clone()))
-                    .flatten()
-            });
-            assert_eq!(
-                concurrency,
-                spec["autoscaling"]["targetConcurrencyUtilizationPercentage"]
-                    .as_i64()
-                    .map(|t| t.to_string()),
-                "{file}: HPA concurrency target (a Pods metric)"
-            );
-        } else {
-            assert!(hpa.is_none(), "{file}: no autoscaling but an HPA exists");
+        match (rendered.hpa(), hpa) {
+            (Some(want), Some(hpa)) => {
+                owned_by(&hpa.metadata, &fa).unwrap_or_else(|e| panic!("{file}: HPA: {e}"));
+                matches_rendered(&serde_json::to_value(&hpa).unwrap(), want)
+                    .unwrap_or_else(|e| panic!("{file}: {e}"));
+                let target = &hpa.spec.as_ref().unwrap().scale_target_ref;
+                assert_eq!(
+                    (target.kind.as_str(), target.name.as_str()),
+                    ("Deployment", name),
+                    "{file}: the HPA scales the Deployment"
+                );
+            }
+            (None, None) => {}
+            (want, have) => panic!(
+                "{file}: render builds {} HPA, the cluster has {}",
+                if want.is_some() { "an" } else { "no" },
+                if have.is_some() { "one" } else { "none" }
+            ),
         }
         let pdb = pdbs.get_opt(name).await.unwrap();
-        if spec["disruptionBudget"].is_object() {
-            let pdb = pdb.unwrap_or_else(|| panic!("{file}: disruptionBudget but no PDB"));
-            owned_by(&pdb.metadata, &fa).unwrap_or_else(|e| panic!("{file}: PDB: {e}"));
-        } else {
-            assert!(
-                pdb.is_none(),
-                "{file}: no disruptionBudget but a PDB exists"
-            );
+        match (rendered.pdb(), pdb) {
+            (Some(want), Some(pdb)) => {
+                owned_by(&pdb.metadata, &fa).unwrap_or_else(|e| panic!("{file}: PDB: {e}"));
+                matches_rendered(&serde_json::to_value(&pdb).unwrap(), want)
+                    .unwrap_or_else(|e| panic!("{file}: {e}"));
+            }
+            (None, None) => {}
+            (want, have) => panic!(
+                "{file}: render builds {} PDB, the cluster has {}",
+                if want.is_some() { "a" } else { "no" },
+                if have.is_some() { "one" } else { "none" }
+            ),
         }
 
-        // The connection budget the guide teaches, for the largest pod count.
-        let max_pods = spec["autoscaling"]["maxReplicas"]
-            .as_i64()
-            .or(spec["replicas"].as_i64())
+        // The connection budget the guide teaches, for the largest pod count of the rendered
+        // objects, with the pool sizes the rendered pods are given.
+        let max_pods = rendered
+            .hpa()
+            .and_then(|h| h["spec"]["maxReplicas"].as_i64())
+            .or(rendered.deployment()["spec"]["replicas"].as_i64())
             .unwrap_or(1);
-        let workers = int(&spec["workers"], 1);
-        if spec["redis"].is_object() {
-            let want = max_pods * workers * int(&spec["redis"]["poolSize"], 10);
+        let workers = rendered.env_int("FASTAGENTIC_WORKERS");
+        if rendered.env("FASTAGENTIC_REDIS_POOL_SIZE").is_some() {
+            let want = max_pods * workers * rendered.env_int("FASTAGENTIC_REDIS_POOL_SIZE");
             assert_eq!(
                 fa["status"]["maxRedisConnections"].as_i64(),
                 Some(want),
                 "{file}: maxRedisConnections"
             );
         }
-        if spec["database"].is_object() {
-            let db = &spec["database"];
-            let want = max_pods * workers * (int(&db["poolSize"], 5) + int(&db["maxOverflow"], 10));
+        if rendered.env("FASTAGENTIC_DB_POOL_SIZE").is_some() {
+            let per_worker = rendered.env_int("FASTAGENTIC_DB_POOL_SIZE")
+                + rendered.env_int("FASTAGENTIC_DB_MAX_OVERFLOW");
             assert_eq!(
                 fa["status"]["maxDatabaseConnections"].as_i64(),
-                Some(want),
+                Some(max_pods * workers * per_worker),
                 "{file}: maxDatabaseConnections"
             );
         }
@@ -517,12 +388,17 @@ async fn examples_become_deployment_service_and_hpa() {
             fa["status"]
         );
         eprintln!(
-            "{file}: Deployment, Service{} as expected",
-            if spec["autoscaling"].is_object() {
+            "{file}: Deployment, Service{}{} as rendered",
+            if rendered.hpa().is_some() {
                 ", HPA"
             } else {
                 ""
-            }
+            },
+            if rendered.pdb().is_some() {
+                ", PDB"
+            } else {
+                ""
+            },
         );
     }
     assert!(
@@ -538,12 +414,12 @@ async fn examples_become_deployment_service_and_hpa() {
     // An edit: observedGeneration follows the new generation.
     let (_, first) = &examples[0];
     let name = first["metadata"]["name"].as_str().unwrap();
-    let before = get_fastagentic(&client, n, name).await["metadata"]["generation"]
+    let before = get_fastagentic(client, n, name).await["metadata"]["generation"]
         .as_i64()
         .unwrap();
-    let workers = int(&first["spec"]["workers"], 1) + 1;
-    merge_patch_spec(&client, n, name, json!({"workers": workers})).await;
-    let fa = wait_observed(&client, n, name, RECONCILE).await;
+    let workers = Rendered::of(first).env_int("FASTAGENTIC_WORKERS") + 1;
+    merge_patch_spec(client, n, name, json!({"workers": workers})).await;
+    let fa = wait_observed(client, n, name, RECONCILE).await;
     assert!(
         fa["metadata"]["generation"].as_i64().unwrap() > before,
         "the edit did not bump the generation"
@@ -561,16 +437,13 @@ async fn examples_become_deployment_service_and_hpa() {
 /// Changing `workers` updates the env and the pod-template hash.
 #[tokio::test]
 async fn changing_workers_updates_env_and_template_hash() {
-    let Some(cluster) = cluster("changing_workers_updates_env_and_template_hash") else {
+    let Some(t) = ControlPlaneTest::start("changing_workers_updates_env_and_template_hash").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "workers").await;
-    let n = &ns.name;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    let (client, n) = (&t.client, t.ns());
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic(
             "agent",
@@ -579,7 +452,7 @@ async fn changing_workers_updates_env_and_template_hash() {
     )
     .await;
     let d = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -594,7 +467,7 @@ async fn changing_workers_updates_env_and_template_hash() {
     let hash = config_hash(&d).expect("config hash");
     for kind in ["Deployment", "Service"] {
         let created = wait_event(
-            &client,
+            client,
             n,
             "agent",
             "Normal",
@@ -612,9 +485,9 @@ async fn changing_workers_updates_env_and_template_hash() {
             (Some(kind), Some("agent"))
         );
     }
-    merge_patch_spec(&client, n, "agent", json!({"workers": 4})).await;
+    merge_patch_spec(client, n, "agent", json!({"workers": 4})).await;
     let d2 = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -634,9 +507,9 @@ async fn changing_workers_updates_env_and_template_hash() {
         d2.metadata.generation > d.metadata.generation,
         "the Deployment's generation did not move"
     );
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     wait_event(
-        &client,
+        client,
         n,
         "agent",
         "Normal",
@@ -657,6 +530,20 @@ async fn changing_workers_updates_env_and_template_hash() {
         service_updates.is_empty(),
         "only the Deployment changed: {service_updates:?}"
     );
+    // What it converged to is what the operator builds for the edited spec.
+    let edited = fastagentic(
+        "agent",
+        json!({"server": "gunicorn", "workers": 4, "replicas": 1}),
+    );
+    let live = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    matches_rendered(
+        &serde_json::to_value(&live).unwrap(),
+        Rendered::of(&edited).deployment(),
+    )
+    .unwrap_or_else(|e| panic!("after the edit: {e}"));
 }
 
 /// Waits for an Event about FastAgentic `name` with this type and reason whose note contains
@@ -763,15 +650,15 @@ fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<St
 /// reconcile of every resource — changes no resourceVersion and sends no apply.
 #[tokio::test]
 async fn unchanged_resources_are_not_written_across_a_restart() {
-    let Some(cluster) = cluster("unchanged_resources_are_not_written_across_a_restart") else {
+    let Some(mut t) =
+        ControlPlaneTest::start("unchanged_resources_are_not_written_across_a_restart").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "noop").await;
-    let n = &ns.name;
+    // Owned copies: the test restarts its operator (a mutable use of `t`) midway.
+    let (client, n) = (&t.client.clone(), &t.ns().to_string());
     create_secret(
-        &client,
+        client,
         n,
         "agent-stores",
         &[
@@ -780,14 +667,13 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         ],
     )
     .await;
-    let mut op = Operator::start(cluster, n, "operator", &[]).await;
     let examples = examples();
     for (_, obj) in &examples {
-        apply_fastagentic(&client, n, obj).await;
+        apply_fastagentic(client, n, obj).await;
     }
     for (_, obj) in &examples {
         wait_observed(
-            &client,
+            client,
             n,
             obj["metadata"]["name"].as_str().unwrap(),
             RECONCILE,
@@ -797,17 +683,17 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
     // Settled: nothing changed for 20 s (longer than the HPA controller's 15 s sync).
     let quiet = Duration::from_secs(20);
     let start = Instant::now();
-    let mut last = versions(&client, n).await;
+    let mut last = versions(client, n).await;
     let mut since = Instant::now();
     while since.elapsed() < quiet {
         assert!(
             start.elapsed() < Duration::from_secs(180),
             "the objects never settled for {quiet:?}: last change {:?}\n{}",
-            changed(&last, &versions(&client, n).await),
-            op.log_tail(30)
+            changed(&last, &versions(client, n).await),
+            t.operator().log_tail(30)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = versions(&client, n).await;
+        let now = versions(client, n).await;
         if now != last {
             eprintln!("still settling: {:?}", changed(&last, &now));
             last = now;
@@ -818,10 +704,8 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         last.len() >= 2 * examples.len(),
         "too few objects recorded: {last:?}"
     );
-    op.kill();
-    drop(op);
-
-    let op = Operator::start(cluster, n, "operator-restarted", &[]).await;
+    t.restart_operator("operator-restarted").await;
+    let op = t.operator();
     let reconciles = wait_for(
         "the restarted operator to reconcile every example",
         RECONCILE,
@@ -836,7 +720,7 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let after = versions(&client, n).await;
+    let after = versions(client, n).await;
     let diff = changed(&last, &after);
     assert!(
         diff.is_empty(),
@@ -858,28 +742,25 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
 /// Deployment to 5; turning autoscaling on then off keeps the running replica count.
 #[tokio::test]
 async fn secret_rotation_scale_and_autoscaling_toggle() {
-    let Some(cluster) = cluster("secret_rotation_scale_and_autoscaling_toggle") else {
+    let Some(t) = ControlPlaneTest::start("secret_rotation_scale_and_autoscaling_toggle").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "scale").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     create_secret(
-        &client,
+        client,
         n,
         "stores",
         &[("redis-url", "redis://one.invalid:6379")],
     )
     .await;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"replicas": 1, "redis": {"urlSecretRef": {"name": "stores", "key": "redis-url"}}})),
     )
     .await;
-    let d = wait_deployment(&client, n, "agent", RECONCILE, "created with a hash", |d| {
+    let d = wait_deployment(client, n, "agent", RECONCILE, "created with a hash", |d| {
         config_hash(d).map(|_| ()).ok_or("no hash".into())
     })
     .await;
@@ -895,7 +776,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         .await
         .expect("rotating the Secret");
     let d = wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -918,7 +799,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     // The scale subresource.
     kubectl(&["scale", "-n", n, "fa/agent", "--replicas=5"]).expect("kubectl scale fa/agent");
     wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -933,14 +814,14 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     )
     .await;
     assert_eq!(
-        get_fastagentic(&client, n, "agent").await["spec"]["replicas"],
+        get_fastagentic(client, n, "agent").await["spec"]["replicas"],
         5
     );
 
     // Autoscaling on: the HPA appears and the Deployment keeps its 5 pods (a reset to 1 would
     // show as the HPA's minimum, 2).
     merge_patch_spec(
-        &client,
+        client,
         n,
         "agent",
         json!({"replicas": null, "autoscaling": {"minReplicas": 2, "maxReplicas": 10}}),
@@ -955,7 +836,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
             .ok_or("no HPA".to_string())
     })
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     for _ in 0..20 {
         let d = deployments.get("agent").await.unwrap();
@@ -968,7 +849,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
     }
 
     // Autoscaling off (no replicas given): the HPA goes, the count stays.
-    merge_patch_spec(&client, n, "agent", json!({"autoscaling": null})).await;
+    merge_patch_spec(client, n, "agent", json!({"autoscaling": null})).await;
     wait_for("the HPA to be deleted", RECONCILE, || async {
         match hpas.get_opt("agent").await.map_err(|e| e.to_string())? {
             None => Ok(()),
@@ -976,7 +857,7 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         }
     })
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     for _ in 0..20 {
         let d = deployments.get("agent").await.unwrap();
         assert_eq!(
@@ -996,16 +877,14 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
 /// the operator does not bring them back.
 #[tokio::test]
 async fn deleting_the_fastagentic_garbage_collects_every_child() {
-    let Some(cluster) = cluster("deleting_the_fastagentic_garbage_collects_every_child") else {
+    let Some(t) =
+        ControlPlaneTest::start("deleting_the_fastagentic_garbage_collects_every_child").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "gc").await;
-    let n = &ns.name;
-    let _op = Operator::start(cluster, n, "operator", &[]).await;
+    let (client, n) = (&t.client, t.ns());
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "disruptionBudget": {"maxUnavailable": 1}})),
     )
@@ -1015,16 +894,16 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
         for (kind, found) in [
             (
                 "Deployment",
-                exists::<Deployment>(&client, n, "agent").await?,
+                exists::<Deployment>(client, n, "agent").await?,
             ),
-            ("Service", exists::<Service>(&client, n, "agent").await?),
+            ("Service", exists::<Service>(client, n, "agent").await?),
             (
                 "HPA",
-                exists::<HorizontalPodAutoscaler>(&client, n, "agent").await?,
+                exists::<HorizontalPodAutoscaler>(client, n, "agent").await?,
             ),
             (
                 "PDB",
-                exists::<PodDisruptionBudget>(&client, n, "agent").await?,
+                exists::<PodDisruptionBudget>(client, n, "agent").await?,
             ),
         ] {
             if found {
@@ -1042,7 +921,7 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
         }
     })
     .await;
-    fastagentics(&client, n)
+    fastagentics(client, n)
         .delete("agent", &DeleteParams::default())
         .await
         .expect("delete FastAgentic");
@@ -1067,10 +946,10 @@ async fn deleting_the_fastagentic_garbage_collects_every_child() {
 /// simulated node).
 #[tokio::test]
 async fn ready_condition_end_to_end() {
-    let Some(cluster) = cluster("ready_condition_end_to_end") else {
+    let Some(t) = ControlPlaneTest::without_operator("ready_condition_end_to_end").await else {
         return;
     };
-    if !cluster.kwok_node {
+    if !t.cluster.kwok_node {
         let _ = writeln!(
             std::io::stderr(),
             "\n*** SKIPPED ready_condition_end_to_end: no Ready kwok node (scripts/control-plane.sh \
@@ -1078,13 +957,10 @@ async fn ready_condition_end_to_end() {
         );
         return;
     }
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "ready").await;
-    let n = &ns.name;
-    let op = Operator::start(cluster, n, "operator", &[]).await;
-    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 2}))).await;
-    let fa = wait_observed(&client, n, "agent", RECONCILE).await;
+    let (client, n) = (&t.client, t.ns());
+    let op = t.start_operator("operator").await;
+    apply_fastagentic(client, n, &fastagentic("agent", json!({"replicas": 2}))).await;
+    let fa = wait_observed(client, n, "agent", RECONCILE).await;
     eprintln!("Ready before the pods: {:?}", condition(&fa, "Ready"));
     let out = kubectl(&[
         "wait",
@@ -1094,7 +970,7 @@ async fn ready_condition_end_to_end() {
         "fa/agent",
         "--timeout=180s",
     ]);
-    let fa = get_fastagentic(&client, n, "agent").await;
+    let fa = get_fastagentic(client, n, "agent").await;
     assert!(
         out.is_ok(),
         "kubectl wait --for=condition=Ready failed: {out:?}\nstatus {}\n{}",
@@ -1125,49 +1001,36 @@ async fn lease_holder(client: &Client, name: &str) -> Option<String> {
 /// (SIGKILL, no release) hands over within the lease duration and the new holder reconciles.
 #[tokio::test]
 async fn leader_election_one_writer_and_handover() {
-    let Some(cluster) = cluster("leader_election_one_writer_and_handover") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("leader_election_one_writer_and_handover").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "leader").await;
-    let n = &ns.name;
-    let lease = format!("{n}-lease");
-    let _cleanup = LeaseCleanup(lease.clone());
+    let (client, n) = (&t.client, t.ns());
+    let lease = t.lease();
     let (id_a, id_b) = (format!("{n}-a"), format!("{n}-b"));
-    let args = |id: &str| leader_elect_args(&lease, id);
-    let args_a = args(&id_a);
-    let args_b = args(&id_b);
-    let a = Operator::start(
-        cluster,
-        n,
-        "operator-a",
-        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let a = t
+        .start_operator_with("operator-a", &t.leader_elect_args(&id_a))
+        .await;
     let first = wait_for("a Lease holder", RECONCILE, || async {
-        lease_holder(&client, &lease)
+        lease_holder(client, lease)
             .await
             .ok_or("no holder".to_string())
     })
     .await;
     assert_eq!(first, id_a, "the first operator should take the free Lease");
-    let b = Operator::start(
-        cluster,
-        n,
-        "operator-b",
-        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let b = t
+        .start_operator_with("operator-b", &t.leader_elect_args(&id_b))
+        .await;
     let (mut leader, standby) = (a, b);
 
     apply_fastagentic(
-        &client,
+        client,
         n,
         &fastagentic("agent", json!({"replicas": 1, "workers": 1})),
     )
     .await;
-    wait_observed(&client, n, "agent", RECONCILE).await;
+    wait_observed(client, n, "agent", RECONCILE).await;
     wait_for(
         "the standby to log that it waits for the Lease",
         RECONCILE,
@@ -1184,7 +1047,7 @@ async fn leader_election_one_writer_and_handover() {
     )
     .await;
     assert_eq!(
-        lease_holder(&client, &lease).await.as_deref(),
+        lease_holder(client, lease).await.as_deref(),
         Some(id_a.as_str())
     );
     assert!(
@@ -1229,7 +1092,7 @@ async fn leader_election_one_writer_and_handover() {
         "the standby to hold the Lease",
         Duration::from_secs(60),
         || async {
-            match lease_holder(&client, &lease).await {
+            match lease_holder(client, lease).await {
                 Some(h) if h == id_b => Ok(()),
                 other => Err(format!("holder {other:?}")),
             }
@@ -1254,9 +1117,9 @@ async fn leader_election_one_writer_and_handover() {
         },
     )
     .await;
-    merge_patch_spec(&client, n, "agent", json!({"workers": 3})).await;
+    merge_patch_spec(client, n, "agent", json!({"workers": 3})).await;
     wait_deployment(
-        &client,
+        client,
         n,
         "agent",
         RECONCILE,
@@ -1312,13 +1175,12 @@ impl Drop for RestoreRules {
 /// running; with the rule back it recovers.
 #[tokio::test]
 async fn missing_rbac_rule_is_reported_not_fatal() {
-    let Some(cluster) = cluster("missing_rbac_rule_is_reported_not_fatal") else {
+    let Some(t) =
+        ControlPlaneTest::without_operator("missing_rbac_rule_is_reported_not_fatal").await
+    else {
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "rbac").await;
-    let n = &ns.name;
+    let (client, n) = (&t.client, t.ns());
     let role: Value = serde_json::from_str(
         &kubectl(&["get", "clusterrole", CHART_FULLNAME, "-o", "json"]).expect("chart ClusterRole"),
     )
@@ -1364,10 +1226,10 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
 
-    let mut op = Operator::start(cluster, n, "operator", &[]).await;
-    apply_fastagentic(&client, n, &fastagentic("agent", json!({"replicas": 1}))).await;
+    let mut op = t.start_operator("operator").await;
+    apply_fastagentic(client, n, &fastagentic("agent", json!({"replicas": 1}))).await;
     let fa = wait_for("Ready=False naming services", RECONCILE, || async {
-        let fa = get_fastagentic(&client, n, "agent").await;
+        let fa = get_fastagentic(client, n, "agent").await;
         match condition(&fa, "Ready") {
             Some(c)
                 if c["status"] == "False"
@@ -1400,7 +1262,7 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
     eprintln!("log: {logged}");
-    let warning = wait_event(&client, n, "agent", "Warning", "Forbidden", "services").await;
+    let warning = wait_event(client, n, "agent", "Warning", "Forbidden", "services").await;
     eprintln!("event: {:?}", warning.note);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
@@ -1432,7 +1294,7 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     )
     .await;
     wait_for("Ready no longer Forbidden", RECONCILE, || async {
-        let fa = get_fastagentic(&client, n, "agent").await;
+        let fa = get_fastagentic(client, n, "agent").await;
         match condition(&fa, "Ready") {
             Some(c) if c["reason"] != "Forbidden" => Ok(()),
             other => Err(format!("{other:?}")),

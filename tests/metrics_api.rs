@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use fastagentic_crd::CONCURRENCY_METRIC;
 use fastagentic_tests::{
-    LeaseCleanup, Operator, RELEASE, SYSTEM_NAMESPACE, TestNamespace, admin_client,
-    apply_fastagentic, cluster, free_port, kubectl, kubectl_stdin, leader_elect_args, repo_root,
-    run, serial, wait_for, work_dir, workspace_binary,
+    ControlPlaneTest, RELEASE, ReservedPort, SYSTEM_NAMESPACE, apply_fastagentic, free_port,
+    kubectl, kubectl_stdin, repo_root, run, wait_for, work_dir, workspace_binary,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -94,17 +93,21 @@ impl Drop for Registered {
     }
 }
 
-/// A runtime process, killed on drop.
-struct Runtime(Child);
+/// A runtime process, killed on drop (then its port is given back).
+struct Runtime {
+    child: Child,
+    port: ReservedPort,
+}
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn start_runtime(addr: SocketAddr, name: &str) -> Runtime {
+fn start_runtime(port: ReservedPort, name: &str) -> Runtime {
+    let addr = port.addr();
     let log = work_dir().join(format!("metrics-api-{name}.log"));
     let out = File::create(&log).unwrap();
     let err = out.try_clone().unwrap();
@@ -124,7 +127,7 @@ fn start_runtime(addr: SocketAddr, name: &str) -> Runtime {
         .stderr(err)
         .spawn()
         .expect("starting fastagentic");
-    Runtime(child)
+    Runtime { child, port }
 }
 
 /// A never-scheduled Pod for a runtime process at `addr`, counted as FastAgentic `fa`'s (the
@@ -180,7 +183,7 @@ fn values(list: &Value) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
-    let Some(cluster) = cluster("metrics_api") else {
+    let Some(t) = ControlPlaneTest::without_operator("metrics_api").await else {
         return;
     };
     let Some(host) = host_address() else {
@@ -190,9 +193,7 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         );
         return;
     };
-    let _serial = serial().await;
-    let client = admin_client().await;
-    let ns = TestNamespace::create(&client, "metrics-api").await;
+    let (client, ns) = (&t.client, t.ns());
 
     // The chart's objects with the metrics API on (the harness installs it off).
     let rendered = render_chart("metrics-api");
@@ -222,13 +223,11 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         std::fs::write(dir.join(key), &data[key].0).unwrap();
     }
 
-    let port = free_port();
-    let bind = SocketAddr::new(host, port);
+    let api_port = free_port(host);
+    let bind = api_port.addr();
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let service = format!("{SYSTEM_NAMESPACE}/{SERVICE}");
-    let lease = format!("{}-metrics-lease", ns.name);
-    let _lease = LeaseCleanup(lease.clone());
     let operator_args = |bind: SocketAddr, id: &str| -> Vec<String> {
         [
             "--metrics-api-bind-address",
@@ -248,17 +247,11 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         ]
         .iter()
         .map(|s| (*s).to_string())
-        .chain(leader_elect_args(&lease, id))
+        .chain(t.leader_elect_args(id))
         .collect()
     };
     let args_a = operator_args(bind, "metrics-a");
-    let mut operator = Operator::start(
-        cluster,
-        &ns.name,
-        "operator",
-        &args_a.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let mut operator = t.start_operator_with("operator", &args_a).await;
 
     wait_for("the APIService Available", Duration::from_secs(90), || async {
         let out = kubectl(&[
@@ -293,8 +286,8 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     // Two runtime processes as the pods of FastAgentic `m`; its own (simulated) pod does not
     // answer and is left out.
     apply_fastagentic(
-        &client,
-        &ns.name,
+        client,
+        ns,
         &json!({
             "apiVersion": "fastagentic.io/v1alpha1", "kind": "FastAgentic",
             "metadata": {"name": "m"},
@@ -304,9 +297,11 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         }),
     )
     .await;
-    let a = SocketAddr::new(host, free_port());
-    let b = SocketAddr::new(host, free_port());
-    let _runtimes = [start_runtime(a, "m-real-a"), start_runtime(b, "m-real-b")];
+    let runtimes = [
+        start_runtime(free_port(host), "m-real-a"),
+        start_runtime(free_port(host), "m-real-b"),
+    ];
+    let (a, b) = (runtimes[0].port.addr(), runtimes[1].port.addr());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for addr in [a, b] {
         wait_for(
@@ -321,7 +316,7 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         )
         .await;
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     fake_pod(&pods, "m-real-a", "m", a).await;
     fake_pod(&pods, "m-real-b", "m", b).await;
 
@@ -339,7 +334,7 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         .collect();
     let path = format!(
         "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/{CONCURRENCY_METRIC}?labelSelector=app.kubernetes.io%2Finstance%3Dm",
-        ns.name
+        ns
     );
     let list = wait_for("50% for a and 0 for b", Duration::from_secs(30), || async {
         let v = raw(&path)?;
@@ -361,7 +356,7 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     assert_eq!(item["metric"]["name"], CONCURRENCY_METRIC);
     let one = raw(&format!(
         "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/m-real-b/{CONCURRENCY_METRIC}",
-        ns.name
+        ns
     ))
     .expect("one pod by name");
     assert_eq!(values(&one).len(), 1);
@@ -370,7 +365,7 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         "--raw",
         &format!(
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/no_such_metric",
-            ns.name
+            ns
         ),
     ]);
     assert!(
@@ -441,8 +436,8 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
         401,
         "headers count only from the front proxy"
     );
-    kubectl(&["create", "serviceaccount", "nobody", "-n", &ns.name]).expect("a ServiceAccount");
-    let token = kubectl(&["create", "token", "nobody", "-n", &ns.name]).expect("a token");
+    kubectl(&["create", "serviceaccount", "nobody", "-n", ns]).expect("a ServiceAccount");
+    let token = kubectl(&["create", "token", "nobody", "-n", ns]).expect("a token");
     let denied = direct
         .get(&url)
         .bearer_auth(token.trim())
@@ -470,19 +465,19 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     // A token whose ServiceAccount may get the metric in this namespace is let through.
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "metric-reader", "namespace": ns.name},
+        "metadata": {"name": "metric-reader", "namespace": ns},
         "rules": [{"apiGroups": ["custom.metrics.k8s.io"],
                    "resources": [format!("pods/{CONCURRENCY_METRIC}")], "verbs": ["get"]}]
     });
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "metric-reader", "namespace": ns.name},
+        "metadata": {"name": "metric-reader", "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "metric-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns.name}]
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]
     });
-    kubectl(&["create", "serviceaccount", "reader", "-n", &ns.name]).expect("a ServiceAccount");
+    kubectl(&["create", "serviceaccount", "reader", "-n", ns]).expect("a ServiceAccount");
     kubectl_stdin(&["apply", "-f", "-"], &format!("{role}\n---\n{binding}")).expect("RBAC");
-    let reader = kubectl(&["create", "token", "reader", "-n", &ns.name]).expect("a token");
+    let reader = kubectl(&["create", "token", "reader", "-n", ns]).expect("a token");
     let allowed = direct
         .get(&url)
         .bearer_auth(reader.trim())
@@ -509,15 +504,10 @@ async fn the_metrics_api_serves_pod_utilization_through_the_aggregator() {
     // A standby with the same flags on another port: the EndpointSlice names the leader only,
     // the standby refuses to answer from no data, and when the leader dies the standby takes the
     // Lease, points the Service at itself and serves the metric.
-    let bind_b = SocketAddr::new(host, free_port());
+    let standby_port = free_port(host);
+    let bind_b = standby_port.addr();
     let args_b = operator_args(bind_b, "metrics-b");
-    let _standby = Operator::start(
-        cluster,
-        &ns.name,
-        "standby",
-        &args_b.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let _standby = t.start_operator_with("standby", &args_b).await;
     let slice_port = || {
         kubectl(&[
             "get",

@@ -1,22 +1,29 @@
 //! Invalid resources are rejected, each by the rule meant for it (the message is asserted, not
-//! only the failure). The control-plane tests send the same objects to a real API server.
+//! only the failure), and each differs from `tests/fixtures/base.yaml` by that one rule (see
+//! `tests/fixtures/README.md`). The control-plane tests send the same objects to a real API
+//! server.
 
 // Tests fail loudly on broken fixtures; panicking is the point here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::yaml_to_json;
 use fastagentic_crd::validate::validate_object;
 use serde_json::{Value, json};
 
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// `tests/fixtures/base.yaml`: the valid object every invalid fixture starts from.
 fn base() -> Value {
-    json!({
-        "apiVersion": "fastagentic.io/v1alpha1",
-        "kind": "FastAgentic",
-        "metadata": {"name": "agent"},
-        "spec": {"image": "registry.example.com/agent:1"}
-    })
+    let path = fixtures_dir().join("base.yaml");
+    yaml_to_json(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
 }
 
 fn with_spec(patch: Value) -> Value {
@@ -38,10 +45,12 @@ struct Case {
     object: Value,
     field: String,
     message: String,
+    /// Dotted paths of the fields whose values break the rule (`# breaks:`).
+    breaks: Vec<String>,
 }
 
 fn invalid_cases() -> Vec<Case> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let dir = fixtures_dir().join("invalid");
     let mut cases = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("fixtures/invalid exists") {
         let path = entry.expect("directory entry").path();
@@ -61,6 +70,11 @@ fn invalid_cases() -> Vec<Case> {
             object: yaml_to_json(&text),
             field: header("field"),
             message: header("message"),
+            breaks: header("breaks")
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
         });
     }
     cases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -102,6 +116,7 @@ fn every_invalid_resource_is_rejected_by_its_rule() {
         object,
         field,
         message,
+        ..
     } in cases
     {
         match validate_object(&object) {
@@ -122,31 +137,128 @@ fn every_invalid_resource_is_rejected_by_its_rule() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The value at a dotted path (`spec.autoscaling.minReplicas`).
+fn at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(object, |v, key| v.get(key))
+}
+
+fn at_mut<'a>(object: &'a mut Value, keys: &[&str]) -> Option<&'a mut Value> {
+    keys.iter().try_fold(object, |v, key| v.get_mut(*key))
+}
+
+/// Puts the value at `path` back to `base`'s: the same value, or no key where the base has none
+/// (then also no parent left empty that the base does not have either).
+fn revert(object: &mut Value, base: &Value, path: &str) {
+    let keys: Vec<&str> = path.split('.').collect();
+    let (last, parents) = keys.split_last().expect("a non-empty path");
+    if let Some(value) = at(base, path) {
+        // Indexing a Value by key inserts the key (null, then an object) where it is missing.
+        let parent = parents.iter().fold(&mut *object, |v, key| &mut v[*key]);
+        parent[*last] = value.clone();
+        return;
+    }
+    if let Some(Value::Object(map)) = at_mut(object, parents) {
+        map.remove(*last);
+    }
+    for depth in (1..keys.len()).rev() {
+        let parent = keys[..depth].join(".");
+        let left_empty = at(object, &parent).is_some_and(|v| v == &json!({}));
+        if !left_empty || at(base, &parent).is_some() {
+            break;
+        }
+        if let Some(Value::Object(map)) = at_mut(object, &keys[..depth - 1]) {
+            map.remove(keys[depth - 1]);
+        }
+    }
+}
+
+/// Whether `path` is `scope` or lies under it (`<root>` holds everything).
+fn within(path: &str, scope: &str) -> bool {
+    scope == "<root>" || path == scope || path.starts_with(&format!("{scope}."))
+}
+
 #[test]
 fn each_invalid_case_differs_from_the_base_by_one_rule() {
-    // Guards the table itself: fixing the offending field makes each case valid again, so a case
-    // cannot pass by tripping some other rule.
-    let fixes: Vec<(&str, Value)> = vec![
-        ("unknown server", json!({"server": "gunicorn"})),
-        ("workers 0", json!({"workers": 1})),
-        ("port 70000", json!({"port": 65535})),
+    // Guards the table itself: a case must fail by its own rule alone, not pass by tripping some
+    // other one.
+    let base = base();
+    validate_object(&base).expect("tests/fixtures/base.yaml is admitted");
+    let mut failures = Vec::new();
+    for Case {
+        name,
+        object,
+        field,
+        message,
+        breaks,
+    } in invalid_cases()
+    {
+        if breaks.is_empty() {
+            failures.push(format!("{name}: no '# breaks:' field"));
+            continue;
+        }
+        // Exactly one error, the rule's: the rest of the fixture trips no other rule.
+        match validate_object(&object) {
+            Ok(()) => failures.push(format!("{name}: admitted")),
+            Err(errors) => {
+                let only_the_rule = matches!(errors.0.as_slice(),
+                    [e] if e.field == field && e.message.contains(&message));
+                if !only_the_rule {
+                    failures.push(format!(
+                        "{name}: expected only {field:?} with {message:?}, got: {errors}"
+                    ));
+                }
+            }
+        }
+        // The broken fields are changes from the base, inside what the rule guards.
+        for path in &breaks {
+            if at(&object, path) == at(&base, path) {
+                failures.push(format!("{name}: breaks {path}, which is the base's value"));
+            }
+            if !within(path, &field) {
+                failures.push(format!(
+                    "{name}: breaks {path}, outside the rule's field {field}"
+                ));
+            }
+        }
+        // Everything else the fixture changes is valid on its own: with the broken fields back
+        // to the base's values, it is admitted.
+        let mut fixed = object.clone();
+        for path in &breaks {
+            revert(&mut fixed, &base, path);
+        }
+        if let Err(e) = validate_object(&fixed) {
+            failures.push(format!(
+                "{name}: with {breaks:?} as in the base it is still rejected: {e} ({fixed})"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
+    // The values next to each rule's edge, on the base: the rules reject no more than they say.
+    let neighbours: Vec<(&str, Value)> = vec![
+        ("a known server", json!({"server": "gunicorn"})),
+        ("workers 1", json!({"workers": 1})),
+        ("port 65535", json!({"port": 65535})),
         (
-            "min > max replicas",
+            "min < max replicas",
             json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}),
         ),
         (
-            "reload with gunicorn",
+            "reload with uvicorn",
             json!({"server": "uvicorn", "reload": true}),
         ),
         (
-            "replicas with autoscaling",
+            "autoscaling without replicas",
             json!({"replicas": null, "autoscaling": {"maxReplicas": 5}}),
         ),
     ];
-    for (case, patch) in fixes {
+    for (case, patch) in neighbours {
         let object = with_spec(patch);
         if let Err(e) = validate_object(&object) {
-            panic!("{case} fixed should be valid: {e}");
+            panic!("{case} should be valid: {e}");
         }
     }
 }

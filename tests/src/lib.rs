@@ -7,20 +7,27 @@
 //! silently) a missing control plane is a failure instead. A kubeconfig whose server is not a
 //! loopback address is never used.
 //!
-//! Once per test process, [`cluster`] applies the CRD, installs the Helm chart with a real
-//! `helm` (operator replicas 0: there are no real nodes, and the in-cluster operator must not
-//! compete with ours), mints a token of the chart's ServiceAccount and writes a kubeconfig with
-//! it. [`Operator`] then runs the `fastagentic-operator` binary as a child process with that
-//! kubeconfig, so the chart's RBAC is what the tests exercise. Each test works in its own
-//! labelled [`TestNamespace`], deleted when the test ends.
+//! A test opens everything it needs in one call, [`ControlPlaneTest::start`]: once per test
+//! process the shared setup applies the CRD, installs the Helm chart with a real `helm`
+//! (operator replicas 0: there are no real nodes, and the in-cluster operator must not compete
+//! with ours), mints a token of the chart's ServiceAccount and writes a kubeconfig with it; then
+//! each test gets its turn, an admin client, its own labelled [`TestNamespace`] and an
+//! [`Operator`] — the `fastagentic-operator` binary as a child process with that kubeconfig, so
+//! the chart's RBAC is what the tests exercise. All of it is torn down when the test ends.
+//!
+//! What the operator should have built comes from `fastagentic-operator render` ([`Rendered`],
+//! compared with [`matches_rendered`]), not from defaults repeated here. Ports for child
+//! processes come from [`free_port`], which holds them until the child has bound them.
 
 // Test support: a failed setup step must fail the test at once, with its reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -102,7 +109,7 @@ fn missing_control_plane() -> Option<String> {
 
 /// The shared cluster setup if the control plane is there, `None` (after printing `SKIPPED`)
 /// if it is not. Panics when it is not there but [`ENV_REQUIRE`] is `1`, or when the setup fails.
-pub fn cluster(test: &str) -> Option<&'static Cluster> {
+fn cluster(test: &str) -> Option<&'static Cluster> {
     if let Some(why) = missing_control_plane() {
         let msg = format!(
             "control-plane tests need a loopback kube-apiserver: KUBECONFIG from \
@@ -200,10 +207,13 @@ pub fn kubectl(args: &[&str]) -> Result<String, String> {
 
 /// `kubectl ARGS` with `input` on stdin.
 pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
+    run_stdin(Command::new("kubectl").args(args), input)
+}
+
+/// Runs a command with `input` on stdin and returns its stdout, or an error with its stderr.
+pub fn run_stdin(cmd: &mut Command, input: &str) -> Result<String, String> {
     use std::io::Write;
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args)
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -212,19 +222,81 @@ pub fn kubectl_stdin(args: &[&str], input: &str) -> Result<String, String> {
         .take()
         .expect("piped stdin")
         .write_all(input.as_bytes())
-        .map_err(|e| format!("writing to kubectl: {e}"))?;
+        .map_err(|e| format!("writing to {cmd:?}: {e}"))?;
     let out = child
         .wait_with_output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    output_result(&cmd, out)
+    output_result(cmd, out)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP port held for a child process to listen on: a socket bound to the address with
+/// `SO_REUSEADDR` that never listens, kept until the child is gone.
+///
+/// Binding port 0 and closing the socket again races: between the close and the child's bind,
+/// any other process asking for port 0 (another test binary, a parallel test) may get the same
+/// port. While this socket stays bound, Linux gives the port to no other `bind` to port 0 on an
+/// overlapping address, nor to an outgoing connection; yet the child's own bind of the address
+/// succeeds, because a bound socket that does not listen does not conflict with a new socket
+/// that also sets `SO_REUSEADDR` — and every listener the tests start does: the operator's
+/// (tokio), the runtime's (`agent-runtime/src/server/serve.rs`) and std's. A child that does not
+/// set it fails at once with `EADDRINUSE` instead of racing.
+///
+/// Handing the child an already listening socket would need it to accept a file descriptor,
+/// which neither binary does; the reservation gives the same guarantee for what they do.
+#[derive(Debug)]
+pub struct ReservedPort {
+    addr: SocketAddr,
+    _socket: OwnedFd,
+}
+
+impl ReservedPort {
+    /// The address the child is to listen on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// A port for a child process to listen on at `ip` (`0.0.0.0` when it binds every address),
+/// reserved until the returned value is dropped (see [`ReservedPort`]). Keep it at least as long
+/// as the child runs.
+pub fn free_port(ip: IpAddr) -> ReservedPort {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage, bind,
+        getsockname, setsockopt, socket, sockopt,
+    };
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let socket = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .expect("creating a TCP socket");
+    setsockopt(&socket, sockopt::ReuseAddr, &true).expect("setting SO_REUSEADDR");
+    let fd = socket.as_raw_fd();
+    match SocketAddr::new(ip, 0) {
+        SocketAddr::V4(a) => bind(fd, &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => bind(fd, &SockaddrIn6::from(a)),
+    }
+    .unwrap_or_else(|e| panic!("binding {ip}:0: {e}"));
+    let local: SockaddrStorage = getsockname(fd).expect("getsockname");
+    let port = local
+        .as_sockaddr_in()
+        .map(SockaddrIn::port)
+        .or_else(|| local.as_sockaddr_in6().map(SockaddrIn6::port))
+        .expect("an IP socket address");
+    ReservedPort {
+        addr: SocketAddr::new(ip, port),
+        _socket: socket,
+    }
 }
 
 /// A short suffix that differs between runs and tests (time and pid, base 36).
@@ -393,7 +465,7 @@ fn write_token_kubeconfig(path: &Path, token: &str) -> Result<(), String> {
 
 /// A client with the admin kubeconfig (`KUBECONFIG`). Make one per test: a client is bound to
 /// the tokio runtime it was made in, and each `#[tokio::test]` has its own.
-pub async fn admin_client() -> Client {
+async fn admin_client() -> Client {
     Client::try_default()
         .await
         .expect("a client from KUBECONFIG")
@@ -401,7 +473,7 @@ pub async fn admin_client() -> Client {
 
 /// Serializes the tests of one process: they share the chart's RBAC (one test edits it) and
 /// two CPU cores. Hold the guard for the whole test.
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
@@ -422,7 +494,7 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     /// Creates `fa-<test>-<suffix>`.
-    pub async fn create(client: &Client, test: &str) -> Self {
+    async fn create(client: &Client, test: &str) -> Self {
         let name = format!("fa-{test}-{}", unique_suffix());
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -479,9 +551,9 @@ impl Drop for TestNamespace {
 // The operator as a child process
 // ---------------------------------------------------------------------------------------------
 
-/// Deletes a leader-election Lease in the chart's namespace when dropped (tests that run
-/// operators with `--leader-elect` use a Lease of their own).
-pub struct LeaseCleanup(pub String);
+/// Deletes a leader-election Lease in the chart's namespace when dropped.
+#[derive(Debug)]
+struct LeaseCleanup(String);
 
 impl Drop for LeaseCleanup {
     fn drop(&mut self) {
@@ -494,23 +566,6 @@ impl Drop for LeaseCleanup {
             "--ignore-not-found",
         ]);
     }
-}
-
-/// The flags for an operator competing for Lease `lease` (in the chart's namespace) as `id`.
-pub fn leader_elect_args(lease: &str, id: &str) -> Vec<String> {
-    [
-        "--leader-elect",
-        "true",
-        "--lease-name",
-        lease,
-        "--lease-namespace",
-        SYSTEM_NAMESPACE,
-        "--leader-elect-identity",
-        id,
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect()
 }
 
 /// A running `fastagentic-operator run`, killed on drop. Its stdout and stderr go to [`log`].
@@ -527,15 +582,25 @@ pub struct Operator {
     pub health: SocketAddr,
     /// A label for messages (`operator`, `operator-a`, ...).
     pub label: String,
+    /// The ports of `metrics` and `health`, held until the process is gone.
+    _ports: [ReservedPort; 2],
 }
 
 impl Operator {
     /// Starts the operator for `namespace` with the chart ServiceAccount's kubeconfig, plus
     /// `extra` flags, and waits until its `/readyz` answers 200 (it has reached the API server).
-    pub async fn start(cluster: &Cluster, namespace: &str, label: &str, extra: &[&str]) -> Self {
+    async fn start<S: AsRef<OsStr>>(
+        cluster: &Cluster,
+        namespace: &str,
+        label: &str,
+        extra: &[S],
+    ) -> Self {
         let bin = workspace_binary("fastagentic-operator");
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [
+            free_port(Ipv4Addr::LOCALHOST.into()),
+            free_port(Ipv4Addr::LOCALHOST.into()),
+        ];
+        let (metrics, health) = (ports[0].addr(), ports[1].addr());
         let log = work_dir().join(format!("{namespace}-{label}-{}.log", unique_suffix()));
         let out = File::create(&log).expect("creating the operator log");
         let err = out.try_clone().expect("cloning the log file handle");
@@ -569,6 +634,7 @@ impl Operator {
             metrics,
             health,
             label: label.into(),
+            _ports: ports,
         };
         let url = format!("http://{health}/readyz");
         let start = Instant::now();
@@ -662,6 +728,148 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test
+// ---------------------------------------------------------------------------------------------
+
+/// Everything one control-plane test works with, opened in one call:
+///
+/// ```no_run
+/// # use fastagentic_tests::{ControlPlaneTest, apply_fastagentic};
+/// # async fn a_test(object: serde_json::Value) {
+/// let Some(t) = ControlPlaneTest::start("a_test").await else {
+///     return; // the layer is skipped; the reason is printed
+/// };
+/// apply_fastagentic(&t.client, t.ns(), &object).await;
+/// # }
+/// ```
+///
+/// It holds the test's turn (tests of one process run one at a time: they share the chart's
+/// RBAC, which one of them edits, and two cores), an admin client, a fresh labelled namespace
+/// and, from [`start`](Self::start), an operator watching that namespace. Dropped, it stops the
+/// operator, deletes the test's leader-election Lease (if one was asked for) and the namespace,
+/// then lets the next test run — also when the test panics.
+pub struct ControlPlaneTest {
+    // Fields drop in this order: the operator before its Lease and namespace, the turn last.
+    operator: Option<Operator>,
+    lease: OnceLock<LeaseCleanup>,
+    /// The test's namespace, deleted on drop.
+    pub ns: TestNamespace,
+    /// A client with the admin kubeconfig (`KUBECONFIG`).
+    pub client: Client,
+    /// The once-per-process setup (CRD, chart, the operator's kubeconfig).
+    pub cluster: &'static Cluster,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl ControlPlaneTest {
+    /// The control plane with an operator (label `operator`, no extra flags) for a fresh
+    /// namespace named after `test`; `None`, after printing `SKIPPED` and why, when the
+    /// control-plane layer is not enabled (a failure instead with [`ENV_REQUIRE`]`=1`).
+    pub async fn start(test: &str) -> Option<Self> {
+        let mut t = Self::without_operator(test).await?;
+        t.operator = Some(t.start_operator("operator").await);
+        Some(t)
+    }
+
+    /// As [`start`](Self::start), without the operator: for tests that prepare something first
+    /// or run operators with flags of their own ([`start_operator`](Self::start_operator)).
+    pub async fn without_operator(test: &str) -> Option<Self> {
+        let cluster = cluster(test)?;
+        let turn = serial().await;
+        let client = admin_client().await;
+        let ns = TestNamespace::create(&client, &namespace_stem(test)).await;
+        Some(Self {
+            operator: None,
+            lease: OnceLock::new(),
+            ns,
+            client,
+            cluster,
+            _turn: turn,
+        })
+    }
+
+    /// The namespace's name.
+    pub fn ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// The operator [`start`](Self::start) launched.
+    pub fn operator(&self) -> &Operator {
+        self.operator
+            .as_ref()
+            .expect("ControlPlaneTest::start runs an operator; without_operator does not")
+    }
+
+    /// The operator [`start`](Self::start) launched, to kill it.
+    pub fn operator_mut(&mut self) -> &mut Operator {
+        self.operator
+            .as_mut()
+            .expect("ControlPlaneTest::start runs an operator; without_operator does not")
+    }
+
+    /// Kills the test's operator (SIGKILL) and starts a new one labelled `label`.
+    pub async fn restart_operator(&mut self, label: &str) {
+        if let Some(mut old) = self.operator.take() {
+            old.kill();
+        }
+        self.operator = Some(self.start_operator(label).await);
+    }
+
+    /// Another operator for the namespace, owned by the caller: killed when dropped, which
+    /// comes before the test's own teardown when it is declared after the test.
+    pub async fn start_operator(&self, label: &str) -> Operator {
+        self.start_operator_with(label, &[] as &[&str]).await
+    }
+
+    /// As [`start_operator`](Self::start_operator), with `extra` flags.
+    pub async fn start_operator_with<S: AsRef<OsStr>>(&self, label: &str, extra: &[S]) -> Operator {
+        Operator::start(self.cluster, self.ns(), label, extra).await
+    }
+
+    /// The test's own leader-election Lease in [`SYSTEM_NAMESPACE`], deleted on drop.
+    pub fn lease(&self) -> &str {
+        &self
+            .lease
+            .get_or_init(|| LeaseCleanup(format!("{}-lease", self.ns())))
+            .0
+    }
+
+    /// The flags for an operator competing for the test's [`lease`](Self::lease) as `id`.
+    pub fn leader_elect_args(&self, id: &str) -> Vec<String> {
+        [
+            "--leader-elect",
+            "true",
+            "--lease-name",
+            self.lease(),
+            "--lease-namespace",
+            SYSTEM_NAMESPACE,
+            "--leader-elect-identity",
+            id,
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
+    }
+}
+
+/// A namespace stem from a test's name: `examples_become_...` → `examples-become-...`, short
+/// enough that `fa-<stem>-<suffix>` stays a valid 63-character name and label value.
+fn namespace_stem(test: &str) -> String {
+    let kebab: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    kebab.trim_matches('-').to_string()
 }
 
 /// `GET url` → (status, body).
@@ -874,6 +1082,211 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the operator builds: `fastagentic-operator render` as the oracle
+// ---------------------------------------------------------------------------------------------
+
+/// The objects `fastagentic-operator render` prints for one FastAgentic: what the operator
+/// builds from it, with the same code the controller runs (`operator/src/render.rs`). The
+/// control-plane tests compare the live children with these, so the builders' defaults are
+/// stated once, in the operator and its unit tests, not again here.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    objects: Vec<Value>,
+}
+
+impl Rendered {
+    /// Renders `fastagentic` (a FastAgentic as JSON) with the built operator binary.
+    pub fn of(fastagentic: &Value) -> Self {
+        let bin = workspace_binary("fastagentic-operator");
+        // JSON is YAML.
+        let yaml = run_stdin(
+            Command::new(&bin).args(["render", "-f", "-"]),
+            &fastagentic.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("render {}: {e}", fastagentic["metadata"]["name"]));
+        let objects = serde_saphyr::from_multiple::<Value>(&yaml)
+            .unwrap_or_else(|e| panic!("render printed YAML that does not parse: {e}\n{yaml}"))
+            .into_iter()
+            .filter(|v| !v.is_null())
+            .collect();
+        Self { objects }
+    }
+
+    /// The rendered object of `kind`, if render builds one.
+    pub fn object(&self, kind: &str) -> Option<&Value> {
+        self.objects.iter().find(|o| o["kind"] == kind)
+    }
+
+    /// The rendered Deployment.
+    pub fn deployment(&self) -> &Value {
+        self.object("Deployment")
+            .expect("render builds a Deployment")
+    }
+
+    /// The rendered Service.
+    pub fn service(&self) -> &Value {
+        self.object("Service").expect("render builds a Service")
+    }
+
+    /// The rendered HorizontalPodAutoscaler, when the spec autoscales.
+    pub fn hpa(&self) -> Option<&Value> {
+        self.object("HorizontalPodAutoscaler")
+    }
+
+    /// The rendered PodDisruptionBudget, when one is built.
+    pub fn pdb(&self) -> Option<&Value> {
+        self.object("PodDisruptionBudget")
+    }
+
+    /// The plain value of the rendered agent container's env var `name`.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.deployment()["spec"]["template"]["spec"]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == CONTAINER)?["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)?["value"]
+            .as_str()
+    }
+
+    /// The rendered env var `name` as an integer (panics when absent or not a number).
+    pub fn env_int(&self, name: &str) -> i64 {
+        self.env(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("the rendered Deployment has no integer env {name}"))
+    }
+}
+
+/// Annotation holding the hash of an object as the operator applied it. It covers the owner
+/// reference and namespace, which render cannot know, so only its presence is compared.
+pub const APPLIED_HASH: &str = "fastagentic.io/applied-hash";
+
+/// Checks that the live object (as JSON) holds every field `rendered` sets, with the same value;
+/// `Err` lists each difference by path. What only the server adds (defaults, status, uid,
+/// managed fields, owner references) is not compared; a zero value may be absent (the server
+/// leaves out `omitempty` zeros); quantities are compared by value (the server writes `1000m`
+/// back as `1`). The hash annotations render cannot know are compared for
+/// presence only: the applied hash always, the pod template's config hash when the pods read a
+/// Secret (render hashes every Secret's resourceVersion as `unknown`).
+pub fn matches_rendered(live: &Value, rendered: &Value) -> Result<(), String> {
+    let reads_secrets = {
+        let text = rendered.to_string();
+        text.contains("\"secretKeyRef\"") || text.contains("\"secretRef\"")
+    };
+    let mut diffs = Vec::new();
+    contains(live, rendered, "", reads_secrets, &mut diffs);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {} differs from render: {}",
+            rendered["kind"].as_str().unwrap_or("object"),
+            rendered["metadata"]["name"].as_str().unwrap_or_default(),
+            diffs.join("; ")
+        ))
+    }
+}
+
+fn contains(live: &Value, want: &Value, path: &str, reads_secrets: bool, diffs: &mut Vec<String>) {
+    let unknowable = path.ends_with(&format!(".annotations.{APPLIED_HASH}"))
+        || (reads_secrets && path.ends_with(&format!(".annotations.{CONFIG_HASH}")));
+    if unknowable {
+        if live.is_null() {
+            diffs.push(format!("{path}: missing"));
+        }
+        return;
+    }
+    match (want, live) {
+        (Value::Null, _) => {}
+        // The API server writes Go structs back, leaving out the zero values of `omitempty`
+        // fields (`initialDelaySeconds: 0`).
+        (w, Value::Null) if is_zero(w) => {}
+        (Value::Object(w), Value::Object(l)) => {
+            for (k, v) in w {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                contains(
+                    l.get(k).unwrap_or(&Value::Null),
+                    v,
+                    &sub,
+                    reads_secrets,
+                    diffs,
+                );
+            }
+        }
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => {
+            for (i, (wv, lv)) in w.iter().zip(l).enumerate() {
+                contains(lv, wv, &format!("{path}[{i}]"), reads_secrets, diffs);
+            }
+        }
+        (Value::String(w), Value::String(l)) if is_quantity_path(path) => {
+            if !quantity_eq(w, l) {
+                diffs.push(format!("{path}: live {l:?}, rendered {w:?}"));
+            }
+        }
+        _ if live == want => {}
+        _ => diffs.push(format!("{path}: live {live}, rendered {want}")),
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Null => true,
+    }
+}
+
+/// Fields whose values are `resource.Quantity`: resource requests and limits, metric targets.
+fn is_quantity_path(path: &str) -> bool {
+    path.contains(".resources.requests.")
+        || path.contains(".resources.limits.")
+        || (path.contains(".target.")
+            && (path.ends_with(".averageValue") || path.ends_with(".value")))
+}
+
+/// Whether two quantities are the same amount (`1000m` = `1`, `1Gi` = `1024Mi`).
+fn quantity_eq(a: &str, b: &str) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
+        _ => a == b,
+    }
+}
+
+/// A quantity's amount (`250m` → 0.25, `2Gi` → 2147483648), `None` when it does not parse.
+fn quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 14] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
+        .or_else(|| s.strip_suffix('E').map(|n| (n, 1e18)))
+        .unwrap_or((s, 1.0));
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
 
@@ -917,6 +1330,11 @@ pub struct InvalidFixture {
     pub message: String,
 }
 
+/// `crds/tests/fixtures/base.yaml`: the valid resource every invalid fixture starts from.
+pub fn base_fixture() -> PathBuf {
+    repo_root().join("crds/tests/fixtures/base.yaml")
+}
+
 /// Every `crds/tests/fixtures/invalid/*.yaml`, sorted.
 pub fn invalid_fixtures() -> Vec<InvalidFixture> {
     let dir = repo_root().join("crds/tests/fixtures/invalid");
@@ -942,4 +1360,110 @@ pub fn invalid_fixtures() -> Vec<InvalidFixture> {
         .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_port_is_free_for_its_child_and_for_nobody_else() {
+        let reserved = free_port(Ipv4Addr::LOCALHOST.into());
+        // What nobody else gets: port 0 never hands it out while it is held...
+        let others: Vec<std::net::TcpListener> = (0..200)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0"))
+            .collect();
+        assert!(
+            others
+                .iter()
+                .all(|l| l.local_addr().map(|a| a.port()).ok() != Some(reserved.port())),
+            "port 0 handed out the reserved port {}",
+            reserved.port()
+        );
+        // ...nor does a bind of the address itself without SO_REUSEADDR succeed.
+        let plain = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("a socket");
+        let SocketAddr::V4(v4) = reserved.addr() else {
+            panic!("an IPv4 address")
+        };
+        assert_eq!(
+            nix::sys::socket::bind(plain.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(v4)),
+            Err(nix::errno::Errno::EADDRINUSE)
+        );
+        // The child's listener (std and tokio set SO_REUSEADDR) binds it and accepts.
+        let child = std::net::TcpListener::bind(reserved.addr()).expect("the child binds");
+        let client = std::net::TcpStream::connect(reserved.addr()).expect("connecting");
+        let (_, peer) = child.accept().expect("accepting");
+        assert_eq!(Some(peer), client.local_addr().ok());
+    }
+
+    #[test]
+    fn a_reserved_wildcard_port_takes_a_child_on_every_address() {
+        let reserved = free_port(Ipv4Addr::UNSPECIFIED.into());
+        let child =
+            std::net::TcpListener::bind(("0.0.0.0", reserved.port())).expect("the child binds");
+        assert_eq!(
+            child.local_addr().map(|a| a.port()).ok(),
+            Some(reserved.port())
+        );
+    }
+
+    #[test]
+    fn quantities_compare_by_amount() {
+        assert!(quantity_eq("1000m", "1"));
+        assert!(quantity_eq("250m", "250m"));
+        assert!(quantity_eq("1Gi", "1024Mi"));
+        assert!(quantity_eq("70", "70"));
+        assert!(!quantity_eq("1", "2"));
+        assert!(!quantity_eq("1G", "1Gi"));
+    }
+
+    #[test]
+    fn live_objects_match_their_render_up_to_what_the_server_adds() {
+        let rendered = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"name": "a", "annotations": {APPLIED_HASH: "render"}},
+            "spec": {"replicas": 2, "template": {
+                "metadata": {"annotations": {CONFIG_HASH: "h1"}},
+                "spec": {"containers": [{"name": "agent", "startupProbe": {"initialDelaySeconds": 0},
+                    "resources": {"limits": {"cpu": "1000m"}}, "env": [{"name": "X", "value": "1"}]}]}}}
+        });
+        let live = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"name": "a", "uid": "u", "annotations": {APPLIED_HASH: "live"}},
+            "spec": {"replicas": 2, "revisionHistoryLimit": 10, "template": {
+                "metadata": {"annotations": {CONFIG_HASH: "h1"}},
+                "spec": {"containers": [{"name": "agent", "imagePullPolicy": "IfNotPresent", "startupProbe": {},
+                    "resources": {"limits": {"cpu": "1"}}, "env": [{"name": "X", "value": "1"}]}]}}},
+            "status": {}
+        });
+        assert_eq!(matches_rendered(&live, &rendered), Ok(()));
+
+        let mut other_hash = live.clone();
+        other_hash["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH] = "h2".into();
+        let err = matches_rendered(&other_hash, &rendered).expect_err("config hash differs");
+        assert!(err.contains("fastagentic.io/config-hash"), "{err}");
+
+        let mut extra_env = live.clone();
+        extra_env["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(serde_json::json!({"name": "Y", "value": "2"}));
+        assert!(matches_rendered(&extra_env, &rendered).is_err());
+
+        let mut other_replicas = live.clone();
+        other_replicas["spec"]["replicas"] = 3.into();
+        let err = matches_rendered(&other_replicas, &rendered).expect_err("replicas differ");
+        assert!(err.contains("spec.replicas: live 3, rendered 2"), "{err}");
+
+        let mut no_hash = live;
+        no_hash["metadata"]["annotations"] = serde_json::json!({});
+        let err = matches_rendered(&no_hash, &rendered).expect_err("applied hash missing");
+        assert!(err.contains("applied-hash: missing"), "{err}");
+    }
 }
