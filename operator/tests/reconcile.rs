@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastagentic_crd::{FastAgentic, FastAgenticStatus};
+use fastagentic_operator::FIELD_MANAGER;
+use fastagentic_operator::build::ANNOTATION_CONFIG_HASH;
+use fastagentic_operator::controller::HANDOFF_FIELD_MANAGER;
 use fastagentic_operator::controller::{Context, reconcile};
-use fastagentic_operator::labels::{ANNOTATION_CONFIG_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
 use fastagentic_operator::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;

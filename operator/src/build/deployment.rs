@@ -16,12 +16,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::hash::sha256_hex;
-use super::{
-    BuildError, BuildInputs, Validated, child_meta, referenced_secrets, selector_labels,
-    standard_labels,
-};
-use crate::labels::*;
+use super::hash::{ANNOTATION_CONFIG_HASH, sha256_hex};
+use super::{BuildError, BuildInputs, PORT_NAME, Validated, child_meta, referenced_secrets};
+use crate::labels::{selector_labels, standard_labels};
+
+/// Name of the agent container in the pod template.
+pub const CONTAINER_NAME: &str = "agent";
+/// The default container command.
+pub const DEFAULT_COMMAND: [&str; 2] = ["fastagentic", "run"];
+/// Seconds added to `timeouts.gracefulShutdownSeconds` for the pod's
+/// `terminationGracePeriodSeconds`: the server gets its full graceful window to drain, plus
+/// time for the readiness probe to take it out of the Service and for the process to exit,
+/// before the kubelet sends SIGKILL.
+pub const TERMINATION_GRACE_EXTRA_SECONDS: i64 = 10;
+/// User and group the pods run as (the conventional "nonroot" id of distroless images).
+pub const RUN_AS_USER: i64 = 65532;
 
 /// Name of the writable scratch volume mounted at `/tmp` (the root filesystem is read-only).
 const TMP_VOLUME: &str = "tmp";

@@ -23,12 +23,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 pub use deployment::{build_deployment, desired_replicas};
-pub use hash::{applied_hash, stamp_applied_hash};
+pub use hash::{ANNOTATION_APPLIED_HASH, ANNOTATION_CONFIG_HASH, applied_hash, stamp_applied_hash};
 pub use hpa::build_hpa;
 pub use pdb::build_pdb;
 pub use service::build_service;
 
-use crate::labels::*;
+use crate::labels::standard_labels;
+
+/// Name of the agent container's port and of the Service port (the scraper finds the pod's
+/// port by it too).
+pub const PORT_NAME: &str = "http";
 
 /// A spec the schema let through but that cannot be run; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -291,32 +295,6 @@ pub fn build_children(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Childre
         hpa,
         pdb,
     })
-}
-
-/// The labels that select the pods: `app.kubernetes.io/name` and `/instance`.
-pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), APP_NAME.to_string()),
-        (LABEL_INSTANCE.to_string(), name.to_string()),
-    ])
-}
-
-/// The selector as the string `status.selector` carries (for the scale subresource).
-pub fn selector_string(name: &str) -> String {
-    selector_labels(name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The standard labels every child and pod carries.
-pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(name);
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    labels.insert(LABEL_PART_OF.into(), APP_NAME.into());
-    labels.insert(LABEL_COMPONENT.into(), COMPONENT.into());
-    labels
 }
 
 /// Metadata of a child: same name and namespace as the resource, standard labels, and the

@@ -4,7 +4,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Validated, child_meta, selector_labels};
+use super::{Validated, child_meta};
+use crate::labels::selector_labels;
 
 /// The PDB when `spec.disruptionBudget` is set and at least 2 pods are possible (with one pod a
 /// budget either blocks every node drain or protects nothing). `maxUnavailable: 1` unless the

@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::labels::{
+    LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, selector_labels,
+};
 
 const SEED: &str = include_str!("../../../examples/kubernetes-seed.yaml");
 const DEV: &str = include_str!("../../../examples/dev.yaml");

@@ -36,14 +36,15 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 pub use apply::{
-    Change, ChangeAction, Live, is_subset, is_up_to_date, manager_owns_replicas,
-    needs_replicas_handoff,
+    Change, ChangeAction, HANDOFF_FIELD_MANAGER, Live, is_subset, is_up_to_date,
+    manager_owns_replicas, needs_replicas_handoff,
 };
 pub use error::Error;
 pub use status::{Failure, autoscaling_status, compute_status};
 
+use crate::FIELD_MANAGER;
 use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
-use crate::labels::{FIELD_MANAGER, MANAGED_BY};
+use crate::labels::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::metrics::Metrics;
 
 /// How often an unchanged resource is looked at again (reads only).
@@ -170,11 +171,7 @@ pub async fn run(
         .default_backoff()
         .applied_objects();
     let mapper_store = store.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        crate::labels::LABEL_MANAGED_BY,
-        MANAGED_BY
-    ));
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
 
     Controller::for_stream(fastagentics, store)
         .owns(api_for::<Deployment>(&client, &scope), owned.clone())
