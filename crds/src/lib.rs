@@ -12,10 +12,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 mod defaults;
 mod spec;
 mod status;
-pub mod validate;
 
 pub use defaults::{
     CONCURRENCY_METRIC, DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS,

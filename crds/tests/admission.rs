@@ -7,7 +7,7 @@
 mod common;
 
 use common::yaml_to_json;
-use fastagentic_crd::validate::validate_object;
+use fastagentic_crd::admission::admit;
 use serde_json::{Value, json};
 
 fn base() -> Value {
@@ -89,7 +89,7 @@ fn the_fixtures_cover_every_rule_the_issue_lists() {
 
 #[test]
 fn the_base_object_is_admitted() {
-    validate_object(&base()).expect("the base object is valid");
+    admit(&base()).expect("the base object is valid");
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn every_invalid_resource_is_rejected_by_its_rule() {
         message,
     } in cases
     {
-        match validate_object(&object) {
+        match admit(&object) {
             Ok(()) => failures.push(format!("{name}: admitted")),
             Err(errors) => {
                 let hit = errors
@@ -145,7 +145,7 @@ fn each_invalid_case_differs_from_the_base_by_one_rule() {
     ];
     for (case, patch) in fixes {
         let object = with_spec(patch);
-        if let Err(e) = validate_object(&object) {
+        if let Err(e) = admit(&object) {
             panic!("{case} fixed should be valid: {e}");
         }
     }
@@ -156,7 +156,7 @@ fn wrong_kind_and_api_version_are_named() {
     let obj = yaml_to_json(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  image: y\n",
     );
-    let err = validate_object(&obj).expect_err("a Deployment is not a FastAgentic");
+    let err = admit(&obj).expect_err("a Deployment is not a FastAgentic");
     let text = err.to_string();
     assert!(
         text.contains("apiVersion: Unsupported value: \"apps/v1\""),
@@ -171,5 +171,5 @@ fn wrong_kind_and_api_version_are_named() {
 #[test]
 fn integer_timeouts_are_accepted_for_number_fields() {
     let obj = with_spec(json!({"redis": {"url": "redis://r:6379", "poolTimeoutSeconds": 2}}));
-    validate_object(&obj).expect("poolTimeoutSeconds: 2 is a valid number");
+    admit(&obj).expect("poolTimeoutSeconds: 2 is a valid number");
 }
