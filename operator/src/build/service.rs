@@ -19,7 +19,7 @@ pub fn build_service(v: &Validated<'_>) -> Service {
             selector: Some(selector_labels(v.name())),
             ports: Some(vec![ServicePort {
                 name: Some(PORT_NAME.into()),
-                port: spec.service.port.unwrap_or(spec.port),
+                port: v.service_port(),
                 target_port: Some(IntOrString::String(PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()

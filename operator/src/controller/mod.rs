@@ -261,7 +261,7 @@ pub fn error_policy(fa: Arc<FastAgentic>, _err: &Error, ctx: Arc<Context>) -> Ac
 async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Error> {
     let ns = fa.namespace().ok_or(Error::MissingNamespace)?;
     let validated = validate(fa)?;
-    let secret_versions = secrets::resolve(&ctx.client, &ns, &referenced_secrets(fa)).await?;
+    let secret_versions = secrets::resolve(&ctx.client, &ns, validated.secrets()).await?;
     let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
     let inputs = BuildInputs {
         secret_versions,
