@@ -13,6 +13,7 @@ mod apply;
 mod error;
 mod secrets;
 pub mod status;
+pub mod writes;
 
 use std::collections::HashMap;
 use std::future::Future;
