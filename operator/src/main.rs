@@ -376,8 +376,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
-        drop(listener);
-        tokio::spawn(server::serve(addr, router, stopped(stop_rx.clone())));
+        tokio::spawn(server::serve(listener, router, stopped(stop_rx.clone())));
     }
 
     let config = kube::Config::infer()
