@@ -1441,3 +1441,129 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     .await;
     drop(guard);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resources the API server admits but the operator cannot run
+// ---------------------------------------------------------------------------------------------
+
+/// `fastagentic_operator_writes_total` for one kind and verb (0 when the series is absent).
+async fn writes_total(op: &Operator, kind: &str, verb: &str) -> f64 {
+    op.metric(&format!(
+        "fastagentic_operator_writes_total{{kind=\"{kind}\",verb=\"{verb}\"}}"
+    ))
+    .await
+}
+
+/// Two resources the API server admits but the operator cannot run, each reported on the
+/// object with a Warning Event naming the field: one that does not deserialize into the
+/// operator's types (an int-or-string beyond 32 bits: the schema allows it, the operator's
+/// `IntOrString` does not) and one that fails the operator's own checks (an empty command).
+/// Neither gets a child, neither stops the watch (a good resource next to them is reconciled),
+/// and the writes counter is exposed and shows what the reconciler wrote.
+#[tokio::test]
+async fn unrunnable_resources_get_a_warning_event_naming_the_field() {
+    let Some(cluster) = cluster("unrunnable_resources_get_a_warning_event_naming_the_field") else {
+        return;
+    };
+    let _serial = serial().await;
+    let client = admin_client().await;
+    let ns = TestNamespace::create(&client, "unrunnable").await;
+    let n = &ns.name;
+    let mut op = Operator::start(cluster, n, "operator", &[]).await;
+    assert_eq!(
+        writes_total(&op, "Deployment", "apply").await,
+        0.0,
+        "nothing written yet"
+    );
+    assert!(
+        op.metrics_text()
+            .await
+            .contains("fastagentic_operator_writes_total{kind=\"Deployment\",verb=\"apply\"} 0"),
+        "the writes counter is exposed from the start"
+    );
+
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic(
+            "malformed",
+            json!({"replicas": 2, "disruptionBudget": {"maxUnavailable": 3_000_000_000_i64}}),
+        ),
+    )
+    .await;
+    apply_fastagentic(
+        &client,
+        n,
+        &fastagentic("no-command", json!({"replicas": 1, "command": []})),
+    )
+    .await;
+    apply_fastagentic(&client, n, &fastagentic("good", json!({"replicas": 1}))).await;
+
+    let malformed = wait_event(
+        &client,
+        n,
+        "malformed",
+        "Warning",
+        "Malformed",
+        "spec.disruptionBudget.maxUnavailable",
+    )
+    .await;
+    eprintln!("malformed: {:?}", malformed.note);
+    let invalid = wait_event(
+        &client,
+        n,
+        "no-command",
+        "Warning",
+        "InvalidSpec",
+        "spec.command",
+    )
+    .await;
+    eprintln!("no-command: {:?}", invalid.note);
+    let fa = wait_for("no-command Ready=False InvalidSpec", RECONCILE, || async {
+        let fa = get_fastagentic(&client, n, "no-command").await;
+        match condition(&fa, "Ready") {
+            Some(c) if c["status"] == "False" && c["reason"] == "InvalidSpec" => Ok(fa),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        condition(&fa, "Ready").unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.command")),
+        "{}",
+        fa["status"]
+    );
+    wait_observed(&client, n, "good", RECONCILE).await;
+
+    for name in ["malformed", "no-command"] {
+        assert!(
+            !exists::<Deployment>(&client, n, name).await.unwrap(),
+            "{name}: a Deployment was applied"
+        );
+        assert!(
+            !exists::<Service>(&client, n, name).await.unwrap(),
+            "{name}: a Service was applied"
+        );
+    }
+    assert!(
+        get_fastagentic(&client, n, "malformed").await["status"].is_null(),
+        "the operator cannot read the malformed resource, so it writes no status to it"
+    );
+    assert!(
+        op.exit_status().is_none(),
+        "the operator exited:\n{}",
+        op.log_tail(30)
+    );
+
+    // The good resource's two children and the three Events (two Created, the InvalidSpec
+    // warning) and the Malformed warning, the two status writes (good, no-command).
+    assert_eq!(writes_total(&op, "Deployment", "apply").await, 1.0);
+    assert_eq!(writes_total(&op, "Service", "apply").await, 1.0);
+    assert_eq!(
+        writes_total(&op, "HorizontalPodAutoscaler", "apply").await,
+        0.0
+    );
+    assert!(writes_total(&op, "Event", "create").await >= 4.0);
+    assert!(writes_total(&op, "FastAgentic/status", "apply").await >= 2.0);
+}
