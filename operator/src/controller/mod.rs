@@ -8,6 +8,10 @@
 //! correction and Deployment status → our status). Secrets are watched as metadata only (their
 //! values are never cached) and mapped to the FastAgentics in the same namespace that reference
 //! them, so a rotated Secret changes the pod-template hash and rolls the pods.
+//!
+//! FastAgentics are watched as JSON and read here, so one that does not match the operator's
+//! types is skipped with a Warning Event naming the field instead of breaking the watch. The
+//! reconciler writes through its own client, whose requests [`writes`] counts.
 
 mod apply;
 mod error;
