@@ -197,7 +197,7 @@ pub struct BuildInputs {
     /// resourceVersion of each referenced Secret, by name. A name missing here is hashed as
     /// `unknown` (that is what `render` does: its config hash differs from the cluster's).
     pub secret_versions: BTreeMap<String, String>,
-    /// `spec.replicas` of the live Deployment, when there is one (see [`desired_replicas`]).
+    /// `spec.replicas` of the live Deployment, when there is one (see [`ReplicaMode::deployment_replicas`]).
     pub current_replicas: Option<i32>,
 }
 
