@@ -546,6 +546,29 @@ async fn changing_workers_updates_env_and_template_hash() {
     .unwrap_or_else(|e| panic!("after the edit: {e}"));
 }
 
+/// The non-zero `fastagentic_operator_writes_total` series of `op`, as `(labels, count)`: what
+/// the reconciler wrote, whatever it logged.
+async fn writes(op: &Operator) -> Vec<(String, f64)> {
+    op.metrics_text()
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("fastagentic_operator_writes_total"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            (value > 0.0).then(|| (labels.to_string(), value))
+        })
+        .collect()
+}
+
+/// `fastagentic_operator_writes_total` for one kind and verb (0 when the series is absent).
+async fn writes_total(op: &Operator, kind: &str, verb: &str) -> f64 {
+    op.metric(&format!(
+        "fastagentic_operator_writes_total{{kind=\"{kind}\",verb=\"{verb}\"}}"
+    ))
+    .await
+}
+
 /// Waits for an Event about FastAgentic `name` with this type and reason whose note contains
 /// `note`, and returns it.
 async fn wait_event(
@@ -727,10 +750,11 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         "a reconcile with nothing changed wrote: {diff:?}\n{}",
         op.log_tail(30)
     );
-    let applies = op.log_events("applying");
+    let written = writes(op).await;
     assert!(
-        applies.is_empty(),
-        "the restarted operator sent applies for unchanged objects: {applies:?}"
+        written.is_empty(),
+        "the restarted operator wrote to unchanged objects: {written:?}\n{}",
+        op.log_tail(30)
     );
     eprintln!(
         "{} objects unchanged after {reconciles} reconciles of a restarted operator",
@@ -1051,13 +1075,14 @@ async fn leader_election_one_writer_and_handover() {
         Some(id_a.as_str())
     );
     assert!(
-        !leader.log_events("applying").is_empty(),
+        writes_total(&leader, "Deployment", "apply").await >= 1.0,
         "the leader applied nothing:\n{}",
         leader.log_tail(20)
     );
+    let standby_writes = writes(&standby).await;
     assert!(
-        standby.log_events("applying").is_empty(),
-        "the standby wrote:\n{}",
+        standby_writes.is_empty(),
+        "the standby wrote: {standby_writes:?}\n{}",
         standby.log_tail(20)
     );
     assert!(
@@ -1132,8 +1157,9 @@ async fn leader_election_one_writer_and_handover() {
     )
     .await;
     assert!(
-        !standby.log_events("applying").is_empty(),
-        "the new leader logged no apply"
+        writes_total(&standby, "Deployment", "apply").await >= 1.0,
+        "the new leader applied nothing:\n{}",
+        standby.log_tail(20)
     );
     assert_eq!(standby.metric("fastagentic_operator_leader").await, 1.0);
 }
@@ -1302,4 +1328,122 @@ async fn missing_rbac_rule_is_reported_not_fatal() {
     })
     .await;
     drop(guard);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources the API server admits but the operator cannot run
+// ---------------------------------------------------------------------------------------------
+
+/// Two resources the API server admits but the operator cannot run, each reported on the
+/// object with a Warning Event naming the field: one that does not deserialize into the
+/// operator's types (an int-or-string beyond 32 bits: the schema allows it, the operator's
+/// `IntOrString` does not) and one that fails the operator's own checks (an empty command).
+/// Neither gets a child, neither stops the watch (a good resource next to them is reconciled),
+/// and the writes counter is exposed and shows what the reconciler wrote.
+#[tokio::test]
+async fn unrunnable_resources_get_a_warning_event_naming_the_field() {
+    let Some(mut t) =
+        ControlPlaneTest::start("unrunnable_resources_get_a_warning_event_naming_the_field").await
+    else {
+        return;
+    };
+    let (client, n) = (t.client.clone(), t.ns().to_owned());
+    let (client, n) = (&client, n.as_str());
+    let op = t.operator_mut();
+    assert_eq!(
+        writes_total(op, "Deployment", "apply").await,
+        0.0,
+        "nothing written yet"
+    );
+    assert!(
+        op.metrics_text()
+            .await
+            .contains("fastagentic_operator_writes_total{kind=\"Deployment\",verb=\"apply\"} 0"),
+        "the writes counter is exposed from the start"
+    );
+
+    apply_fastagentic(
+        client,
+        n,
+        &fastagentic(
+            "malformed",
+            json!({"replicas": 2, "disruptionBudget": {"maxUnavailable": 3_000_000_000_i64}}),
+        ),
+    )
+    .await;
+    apply_fastagentic(
+        client,
+        n,
+        &fastagentic("no-command", json!({"replicas": 1, "command": []})),
+    )
+    .await;
+    apply_fastagentic(client, n, &fastagentic("good", json!({"replicas": 1}))).await;
+
+    let malformed = wait_event(
+        client,
+        n,
+        "malformed",
+        "Warning",
+        "Malformed",
+        "spec.disruptionBudget.maxUnavailable",
+    )
+    .await;
+    eprintln!("malformed: {:?}", malformed.note);
+    let invalid = wait_event(
+        client,
+        n,
+        "no-command",
+        "Warning",
+        "InvalidSpec",
+        "spec.command",
+    )
+    .await;
+    eprintln!("no-command: {:?}", invalid.note);
+    let fa = wait_for("no-command Ready=False InvalidSpec", RECONCILE, || async {
+        let fa = get_fastagentic(client, n, "no-command").await;
+        match condition(&fa, "Ready") {
+            Some(c) if c["status"] == "False" && c["reason"] == "InvalidSpec" => Ok(fa),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        condition(&fa, "Ready").unwrap()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.command")),
+        "{}",
+        fa["status"]
+    );
+    wait_observed(client, n, "good", RECONCILE).await;
+
+    for name in ["malformed", "no-command"] {
+        assert!(
+            !exists::<Deployment>(client, n, name).await.unwrap(),
+            "{name}: a Deployment was applied"
+        );
+        assert!(
+            !exists::<Service>(client, n, name).await.unwrap(),
+            "{name}: a Service was applied"
+        );
+    }
+    assert!(
+        get_fastagentic(client, n, "malformed").await["status"].is_null(),
+        "the operator cannot read the malformed resource, so it writes no status to it"
+    );
+    assert!(
+        op.exit_status().is_none(),
+        "the operator exited:\n{}",
+        op.log_tail(30)
+    );
+
+    // The good resource's two children and the three Events (two Created, the InvalidSpec
+    // warning) and the Malformed warning, the two status writes (good, no-command).
+    assert_eq!(writes_total(op, "Deployment", "apply").await, 1.0);
+    assert_eq!(writes_total(op, "Service", "apply").await, 1.0);
+    assert_eq!(
+        writes_total(op, "HorizontalPodAutoscaler", "apply").await,
+        0.0
+    );
+    assert!(writes_total(op, "Event", "create").await >= 4.0);
+    assert!(writes_total(op, "FastAgentic/status", "apply").await >= 2.0);
 }

@@ -12,14 +12,32 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 mod defaults;
 mod spec;
 mod status;
-pub mod validate;
 
-pub use defaults::*;
-pub use spec::*;
-pub use status::*;
+pub use defaults::{
+    CONCURRENCY_METRIC, DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS,
+    DEFAULT_DB_POOL_SIZE, DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
+    DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, DEFAULT_KEEP_ALIVE_SECONDS, DEFAULT_LIMIT_CPU,
+    DEFAULT_LIMIT_MEMORY, DEFAULT_MIN_REPLICAS, DEFAULT_PORT, DEFAULT_REDIS_POOL_SIZE,
+    DEFAULT_REDIS_POOL_TIMEOUT_SECONDS, DEFAULT_REQUEST_CPU, DEFAULT_REQUEST_MEMORY,
+    DEFAULT_SCALE_DOWN_PERCENT_PER_MINUTE, DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS,
+    DEFAULT_SCALE_UP_PODS, DEFAULT_TARGET_CPU_PERCENT, DEFAULT_TARGET_MEMORY_PERCENT,
+    DEFAULT_WORKERS, LIVENESS_INITIAL_DELAY_SECONDS, LIVENESS_PATH, LIVENESS_PERIOD_SECONDS,
+    PROBE_FAILURE_THRESHOLD, PROBE_TIMEOUT_SECONDS, READINESS_INITIAL_DELAY_SECONDS,
+    READINESS_PATH, READINESS_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS,
+};
+pub use spec::{
+    AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, FastAgentic, FastAgenticSpec,
+    ImagePullPolicy, ProbeSpec, ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec,
+    ServiceType, TimeoutsSpec, default_resources,
+};
+pub use status::{
+    AutoscalingStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY,
+    FastAgenticStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -14,7 +14,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::FastAgenticStatus;
-use crate::defaults::*;
+use crate::defaults::{
+    DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS, DEFAULT_DB_POOL_SIZE,
+    DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
+    DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, DEFAULT_KEEP_ALIVE_SECONDS, DEFAULT_LIMIT_CPU,
+    DEFAULT_LIMIT_MEMORY, DEFAULT_MIN_REPLICAS, DEFAULT_PORT, DEFAULT_REDIS_POOL_SIZE,
+    DEFAULT_REDIS_POOL_TIMEOUT_SECONDS, DEFAULT_REQUEST_CPU, DEFAULT_REQUEST_MEMORY,
+    DEFAULT_TARGET_CPU_PERCENT, DEFAULT_TARGET_MEMORY_PERCENT, DEFAULT_WORKERS,
+};
 
 /// A FastAgentic agent server: the operator runs it as a Deployment of `fastagentic run` pods
 /// with a Service, and a HorizontalPodAutoscaler when `autoscaling` is set.

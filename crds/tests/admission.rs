@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::yaml_to_json;
-use fastagentic_crd::validate::validate_object;
+use fastagentic_crd::admission::admit;
 use serde_json::{Value, json};
 
 fn fixtures_dir() -> PathBuf {
@@ -103,7 +103,7 @@ fn the_fixtures_cover_every_rule_the_issue_lists() {
 
 #[test]
 fn the_base_object_is_admitted() {
-    validate_object(&base()).expect("the base object is valid");
+    admit(&base()).expect("the base object is valid");
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn every_invalid_resource_is_rejected_by_its_rule() {
         ..
     } in cases
     {
-        match validate_object(&object) {
+        match admit(&object) {
             Ok(()) => failures.push(format!("{name}: admitted")),
             Err(errors) => {
                 let hit = errors
@@ -182,7 +182,7 @@ fn each_invalid_case_differs_from_the_base_by_one_rule() {
     // Guards the table itself: a case must fail by its own rule alone, not pass by tripping some
     // other one.
     let base = base();
-    validate_object(&base).expect("tests/fixtures/base.yaml is admitted");
+    admit(&base).expect("tests/fixtures/base.yaml is admitted");
     let mut failures = Vec::new();
     for Case {
         name,
@@ -197,7 +197,7 @@ fn each_invalid_case_differs_from_the_base_by_one_rule() {
             continue;
         }
         // Exactly one error, the rule's: the rest of the fixture trips no other rule.
-        match validate_object(&object) {
+        match admit(&object) {
             Ok(()) => failures.push(format!("{name}: admitted")),
             Err(errors) => {
                 let only_the_rule = matches!(errors.0.as_slice(),
@@ -226,7 +226,7 @@ fn each_invalid_case_differs_from_the_base_by_one_rule() {
         for path in &breaks {
             revert(&mut fixed, &base, path);
         }
-        if let Err(e) = validate_object(&fixed) {
+        if let Err(e) = admit(&fixed) {
             failures.push(format!(
                 "{name}: with {breaks:?} as in the base it is still rejected: {e} ({fixed})"
             ));
@@ -257,7 +257,7 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
     ];
     for (case, patch) in neighbours {
         let object = with_spec(patch);
-        if let Err(e) = validate_object(&object) {
+        if let Err(e) = admit(&object) {
             panic!("{case} should be valid: {e}");
         }
     }
@@ -268,7 +268,7 @@ fn wrong_kind_and_api_version_are_named() {
     let obj = yaml_to_json(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  image: y\n",
     );
-    let err = validate_object(&obj).expect_err("a Deployment is not a FastAgentic");
+    let err = admit(&obj).expect_err("a Deployment is not a FastAgentic");
     let text = err.to_string();
     assert!(
         text.contains("apiVersion: Unsupported value: \"apps/v1\""),
@@ -283,5 +283,5 @@ fn wrong_kind_and_api_version_are_named() {
 #[test]
 fn integer_timeouts_are_accepted_for_number_fields() {
     let obj = with_spec(json!({"redis": {"url": "redis://r:6379", "poolTimeoutSeconds": 2}}));
-    validate_object(&obj).expect("poolTimeoutSeconds: 2 is a valid number");
+    admit(&obj).expect("poolTimeoutSeconds: 2 is a valid number");
 }

@@ -136,9 +136,9 @@ fn rules(schema: &Value, path: &str, out: &mut Vec<(String, String, String)>) {
 
 #[test]
 fn crd_carries_the_cel_rules_each_with_a_message() {
-    let schema = fastagentic_crd::validate::schema();
+    let schema = fastagentic_crd::admission::schema();
     let mut found = Vec::new();
-    rules(&schema, "", &mut found);
+    rules(schema, "", &mut found);
     let expect = [
         ("", "self.metadata.name.size() <= 63"),
         (
@@ -166,7 +166,7 @@ fn crd_carries_the_cel_rules_each_with_a_message() {
 
 #[test]
 fn conditions_are_a_list_map_keyed_by_type() {
-    let schema = fastagentic_crd::validate::schema();
+    let schema = fastagentic_crd::admission::schema();
     let conditions = &schema["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(
@@ -199,7 +199,7 @@ fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
 
 #[test]
 fn every_property_has_a_description_for_kubectl_explain() {
-    let schema = fastagentic_crd::validate::schema();
+    let schema = fastagentic_crd::admission::schema();
     let mut missing = Vec::new();
     for top in ["spec", "status"] {
         let s = &schema["properties"][top];
@@ -217,7 +217,7 @@ fn every_property_has_a_description_for_kubectl_explain() {
 
 #[test]
 fn schema_defaults_match_the_guide() {
-    let schema = fastagentic_crd::validate::schema();
+    let schema = fastagentic_crd::admission::schema();
     let spec = &schema["properties"]["spec"]["properties"];
     assert_eq!(spec["server"]["default"], "uvicorn");
     assert_eq!(

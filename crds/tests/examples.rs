@@ -7,7 +7,8 @@
 mod common;
 
 use common::{examples_dir, read_example, yaml_to_json};
-use fastagentic_crd::{FastAgentic, ServerKind, validate::validate_object};
+use fastagentic_crd::admission::admit;
+use fastagentic_crd::{FastAgentic, ServerKind};
 
 const EXAMPLES: [&str; 6] = [
     "dev.yaml",
@@ -47,12 +48,12 @@ fn every_example_parses_and_is_admitted() {
         let fa = load(name);
         assert!(!fa.spec.image.is_empty(), "{name}: image");
         let json = yaml_to_json(&read_example(name));
-        if let Err(errors) = validate_object(&json) {
+        if let Err(errors) = admit(&json) {
             panic!("{name} is rejected: {errors}");
         }
         // What the API server stores after defaulting is what the Rust type reads.
         let round = serde_json::to_value(&fa).expect("serializes");
-        validate_object(&round).unwrap_or_else(|e| panic!("{name} after defaulting: {e}"));
+        admit(&round).unwrap_or_else(|e| panic!("{name} after defaulting: {e}"));
     }
 }
 

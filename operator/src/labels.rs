@@ -1,18 +1,11 @@
-//! Names, label keys and annotation keys shared by the builders, the controller and the tests.
+//! The labels the operator puts on what it creates: the `app.kubernetes.io/*` keys, their
+//! values, and the label sets built from them (the pod selector and the standard labels).
+//!
+//! Other names live with what they name: the field manager in the crate root, the annotation
+//! keys with the hashes (`build::hash`), the container's names and numbers with the Deployment
+//! builder, the replicas hand-off manager with the applier.
 
-/// Server-side apply field manager for every object the operator writes (children and status).
-pub const FIELD_MANAGER: &str = "fastagentic-operator";
-
-/// Field manager used once, when autoscaling is turned on, to keep `spec.replicas` owned by
-/// someone while the operator stops sending it (see `controller::apply`).
-pub const HANDOFF_FIELD_MANAGER: &str = "fastagentic-operator-replicas-handoff";
-
-/// Name of the agent container in the pod template.
-pub const CONTAINER_NAME: &str = "agent";
-/// Name of the container port and of the Service port.
-pub const PORT_NAME: &str = "http";
-/// The default container command.
-pub const DEFAULT_COMMAND: [&str; 2] = ["fastagentic", "run"];
+use std::collections::BTreeMap;
 
 /// `app.kubernetes.io/name`.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -27,23 +20,33 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 
 /// Value of `app.kubernetes.io/name` and `app.kubernetes.io/part-of`.
 pub const APP_NAME: &str = "fastagentic";
-/// Value of `app.kubernetes.io/managed-by`.
+/// Value of `app.kubernetes.io/managed-by` (also the Events' reporting controller).
 pub const MANAGED_BY: &str = "fastagentic-operator";
 /// Value of `app.kubernetes.io/component`.
 pub const COMPONENT: &str = "agent-server";
 
-/// Pod-template annotation: hash of everything that should roll the pods, including the
-/// resourceVersions of the referenced Secrets.
-pub const ANNOTATION_CONFIG_HASH: &str = "fastagentic.io/config-hash";
-/// Annotation on every child: hash of the object the operator applied. A reconcile whose desired
-/// object has the same hash as the live one (and whose fields are still in place) writes nothing.
-pub const ANNOTATION_APPLIED_HASH: &str = "fastagentic.io/applied-hash";
+/// The labels that select the pods: `app.kubernetes.io/name` and `/instance`.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), APP_NAME.to_string()),
+        (LABEL_INSTANCE.to_string(), name.to_string()),
+    ])
+}
 
-/// Seconds added to `timeouts.gracefulShutdownSeconds` for the pod's
-/// `terminationGracePeriodSeconds`: the server gets its full graceful window to drain, plus
-/// time for the readiness probe to take it out of the Service and for the process to exit,
-/// before the kubelet sends SIGKILL.
-pub const TERMINATION_GRACE_EXTRA_SECONDS: i64 = 10;
+/// The selector as the string `status.selector` carries (for the scale subresource).
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
-/// User and group the pods run as (the conventional "nonroot" id of distroless images).
-pub const RUN_AS_USER: i64 = 65532;
+/// The standard labels every child and pod carries.
+pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_PART_OF.into(), APP_NAME.into());
+    labels.insert(LABEL_COMPONENT.into(), COMPONENT.into());
+    labels
+}

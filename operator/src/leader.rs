@@ -6,7 +6,27 @@
 //! before it, so two candidates racing for the same Lease cannot both win (the loser gets 409
 //! Conflict). A holder that cannot renew within [`RENEW_DEADLINE`] (shorter than the lease
 //! duration, so it stops before anybody else may start) or finds another holder has lost the
-//! Lease: `run` then exits non-zero and Kubernetes restarts the pod as a fresh candidate.
+//! Lease: `run` then exits non-zero and Kubernetes restarts the pod as a fresh candidate. Every
+//! attempt is bounded in time (kube's client has no read timeout): a renewal that hangs counts
+//! as a failed one, so the deadline holds even when the API server stops answering.
+//!
+//! ## Why this is not a kept crate
+//!
+//! `kubert` (linkerd's runtime, whose `lease` module does this) is built on kube 1.x; this
+//! workspace is on kube 5, so it does not fit. `kube-lease-manager` 0.13 fits the versions
+//! (kube 5, k8s-openapi 0.29) but not the guarantees above:
+//! - it has no renew deadline: a holder whose renewal fails keeps believing it leads (its
+//!   `watch()` keeps the last `true` while it retries), and one whose request hangs learns
+//!   nothing until the request returns, while a standby takes the Lease once it expires — two
+//!   writers;
+//! - it takes an expired Lease in two writes, a forced release and then an apply, and the
+//!   release does not depend on what was read: of two standbys, the later one's release can
+//!   clear the Lease the other has just taken, and both lead until that one's next renewal;
+//! - its renewals are unconditional patches (and the chart's Role would need `patch` on
+//!   Leases).
+//!
+//! What is written here is small instead: a pure [`decide`] over the Lease as read, and one
+//! write per attempt that carries the resourceVersion it read.
 
 use std::time::Duration;
 
@@ -22,6 +42,10 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
 /// A holder that has not renewed successfully for this long gives up.
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest one attempt (a read and a write) may take before it counts as failed. A holder's
+/// last attempt starts at most [`RENEW_DEADLINE`] after its last renewal, so it has stopped
+/// before `RENEW_DEADLINE + ATTEMPT_TIMEOUT`, still inside [`LEASE_DURATION`].
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Which Lease, and who we are.
 #[derive(Debug, Clone)]
@@ -128,15 +152,20 @@ pub async fn try_acquire_or_renew(
 pub async fn acquire(api: &Api<Lease>, cfg: &LeaseConfig) {
     tracing::info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "waiting for the leader Lease");
     loop {
-        match try_acquire_or_renew(api, cfg).await {
-            Ok(true) => {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, try_acquire_or_renew(api, cfg)).await {
+            Ok(Ok(true)) => {
                 tracing::info!(lease = %cfg.name, identity = %cfg.identity, "acquired the leader Lease");
                 return;
             }
-            Ok(false) => {}
-            Err(e) => {
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "leader election: could not read or write the Lease")
             }
+            // A write that landed anyway names us in the Lease: the next attempt renews it.
+            Err(_) => tracing::warn!(
+                timeout = ?ATTEMPT_TIMEOUT,
+                "leader election: the API server did not answer in time"
+            ),
         }
         tokio::time::sleep(RENEW_INTERVAL).await;
     }
@@ -147,15 +176,19 @@ pub async fn hold(api: &Api<Lease>, cfg: &LeaseConfig) -> String {
     let mut last_renewal = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(RENEW_INTERVAL).await;
-        match try_acquire_or_renew(api, cfg).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => return "another process holds the Lease".into(),
-            Err(e) => {
-                tracing::warn!(error = %e, "leader election: renewing the Lease failed");
-                if last_renewal.elapsed() >= RENEW_DEADLINE {
-                    return format!("could not renew the Lease for {RENEW_DEADLINE:?}: {e}");
+        let error =
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, try_acquire_or_renew(api, cfg)).await {
+                Ok(Ok(true)) => {
+                    last_renewal = tokio::time::Instant::now();
+                    continue;
                 }
-            }
+                Ok(Ok(false)) => return "another process holds the Lease".into(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("the API server did not answer within {ATTEMPT_TIMEOUT:?}"),
+            };
+        tracing::warn!(%error, "leader election: renewing the Lease failed");
+        if last_renewal.elapsed() >= RENEW_DEADLINE {
+            return format!("could not renew the Lease for {RENEW_DEADLINE:?}: {error}");
         }
     }
 }
@@ -217,5 +250,6 @@ mod tests {
     fn holder_gives_up_before_others_may_take_over() {
         assert!(RENEW_DEADLINE < LEASE_DURATION);
         assert!(RENEW_INTERVAL < RENEW_DEADLINE);
+        assert!(RENEW_DEADLINE + ATTEMPT_TIMEOUT < LEASE_DURATION);
     }
 }

@@ -25,3 +25,7 @@ pub mod metrics;
 pub mod metrics_api;
 pub mod render;
 pub mod server;
+
+/// Server-side apply field manager of every object the operator writes: the children, the
+/// FastAgentic status and the metrics API's EndpointSlice.
+pub const FIELD_MANAGER: &str = "fastagentic-operator";

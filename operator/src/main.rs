@@ -18,6 +18,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use fastagentic_operator::controller::writes::CountWrites;
 use fastagentic_operator::controller::{self, Context, Scope};
 use fastagentic_operator::leader::{self, LeaseConfig};
 use fastagentic_operator::metrics::Metrics;
@@ -27,6 +28,7 @@ use fastagentic_operator::metrics_api::{self, ApiState, LeaderConfig, ServeConfi
 use fastagentic_operator::render;
 use fastagentic_operator::server::{self, Readiness};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::client::ClientBuilder;
 use kube::runtime::reflector;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -374,13 +376,19 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
-        drop(listener);
-        tokio::spawn(server::serve(addr, router, stopped(stop_rx.clone())));
+        tokio::spawn(server::serve(listener, router, stopped(stop_rx.clone())));
     }
 
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
         .map_err(|e| format!("connecting to the Kubernetes API: {e}"))?;
+    let client = Client::try_from(config.clone())
+        .map_err(|e| format!("connecting to the Kubernetes API: {e}"))?;
+    // The reconciler's own client counts its writes (`fastagentic_operator_writes_total`).
+    let reconciler_client = ClientBuilder::try_from(config)
+        .map_err(|e| format!("connecting to the Kubernetes API: {e}"))?
+        .with_layer(&CountWrites::new(metrics.clone()))
+        .build();
     let version = client
         .apiserver_version()
         .await
@@ -442,7 +450,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     metrics.set_leader(true);
 
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        reconciler_client,
         metrics.clone(),
         Some(identity),
     ));

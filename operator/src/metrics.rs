@@ -16,6 +16,30 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Label set of the writes counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What was written: a kind (`Deployment`, `Event`, ...), with `/status` for the status
+    /// subresource (`FastAgentic/status`).
+    pub kind: String,
+    /// `apply` (server-side apply), `patch` (any other patch), `create`, `update` or `delete`.
+    pub verb: String,
+}
+
+/// The writes a reconcile can make, exposed at 0 from the start so that "nothing was written"
+/// reads as 0, not as a missing series.
+const RECONCILER_WRITES: [(&str, &str); 9] = [
+    ("Deployment", "apply"),
+    ("Service", "apply"),
+    ("HorizontalPodAutoscaler", "apply"),
+    ("HorizontalPodAutoscaler", "delete"),
+    ("PodDisruptionBudget", "apply"),
+    ("PodDisruptionBudget", "delete"),
+    ("FastAgentic/status", "apply"),
+    ("Event", "create"),
+    ("Event", "patch"),
+];
+
 /// The operator's metrics and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +52,7 @@ pub struct Metrics {
     scrape_failures: Counter,
     deletion_cost_writes: Counter,
     api_requests: Family<CodeLabels, Counter>,
+    writes: Family<WriteLabels, Counter>,
 }
 
 /// Label set of the metrics API's answers.
@@ -91,6 +116,19 @@ impl Default for Metrics {
             "Requests to the custom.metrics.k8s.io API, by HTTP status",
             api_requests.clone(),
         );
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "writes",
+            "Write requests the reconciler sent to the API server (children, status, Events), \
+             by kind and verb",
+            writes.clone(),
+        );
+        for (kind, verb) in RECONCILER_WRITES {
+            let _ = writes.get_or_create(&WriteLabels {
+                kind: kind.into(),
+                verb: verb.into(),
+            });
+        }
         Self {
             registry,
             reconciles,
@@ -102,6 +140,7 @@ impl Default for Metrics {
             scrape_failures,
             deletion_cost_writes,
             api_requests,
+            writes,
         }
     }
 }
@@ -131,6 +170,16 @@ impl Metrics {
     /// Counts one deletion-cost write.
     pub fn deletion_cost_written(&self) {
         self.deletion_cost_writes.inc();
+    }
+
+    /// Counts one write request of the reconciler (see `controller::writes`).
+    pub fn count_write(&self, kind: &str, verb: &str) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                kind: kind.into(),
+                verb: verb.into(),
+            })
+            .inc();
     }
 
     /// Counts one answer of the metrics API.
@@ -177,6 +226,31 @@ mod tests {
         );
         assert!(
             text.contains("fastagentic_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn writes_are_exposed_at_zero_and_counted_by_kind_and_verb() {
+        let m = Metrics::default();
+        let text = m.encode().expect("encoding to a String cannot fail");
+        for (kind, verb) in RECONCILER_WRITES {
+            let line =
+                format!("fastagentic_operator_writes_total{{kind=\"{kind}\",verb=\"{verb}\"}} 0");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        m.count_write("Deployment", "apply");
+        m.count_write("Deployment", "apply");
+        m.count_write("Pod", "patch");
+        let text = m.encode().expect("encoding to a String cannot fail");
+        assert!(
+            text.contains(
+                "fastagentic_operator_writes_total{kind=\"Deployment\",verb=\"apply\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("fastagentic_operator_writes_total{kind=\"Pod\",verb=\"patch\"} 1"),
             "{text}"
         );
     }

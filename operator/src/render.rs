@@ -1,7 +1,7 @@
 //! `fastagentic-operator render`: the objects the operator would apply, without a cluster.
 //!
 //! Each FastAgentic document of the input goes through what the API server and the operator
-//! would do with it: client-side admission (`fastagentic_crd::validate`: the CRD's structural
+//! would do with it: client-side admission (`fastagentic_crd::admission`: the CRD's structural
 //! schema, then its CEL rules evaluated with kube's CEL validator against the generated CRD),
 //! the schema defaults (serde defaults of the Rust types, the same values), the operator's own
 //! [`validate`], and finally the same [`build_children`] the controller uses.
@@ -60,7 +60,7 @@ pub fn parse(input: &str) -> Result<Vec<FastAgentic>, RenderError> {
             return Err(invalid(vec!["the document is not a mapping".into()]));
         }
         // The API server's admission, client-side: structural schema, then CEL rules.
-        if let Err(errors) = fastagentic_crd::validate::validate_object(&doc) {
+        if let Err(errors) = fastagentic_crd::admission::admit(&doc) {
             return Err(invalid(errors.0.iter().map(ToString::to_string).collect()));
         }
         let fa: FastAgentic =

@@ -3,7 +3,6 @@
 //! addresses are equal).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,6 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -69,14 +69,16 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves `router` on `addr` until `shutdown` resolves.
+/// Serves `router` on `listener` (bound by the caller, so that a port in use is an error at
+/// start, not a log line later) until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "listening");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -5,16 +5,19 @@
 // Test helpers may panic with a message: a failed expectation is a failed test.
 #![allow(clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fastagentic_crd::{FastAgentic, FastAgenticStatus};
+use fastagentic_operator::FIELD_MANAGER;
+use fastagentic_operator::build::ANNOTATION_CONFIG_HASH;
+use fastagentic_operator::controller::HANDOFF_FIELD_MANAGER;
+use fastagentic_operator::controller::writes::CountWrites;
 use fastagentic_operator::controller::{Context, reconcile};
-use fastagentic_operator::labels::{ANNOTATION_CONFIG_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
 use fastagentic_operator::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
-use kube::Client;
-use kube::client::Body;
+use kube::client::{Body, ClientBuilder};
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -146,19 +149,51 @@ fn fa(spec: Value, status: Option<FastAgenticStatus>) -> FastAgentic {
 
 /// Runs one reconcile against `script`; returns its result and what was sent.
 async fn run(fa: FastAgentic, script: Vec<Step>) -> (Result<(), String>, Vec<Seen>) {
+    let (result, seen, _) = run_counting(fa, script).await;
+    (result, seen)
+}
+
+/// [`run`], with the client counting writes as the operator's does; also returns the non-zero
+/// `fastagentic_operator_writes_total` series as `"KIND VERB" -> count`.
+async fn run_counting(
+    fa: FastAgentic,
+    script: Vec<Step>,
+) -> (Result<(), String>, Vec<Seen>, BTreeMap<String, u64>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, NS);
-    let ctx = Arc::new(Context::new(
-        client,
-        Arc::new(Metrics::default()),
-        Some("test".into()),
-    ));
+    let metrics = Arc::new(Metrics::default());
+    let client = ClientBuilder::new(service, NS)
+        .with_layer(&CountWrites::new(metrics.clone()))
+        .build();
+    let ctx = Arc::new(Context::new(client, metrics.clone(), Some("test".into())));
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(fa), ctx))
         .await
         .expect("reconcile finishes");
     let seen = server.await.expect("the mock API server script passed");
-    (result.map(|_| ()).map_err(|e| e.reason().to_string()), seen)
+    (
+        result.map(|_| ()).map_err(|e| e.reason().to_string()),
+        seen,
+        writes(&metrics),
+    )
+}
+
+/// The non-zero writes counters, as `"KIND VERB" -> count`.
+fn writes(metrics: &Metrics) -> BTreeMap<String, u64> {
+    let text = metrics.encode().expect("metrics encode");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("fastagentic_operator_writes_total{kind=\""))
+        .filter_map(|rest| {
+            let (kind, rest) = rest.split_once("\",verb=\"")?;
+            let (verb, count) = rest.split_once("\"} ")?;
+            let count: u64 = count.trim().parse().ok()?;
+            (count > 0).then(|| (format!("{kind} {verb}"), count))
+        })
+        .collect()
+}
+
+/// `"KIND VERB" -> count` from a list.
+fn counts(list: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    list.iter().map(|(k, n)| ((*k).to_string(), *n)).collect()
 }
 
 fn autoscaling_spec() -> Value {
@@ -180,7 +215,7 @@ fn assert_apply(s: &Seen, path: &str, manager: &str) {
 /// First reconcile of a new autoscaling resource: three children applied, then status.
 async fn create() -> (FastAgentic, Vec<Seen>) {
     let fa0 = fa(autoscaling_spec(), None);
-    let (result, seen) = run(
+    let (result, seen, written) = run_counting(
         fa0.clone(),
         vec![
             step(Method::GET, DEPLOY, Reply::NotFound),
@@ -202,6 +237,17 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
     )
     .await;
     assert_eq!(result, Ok(()));
+    assert_eq!(
+        written,
+        counts(&[
+            ("Deployment apply", 1),
+            ("Service apply", 1),
+            ("HorizontalPodAutoscaler apply", 1),
+            ("FastAgentic/status apply", 1),
+            ("Event create", 3),
+        ]),
+        "the writes counter"
+    );
     (fa0, seen)
 }
 
@@ -274,7 +320,7 @@ async fn second_reconcile_of_unchanged_resource_writes_nothing() {
         serde_json::from_value(seen[7].body["status"].clone()).expect("status we wrote");
     let fa1 = fa(autoscaling_spec(), Some(status));
     // The server now has exactly what we applied.
-    let (result, seen2) = run(
+    let (result, seen2, written) = run_counting(
         fa1,
         vec![
             step(Method::GET, DEPLOY, Reply::Json(seen[4].body.clone())),
@@ -289,6 +335,7 @@ async fn second_reconcile_of_unchanged_resource_writes_nothing() {
         seen2.iter().all(|s| s.method == Method::GET),
         "only reads: {seen2:#?}"
     );
+    assert_eq!(written, counts(&[]), "the writes counter stays at 0");
     drop(fa0);
 }
 
@@ -456,7 +503,7 @@ async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
     let spec =
         json!({"image": "img:1", "database": {"urlSecretRef": {"name": "db", "key": "url"}}});
     let missing = fa(spec, None);
-    let (result, seen) = run(
+    let (result, seen, written) = run_counting(
         missing.clone(),
         vec![
             step(
@@ -470,6 +517,11 @@ async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
     )
     .await;
     assert_eq!(result, Err("SecretNotFound".to_string()));
+    assert_eq!(
+        written,
+        counts(&[("FastAgentic/status apply", 1), ("Event create", 1)]),
+        "only the status and the Warning Event are written"
+    );
     let conditions = seen[1].body["status"]["conditions"]
         .as_array()
         .expect("conditions")

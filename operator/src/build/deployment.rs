@@ -16,36 +16,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::hash::sha256_hex;
-use super::{
-    BuildError, BuildInputs, Validated, child_meta, referenced_secrets, selector_labels,
-    standard_labels,
-};
-use crate::labels::*;
+use super::hash::{ANNOTATION_CONFIG_HASH, sha256_hex};
+use super::{BuildError, BuildInputs, PORT_NAME, RedisUrl, Validated, child_meta};
+use crate::labels::{selector_labels, standard_labels};
+
+/// Name of the agent container in the pod template.
+pub const CONTAINER_NAME: &str = "agent";
+/// The default container command.
+pub const DEFAULT_COMMAND: [&str; 2] = ["fastagentic", "run"];
+/// Seconds added to `timeouts.gracefulShutdownSeconds` for the pod's
+/// `terminationGracePeriodSeconds`: the server gets its full graceful window to drain, plus
+/// time for the readiness probe to take it out of the Service and for the process to exit,
+/// before the kubelet sends SIGKILL.
+pub const TERMINATION_GRACE_EXTRA_SECONDS: i64 = 10;
+/// User and group the pods run as (the conventional "nonroot" id of distroless images).
+pub const RUN_AS_USER: i64 = 65532;
 
 /// Name of the writable scratch volume mounted at `/tmp` (the root filesystem is read-only).
 const TMP_VOLUME: &str = "tmp";
 /// Hashed for a referenced Secret whose resourceVersion is not known (`render`).
 const UNKNOWN_VERSION: &str = "unknown";
-
-/// The replica count the Deployment is applied with; `None` leaves the field out of the apply.
-///
-/// - With `spec.autoscaling`: `None`. The HPA owns `spec.replicas`; sending it would fight the
-///   autoscaler (the controller hands the field over once when autoscaling is turned on, so
-///   dropping it from our apply does not reset the Deployment to 1).
-/// - With `spec.replicas`: that number (`kubectl scale fa/NAME` writes it).
-/// - With neither: the live Deployment's current count, or 1 for a new Deployment. So turning
-///   autoscaling off without setting `spec.replicas` keeps the pods the HPA had scaled to,
-///   instead of dropping to 1 under load; set `spec.replicas` to choose a number.
-pub fn desired_replicas(spec: &FastAgenticSpec, current: Option<i32>) -> Option<i32> {
-    if spec.autoscaling.is_some() {
-        None
-    } else if let Some(r) = spec.replicas {
-        Some(r)
-    } else {
-        Some(current.unwrap_or(1))
-    }
-}
 
 /// The Deployment of `fastagentic run` pods.
 pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deployment, BuildError> {
@@ -61,21 +51,21 @@ pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deplo
             annotations: spec.annotations.clone(),
             ..Default::default()
         }),
-        spec: Some(pod_spec(spec)),
+        spec: Some(pod_spec(v)),
     };
 
     // Everything that should roll the pods: the template itself (a change there rolls them
     // anyway, hashing it keeps the annotation honest) and the resourceVersions of the Secrets
     // the pods read, which Kubernetes does not watch for us.
-    let secrets: BTreeMap<String, String> = referenced_secrets(fa)
-        .into_iter()
+    let secrets: BTreeMap<&str, &str> = v
+        .secrets()
+        .iter()
         .map(|s| {
             let version = inputs
                 .secret_versions
                 .get(&s.name)
-                .cloned()
-                .unwrap_or_else(|| UNKNOWN_VERSION.to_string());
-            (s.name, version)
+                .map_or(UNKNOWN_VERSION, String::as_str);
+            (s.name.as_str(), version)
         })
         .collect();
     let hash_input = serde_json::to_vec(&json!({ "template": template, "secrets": secrets }))
@@ -93,7 +83,7 @@ pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deplo
     Ok(Deployment {
         metadata: child_meta(v, None),
         spec: Some(DeploymentSpec {
-            replicas: desired_replicas(spec, inputs.current_replicas),
+            replicas: v.replicas().deployment_replicas(inputs.current_replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(name)),
                 ..Default::default()
@@ -112,9 +102,10 @@ pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deplo
     })
 }
 
-fn pod_spec(spec: &FastAgenticSpec) -> PodSpec {
+fn pod_spec(v: &Validated<'_>) -> PodSpec {
+    let spec = &v.fa().spec;
     PodSpec {
-        containers: vec![container(spec)],
+        containers: vec![container(v)],
         termination_grace_period_seconds: Some(
             i64::from(spec.timeouts.drain_delay_seconds)
                 + i64::from(spec.timeouts.graceful_shutdown_seconds)
@@ -146,19 +137,16 @@ fn pod_spec(spec: &FastAgenticSpec) -> PodSpec {
     }
 }
 
-fn container(spec: &FastAgenticSpec) -> Container {
-    let command = spec
-        .command
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
+fn container(v: &Validated<'_>) -> Container {
+    let spec = &v.fa().spec;
     let (liveness, readiness, startup) = probes(spec);
     Container {
         name: CONTAINER_NAME.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
-        command: Some(command),
+        command: Some(v.command().to_vec()),
         args: spec.args.clone(),
-        env: Some(env(spec)),
+        env: Some(env(v)),
         env_from: spec.env_from.clone(),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.into()),
@@ -237,7 +225,8 @@ fn seconds(value: f64) -> String {
 /// The injected environment, then the user's `spec.env`. A user variable with the same name as
 /// an injected one replaces it (listed once, in the user's position): server-side apply merges
 /// `env` by name and rejects duplicates.
-pub(crate) fn env(spec: &FastAgenticSpec) -> Vec<EnvVar> {
+fn env(v: &Validated<'_>) -> Vec<EnvVar> {
+    let spec = &v.fa().spec;
     let mut ours = vec![
         value("FASTAGENTIC_SERVER", spec.server.as_str()),
         value("FASTAGENTIC_HOST", "0.0.0.0"),
@@ -275,12 +264,11 @@ pub(crate) fn env(spec: &FastAgenticSpec) -> Vec<EnvVar> {
         "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
         spec.timeouts.graceful_shutdown_seconds,
     ));
-    if let Some(redis) = &spec.redis {
-        match (&redis.url, &redis.url_secret_ref) {
-            (_, Some(secret)) => ours.push(from_secret("REDIS_URL", secret)),
-            (Some(url), None) => ours.push(value("REDIS_URL", url)),
-            (None, None) => {}
-        }
+    if let Some(redis) = v.redis() {
+        ours.push(match redis.url {
+            RedisUrl::Secret(secret) => from_secret("REDIS_URL", secret),
+            RedisUrl::Plain(url) => value("REDIS_URL", url),
+        });
         ours.push(value("FASTAGENTIC_REDIS_POOL_SIZE", redis.pool_size));
         ours.push(value(
             "FASTAGENTIC_REDIS_POOL_TIMEOUT",

@@ -5,7 +5,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::BuildError;
-use crate::labels::ANNOTATION_APPLIED_HASH;
+
+/// Pod-template annotation: hash of everything that should roll the pods, including the
+/// resourceVersions of the referenced Secrets.
+pub const ANNOTATION_CONFIG_HASH: &str = "fastagentic.io/config-hash";
+/// Annotation on every child: hash of the object the operator applied. A reconcile whose desired
+/// object has the same hash as the live one (and whose fields are still in place) writes nothing.
+pub const ANNOTATION_APPLIED_HASH: &str = "fastagentic.io/applied-hash";
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

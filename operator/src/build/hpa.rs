@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{Validated, child_meta};
+use super::{Autoscaling, ReplicaMode, Validated, child_meta};
 
 fn utilization(resource: &str, percent: i32) -> MetricSpec {
     MetricSpec {
@@ -82,11 +82,13 @@ pub fn default_concurrency_behavior() -> HorizontalPodAutoscalerBehavior {
     }
 }
 
-/// The HPA when `spec.autoscaling` is set: CPU utilization unless its target is 0, memory
+/// The HPA when the replicas are autoscaled: CPU utilization unless its target is 0, memory
 /// utilization unless its target is 0, concurrency utilization when its target is set,
-/// `minReplicas`/`maxReplicas`, and `behavior` as given (or the concurrency default).
+/// `minReplicas`/`maxReplicas`, and the behavior [`validate`](super::validate) decided.
 pub fn build_hpa(v: &Validated<'_>) -> Option<HorizontalPodAutoscaler> {
-    let a = v.fa().spec.autoscaling.as_ref()?;
+    let ReplicaMode::Autoscaled(Autoscaling { spec: a, behavior }) = v.replicas() else {
+        return None;
+    };
     let mut metrics = Vec::new();
     if a.target_cpu_utilization_percentage > 0 {
         metrics.push(utilization("cpu", a.target_cpu_utilization_percentage));
@@ -100,11 +102,6 @@ pub fn build_hpa(v: &Validated<'_>) -> Option<HorizontalPodAutoscaler> {
     if let Some(percent) = a.target_concurrency_utilization_percentage {
         metrics.push(concurrency(percent));
     }
-    let behavior = match (&a.behavior, a.target_concurrency_utilization_percentage) {
-        (Some(b), _) => Some(b.clone()),
-        (None, Some(_)) => Some(default_concurrency_behavior()),
-        (None, None) => None,
-    };
     Some(HorizontalPodAutoscaler {
         metadata: child_meta(v, None),
         spec: Some(HorizontalPodAutoscalerSpec {
@@ -116,7 +113,7 @@ pub fn build_hpa(v: &Validated<'_>) -> Option<HorizontalPodAutoscaler> {
             min_replicas: Some(a.min_replicas),
             max_replicas: a.max_replicas,
             metrics: Some(metrics),
-            behavior,
+            behavior: behavior.clone(),
         }),
         status: None,
     })

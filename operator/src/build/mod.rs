@@ -1,7 +1,8 @@
 //! Desired state: pure functions from a `FastAgentic` to the objects the operator applies.
 //!
-//! `validate` checks what the CRD schema cannot express and returns a [`Validated`] value; the
-//! builders ([`build_deployment`], [`build_service`], [`build_hpa`], [`build_pdb`]) turn it into
+//! [`validate`] admits the object again (schema and CEL rules), checks what the schema cannot
+//! express, and returns a [`Validated`] value carrying the decisions (replica mode, where the
+//! Redis URL comes from, the command, the disruption budget, the Service port); the builders ([`build_deployment`], [`build_service`], [`build_hpa`], [`build_pdb`]) turn it into
 //! Kubernetes objects; [`build_children`] runs them all and stamps each object with its
 //! `fastagentic.io/applied-hash`. Nothing here does I/O: the controller passes in what it read
 //! from the cluster ([`BuildInputs`]) and `render` passes in what it cannot know as "unknown".
@@ -14,21 +15,29 @@ mod service;
 
 use std::collections::BTreeMap;
 
-use fastagentic_crd::{FastAgentic, MAX_NAME_LENGTH};
+use fastagentic_crd::admission::{Rejected, admit};
+use fastagentic_crd::{AutoscalingSpec, FastAgentic, SecretKeyRef};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-pub use deployment::{build_deployment, desired_replicas};
-pub use hash::{applied_hash, stamp_applied_hash};
-pub use hpa::build_hpa;
+pub use deployment::{
+    CONTAINER_NAME, DEFAULT_COMMAND, RUN_AS_USER, TERMINATION_GRACE_EXTRA_SECONDS, build_deployment,
+};
+pub use hash::{ANNOTATION_APPLIED_HASH, ANNOTATION_CONFIG_HASH, applied_hash, stamp_applied_hash};
+pub use hpa::{build_hpa, default_concurrency_behavior};
 pub use pdb::build_pdb;
 pub use service::build_service;
 
-use crate::labels::*;
+use crate::labels::standard_labels;
+
+/// Name of the agent container's port and of the Service port (the scraper finds the pod's
+/// port by it too).
+pub const PORT_NAME: &str = "http";
 
 /// A spec the schema let through but that cannot be run; names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,11 +71,18 @@ pub enum BuildError {
     },
 }
 
-/// A `FastAgentic` that passed [`validate`]; the builders only accept this.
-#[derive(Debug, Clone, Copy)]
+/// A `FastAgentic` that passed [`validate`], with the decisions the builders act on: made once
+/// here, so no builder re-derives them from the spec's `Option`s. The builders only accept this.
+#[derive(Debug, Clone)]
 pub struct Validated<'a> {
     fa: &'a FastAgentic,
     name: &'a str,
+    replicas: ReplicaMode<'a>,
+    redis: Option<Redis<'a>>,
+    command: Vec<String>,
+    disruption_budget: Option<DisruptionBudget>,
+    service_port: i32,
+    secrets: Vec<SecretUse>,
 }
 
 impl<'a> Validated<'a> {
@@ -78,6 +94,101 @@ impl<'a> Validated<'a> {
     pub fn name(&self) -> &'a str {
         self.name
     }
+    /// Who decides the number of pods.
+    pub fn replicas(&self) -> &ReplicaMode<'a> {
+        &self.replicas
+    }
+    /// The Redis pool, when `spec.redis` is set.
+    pub fn redis(&self) -> Option<&Redis<'a>> {
+        self.redis.as_ref()
+    }
+    /// The container command: `spec.command`, else `fastagentic run`.
+    pub fn command(&self) -> &[String] {
+        &self.command
+    }
+    /// The PodDisruptionBudget to keep, if any (see [`DisruptionBudget`]).
+    pub fn disruption_budget(&self) -> Option<&DisruptionBudget> {
+        self.disruption_budget.as_ref()
+    }
+    /// The Service's port: `spec.service.port`, else `spec.port`.
+    pub fn service_port(&self) -> i32 {
+        self.service_port
+    }
+    /// Every Secret the pods read ([`referenced_secrets`]).
+    pub fn secrets(&self) -> &[SecretUse] {
+        &self.secrets
+    }
+}
+
+/// Who decides the number of pods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMode<'a> {
+    /// `spec.replicas`: this many (`kubectl scale fa/NAME` writes it).
+    Fixed(i32),
+    /// Neither `spec.replicas` nor `spec.autoscaling`: the live Deployment keeps its count, a new
+    /// one starts with 1.
+    KeepCurrent,
+    /// `spec.autoscaling`: the HorizontalPodAutoscaler.
+    Autoscaled(Autoscaling<'a>),
+}
+
+impl ReplicaMode<'_> {
+    /// The replica count the Deployment is applied with, given the live Deployment's
+    /// `spec.replicas`; `None` leaves the field out of the apply.
+    ///
+    /// - Autoscaled: `None`. The HPA owns `spec.replicas`; sending it would fight the
+    ///   autoscaler (the controller hands the field over once when autoscaling is turned on, so
+    ///   dropping it from our apply does not reset the Deployment to 1).
+    /// - Fixed: that number.
+    /// - KeepCurrent: the live Deployment's count, or 1 for a new Deployment. So turning
+    ///   autoscaling off without setting `spec.replicas` keeps the pods the HPA had scaled to,
+    ///   instead of dropping to 1 under load; set `spec.replicas` to choose a number.
+    pub fn deployment_replicas(&self, current: Option<i32>) -> Option<i32> {
+        match self {
+            ReplicaMode::Autoscaled(_) => None,
+            ReplicaMode::Fixed(n) => Some(*n),
+            ReplicaMode::KeepCurrent => Some(current.unwrap_or(1)),
+        }
+    }
+}
+
+/// `spec.autoscaling` with its scaling behavior decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoscaling<'a> {
+    /// The user's settings (bounds and targets).
+    pub spec: &'a AutoscalingSpec,
+    /// `behavior` as given; without it, the operator's default with a concurrency target
+    /// ([`default_concurrency_behavior`]), else none (Kubernetes' default).
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+/// The Redis pool: where `REDIS_URL` comes from, and the pool settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redis<'a> {
+    /// Where the URL comes from.
+    pub url: RedisUrl<'a>,
+    /// `spec.redis.poolSize`.
+    pub pool_size: i32,
+    /// `spec.redis.poolTimeoutSeconds`.
+    pub pool_timeout_seconds: f64,
+}
+
+/// Where `REDIS_URL` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisUrl<'a> {
+    /// `spec.redis.url`, a URL without credentials, injected as a value.
+    Plain(&'a str),
+    /// `spec.redis.urlSecretRef`, injected by reference.
+    Secret(&'a SecretKeyRef),
+}
+
+/// The PodDisruptionBudget's limit: exactly one of the two is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisruptionBudget {
+    /// `maxUnavailable` (1 when the user chose neither).
+    pub max_unavailable: Option<IntOrString>,
+    /// `minAvailable`.
+    pub min_available: Option<IntOrString>,
 }
 
 /// What the builders need from the cluster. `render` has none of it and passes the default.
@@ -86,7 +197,7 @@ pub struct BuildInputs {
     /// resourceVersion of each referenced Secret, by name. A name missing here is hashed as
     /// `unknown` (that is what `render` does: its config hash differs from the cluster's).
     pub secret_versions: BTreeMap<String, String>,
-    /// `spec.replicas` of the live Deployment, when there is one (see [`desired_replicas`]).
+    /// `spec.replicas` of the live Deployment, when there is one (see [`ReplicaMode::deployment_replicas`]).
     pub current_replicas: Option<i32>,
 }
 
@@ -166,83 +277,35 @@ pub fn referenced_secrets(fa: &FastAgentic) -> Vec<SecretUse> {
     uses
 }
 
-/// Checks what the CRD schema and its CEL rules cannot express (or what an old API server may
-/// have let through), naming the field. The checks that duplicate CEL rules are defensive: the
-/// operator must never apply a half-valid set of objects.
+/// Admits `fa` again on the client side, checks what the schema cannot express, and makes the
+/// decisions the builders act on. Every error names the field.
+///
+/// The admission rules run through [`fastagentic_crd::admission::admit`] (the CRD's schema and
+/// its CEL rules, the one client-side implementation of them): the API server has already
+/// applied them, unless it is older than CEL validation, and the operator must never apply a
+/// half-valid set of objects. The checks written here are the operator's own.
 pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
     let name = fa
         .metadata
         .name
         .as_deref()
         .ok_or_else(|| SpecError::new("metadata.name", "the resource has no name"))?;
-    if name.len() > MAX_NAME_LENGTH {
-        return Err(SpecError::new(
-            "metadata.name",
-            format!(
-                "{} characters is too long: the Service and the app.kubernetes.io/instance label \
-                 derived from it allow at most {MAX_NAME_LENGTH}",
-                name.len()
-            ),
-        ));
-    }
-    if !is_dns1035_label(name) {
-        return Err(SpecError::new(
-            "metadata.name",
-            "must start with a letter and contain only lowercase letters, digits and '-' (it names \
-             the Service, an RFC 1035 label)",
-        ));
-    }
+    admit_again(fa)?;
     let spec = &fa.spec;
+    // The schema forbids an empty image; a blank one would only fail at the Deployment.
     if spec.image.trim().is_empty() {
-        return Err(SpecError::new("spec.image", "must not be empty"));
+        return Err(SpecError::new("spec.image", "must not be blank"));
     }
-    if spec.command.as_ref().is_some_and(Vec::is_empty) {
-        return Err(SpecError::new(
-            "spec.command",
-            "must not be an empty list; leave it out for `fastagentic run`",
-        ));
-    }
-    if spec.replicas.is_some() && spec.autoscaling.is_some() {
-        return Err(SpecError::new(
-            "spec.autoscaling",
-            "set either spec.replicas or spec.autoscaling, not both",
-        ));
-    }
-    if let Some(a) = &spec.autoscaling
-        && a.min_replicas > a.max_replicas
-    {
-        return Err(SpecError::new(
-            "spec.autoscaling.minReplicas",
-            format!(
-                "{} is greater than spec.autoscaling.maxReplicas {}",
-                a.min_replicas, a.max_replicas
-            ),
-        ));
-    }
-    if let Some(a) = &spec.autoscaling {
-        if a.target_cpu_utilization_percentage == 0
-            && a.target_memory_utilization_percentage == 0
-            && a.target_concurrency_utilization_percentage.is_none()
-        {
+    let command = match &spec.command {
+        None => DEFAULT_COMMAND.iter().map(ToString::to_string).collect(),
+        Some(c) if c.is_empty() => {
             return Err(SpecError::new(
-                "spec.autoscaling",
-                "needs a target: targetCPUUtilizationPercentage, \
-                 targetMemoryUtilizationPercentage or targetConcurrencyUtilizationPercentage",
+                "spec.command",
+                "must not be an empty list; leave it out for `fastagentic run`",
             ));
         }
-        if a.target_concurrency_utilization_percentage.is_some() && spec.max_concurrent.is_none() {
-            return Err(SpecError::new(
-                "spec.autoscaling.targetConcurrencyUtilizationPercentage",
-                "needs spec.maxConcurrent: utilization is in-flight requests over the limit",
-            ));
-        }
-    }
-    if spec.reload && spec.server == fastagentic_crd::ServerKind::Gunicorn {
-        return Err(SpecError::new(
-            "spec.reload",
-            "works only with server 'uvicorn', not 'gunicorn'",
-        ));
-    }
+        Some(c) => c.clone(),
+    };
     // Server-side apply merges `env` by name: two entries with one name make every apply fail.
     let mut seen = std::collections::BTreeSet::new();
     for (i, var) in spec.env.iter().flatten().enumerate() {
@@ -253,22 +316,79 @@ pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
             ));
         }
     }
-    Ok(Validated { fa, name })
+    let replicas = match (&spec.autoscaling, spec.replicas) {
+        (Some(a), _) => ReplicaMode::Autoscaled(Autoscaling {
+            spec: a,
+            behavior: match (&a.behavior, a.target_concurrency_utilization_percentage) {
+                (Some(b), _) => Some(b.clone()),
+                (None, Some(_)) => Some(default_concurrency_behavior()),
+                (None, None) => None,
+            },
+        }),
+        (None, Some(n)) => ReplicaMode::Fixed(n),
+        (None, None) => ReplicaMode::KeepCurrent,
+    };
+    let redis = match &spec.redis {
+        None => None,
+        Some(r) => Some(Redis {
+            url: match (&r.url, &r.url_secret_ref) {
+                (None, Some(secret)) => RedisUrl::Secret(secret),
+                (Some(url), None) => RedisUrl::Plain(url),
+                // Admission forbids both and neither; this is what an old server let through.
+                _ => {
+                    return Err(SpecError::new(
+                        "spec.redis",
+                        "set exactly one of spec.redis.url and spec.redis.urlSecretRef",
+                    ));
+                }
+            },
+            pool_size: r.pool_size,
+            pool_timeout_seconds: r.pool_timeout_seconds,
+        }),
+    };
+    // With one pod at most, a budget either blocks every node drain or protects nothing.
+    let disruption_budget = spec
+        .disruption_budget
+        .as_ref()
+        .filter(|_| spec.max_pods() >= 2)
+        .map(|b| match (&b.max_unavailable, &b.min_available) {
+            (None, None) => DisruptionBudget {
+                max_unavailable: Some(IntOrString::Int(1)),
+                min_available: None,
+            },
+            (max, min) => DisruptionBudget {
+                max_unavailable: max.clone(),
+                min_available: min.clone(),
+            },
+        });
+    Ok(Validated {
+        fa,
+        name,
+        replicas,
+        redis,
+        command,
+        disruption_budget,
+        service_port: spec.service.port.unwrap_or(spec.port),
+        secrets: referenced_secrets(fa),
+    })
 }
 
-/// RFC 1035 label: lowercase letter first, then lowercase letters, digits and '-', no '-' last.
-fn is_dns1035_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_lowercase()
-                && (last.is_ascii_lowercase() || last.is_ascii_digit())
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        }
-        _ => false,
+/// The CRD's schema and CEL rules, on the object as the operator read it. Every reason is in
+/// the message; the field is the first one's.
+fn admit_again(fa: &FastAgentic) -> Result<(), SpecError> {
+    let object = serde_json::to_value(fa)
+        .map_err(|e| SpecError::new("<root>", format!("cannot be serialized: {e}")))?;
+    let Err(Rejected(errors)) = admit(&object) else {
+        return Ok(());
+    };
+    let Some(first) = errors.first() else {
+        return Ok(());
+    };
+    let mut message = first.message.clone();
+    for e in errors.iter().skip(1) {
+        message.push_str(&format!("; {e}"));
     }
+    Err(SpecError::new(first.field.clone(), message))
 }
 
 /// Builds every child, stamped with its applied-hash annotation.
@@ -291,32 +411,6 @@ pub fn build_children(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Childre
         hpa,
         pdb,
     })
-}
-
-/// The labels that select the pods: `app.kubernetes.io/name` and `/instance`.
-pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), APP_NAME.to_string()),
-        (LABEL_INSTANCE.to_string(), name.to_string()),
-    ])
-}
-
-/// The selector as the string `status.selector` carries (for the scale subresource).
-pub fn selector_string(name: &str) -> String {
-    selector_labels(name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The standard labels every child and pod carries.
-pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(name);
-    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    labels.insert(LABEL_PART_OF.into(), APP_NAME.into());
-    labels.insert(LABEL_COMPONENT.into(), COMPONENT.into());
-    labels
 }
 
 /// Metadata of a child: same name and namespace as the resource, standard labels, and the

@@ -3,8 +3,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Validated, child_meta, selector_labels};
-use crate::labels::PORT_NAME;
+use super::{PORT_NAME, Validated, child_meta};
+use crate::labels::selector_labels;
 
 /// The Service: `spec.service.type` (ClusterIP by default), port `http` (`spec.service.port`,
 /// else `spec.port`) to the container port named `http`.
@@ -19,7 +19,7 @@ pub fn build_service(v: &Validated<'_>) -> Service {
             selector: Some(selector_labels(v.name())),
             ports: Some(vec![ServicePort {
                 name: Some(PORT_NAME.into()),
-                port: spec.service.port.unwrap_or(spec.port),
+                port: v.service_port(),
                 target_port: Some(IntOrString::String(PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()

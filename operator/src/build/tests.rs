@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::labels::{
+    LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, selector_labels,
+};
 
 const SEED: &str = include_str!("../../../examples/kubernetes-seed.yaml");
 const DEV: &str = include_str!("../../../examples/dev.yaml");
@@ -610,51 +613,122 @@ fn drain_delay_sets_the_pre_stop_sleep_and_the_grace_period() {
 
 #[test]
 fn replicas_decision() {
-    let auto = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n")).spec;
-    let fixed = load(&format!("{BASE}  replicas: 4\n")).spec;
-    let neither = load(BASE).spec;
-    assert_eq!(desired_replicas(&auto, Some(7)), None);
-    assert_eq!(desired_replicas(&fixed, Some(7)), Some(4));
+    let auto = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
+    let fixed = load(&format!("{BASE}  replicas: 4\n"));
+    let neither = load(BASE);
+    let mode = |fa| validate(fa).expect("valid").replicas().clone();
+    assert!(matches!(mode(&auto), ReplicaMode::Autoscaled(_)));
+    assert_eq!(mode(&fixed), ReplicaMode::Fixed(4));
+    assert_eq!(mode(&neither), ReplicaMode::KeepCurrent);
+    assert_eq!(mode(&auto).deployment_replicas(Some(7)), None);
+    assert_eq!(mode(&fixed).deployment_replicas(Some(7)), Some(4));
     assert_eq!(
-        desired_replicas(&neither, Some(7)),
+        mode(&neither).deployment_replicas(Some(7)),
         Some(7),
         "autoscaling turned off keeps the running count"
     );
     assert_eq!(
-        desired_replicas(&neither, None),
+        mode(&neither).deployment_replicas(None),
         Some(1),
         "a new Deployment starts with 1"
     );
 }
 
 #[test]
+fn the_redis_url_source_the_command_and_the_service_port_are_decided_once() {
+    let fa = load(&format!(
+        "{BASE}  redis: {{url: \"redis://r:6379\"}}\n  service: {{port: 80}}\n"
+    ));
+    let v = validate(&fa).expect("valid");
+    assert_eq!(
+        v.redis().map(|r| r.url),
+        Some(RedisUrl::Plain("redis://r:6379"))
+    );
+    assert_eq!(v.command(), ["fastagentic", "run"]);
+    assert_eq!(v.service_port(), 80);
+
+    let fa = load(&format!(
+        "{BASE}  redis: {{urlSecretRef: {{name: s, key: k}}}}\n  command: [my-agent]\n"
+    ));
+    let v = validate(&fa).expect("valid");
+    assert!(
+        matches!(v.redis().map(|r| r.url), Some(RedisUrl::Secret(r)) if r.name == "s" && r.key == "k")
+    );
+    assert_eq!(v.command(), ["my-agent"]);
+    assert_eq!(v.service_port(), 8000, "the Service defaults to spec.port");
+
+    // What an API server without CEL validation would let through is still refused.
+    let mut fa = load(&format!("{BASE}  redis: {{url: \"redis://r:6379\"}}\n"));
+    if let Some(r) = fa.spec.redis.as_mut() {
+        r.url = None;
+    }
+    let err = validate(&fa).expect_err("neither url nor urlSecretRef");
+    assert_eq!(err.field, "spec.redis", "{err}");
+    assert!(err.message.contains("set exactly one of"), "{err}");
+}
+
+/// `(field, message)` of the error `validate` returns for `fa`.
+fn refused(fa: &FastAgentic, what: &str) -> (String, String) {
+    let err = validate(fa).expect_err(what);
+    (err.field, err.message)
+}
+
+#[test]
 fn validate_names_the_field() {
+    // Admission rules come back as the API server reports them: the CEL rule's field, and a
+    // message that names the offending field.
     let mut fa = load(BASE);
     fa.metadata.name = Some("a".repeat(64));
-    assert_eq!(validate(&fa).expect_err("too long").field, "metadata.name");
+    let (field, message) = refused(&fa, "too long");
+    assert_eq!(field, "<root>");
+    assert!(
+        message.contains("metadata.name must be at most 63 characters"),
+        "{message}"
+    );
     fa.metadata.name = Some("Bad_Name".into());
-    assert_eq!(
-        validate(&fa).expect_err("not RFC 1035").field,
-        "metadata.name"
+    let (field, message) = refused(&fa, "not RFC 1035");
+    assert_eq!(field, "<root>");
+    assert!(
+        message.contains("metadata.name must start with a letter"),
+        "{message}"
     );
 
     let mut fa = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
     fa.spec.replicas = Some(2);
-    assert_eq!(validate(&fa).expect_err("both").field, "spec.autoscaling");
+    let (field, message) = refused(&fa, "both");
+    assert_eq!(field, "spec");
+    assert!(
+        message.contains("set either spec.replicas or spec.autoscaling"),
+        "{message}"
+    );
     let mut fa = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
     fa.spec
         .autoscaling
         .as_mut()
         .expect("autoscaling")
         .min_replicas = 6;
-    assert_eq!(
-        validate(&fa).expect_err("min > max").field,
-        "spec.autoscaling.minReplicas"
+    let (field, message) = refused(&fa, "min > max");
+    assert_eq!(field, "spec.autoscaling");
+    assert!(
+        message.contains("spec.autoscaling.minReplicas must be less than or equal to"),
+        "{message}"
     );
     let mut fa = load(BASE);
     fa.spec.server = fastagentic_crd::ServerKind::Gunicorn;
     fa.spec.reload = true;
-    assert_eq!(validate(&fa).expect_err("reload").field, "spec.reload");
+    let (field, message) = refused(&fa, "reload");
+    assert_eq!(field, "spec");
+    assert!(message.contains("spec.reload"), "{message}");
+    let mut fa = load(BASE);
+    fa.spec.image = "  ".into();
+    assert_eq!(refused(&fa, "blank image").0, "spec.image");
+    fa.spec.image = String::new();
+    let (field, message) = refused(&fa, "empty image");
+    assert_eq!(field, "spec.image");
+    assert!(
+        message.contains("spec.image must not be empty"),
+        "{message}"
+    );
     let mut fa = load(BASE);
     let var = |v: &str| EnvVar {
         name: "X".into(),
@@ -800,11 +874,13 @@ fn concurrency_target_without_max_concurrent_or_no_target_is_refused() {
     let mut fa = load(MODEL_AGENT);
     fa.spec.max_concurrent = None;
     let err = validate(&fa).expect_err("needs maxConcurrent");
-    assert_eq!(
-        err.field,
-        "spec.autoscaling.targetConcurrencyUtilizationPercentage"
+    assert_eq!(err.field, "spec");
+    assert!(
+        err.message.contains(
+            "spec.autoscaling.targetConcurrencyUtilizationPercentage needs spec.maxConcurrent"
+        ),
+        "{err}"
     );
-    assert!(err.to_string().contains("spec.maxConcurrent"), "{err}");
     let mut fa = load(MODEL_AGENT);
     fa.spec
         .autoscaling
@@ -813,4 +889,5 @@ fn concurrency_target_without_max_concurrent_or_no_target_is_refused() {
         .target_concurrency_utilization_percentage = None;
     let err = validate(&fa).expect_err("needs a target");
     assert_eq!(err.field, "spec.autoscaling");
+    assert!(err.message.contains("needs a target"), "{err}");
 }

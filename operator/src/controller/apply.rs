@@ -22,8 +22,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::Error;
-use crate::build::Children;
-use crate::labels::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, HANDOFF_FIELD_MANAGER};
+use crate::FIELD_MANAGER;
+use crate::build::{ANNOTATION_APPLIED_HASH, Children};
+
+/// Field manager used once, when autoscaling is turned on, to keep `spec.replicas` owned by
+/// someone while the operator stops sending it (see [`needs_replicas_handoff`]).
+pub const HANDOFF_FIELD_MANAGER: &str = "fastagentic-operator-replicas-handoff";
 
 /// One write a reconcile made to a child, reported in a Normal Event on the FastAgentic.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,11 +8,16 @@
 //! correction and Deployment status → our status). Secrets are watched as metadata only (their
 //! values are never cached) and mapped to the FastAgentics in the same namespace that reference
 //! them, so a rotated Secret changes the pod-template hash and rolls the pods.
+//!
+//! FastAgentics are watched as JSON and read here, so one that does not match the operator's
+//! types is skipped with a Warning Event naming the field instead of breaking the watch. The
+//! reconciler writes through its own client, whose requests [`writes`] counts.
 
 mod apply;
 mod error;
 mod secrets;
 pub mod status;
+pub mod writes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,11 +28,11 @@ use fastagentic_crd::FastAgentic;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -36,14 +41,15 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 pub use apply::{
-    Change, ChangeAction, Live, is_subset, is_up_to_date, manager_owns_replicas,
-    needs_replicas_handoff,
+    Change, ChangeAction, HANDOFF_FIELD_MANAGER, Live, is_subset, is_up_to_date,
+    manager_owns_replicas, needs_replicas_handoff,
 };
 pub use error::Error;
 pub use status::{Failure, autoscaling_status, compute_status};
 
+use crate::FIELD_MANAGER;
 use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
-use crate::labels::{FIELD_MANAGER, MANAGED_BY};
+use crate::labels::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::metrics::Metrics;
 
 /// How often an unchanged resource is looked at again (reads only).
@@ -149,18 +155,30 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let store = writer.as_reader();
-    // Objects are read through `DeserializeGuard`: one FastAgentic that does not deserialize
-    // (stored under an older schema, say) is logged and skipped instead of failing the whole
-    // watch and stalling every other resource.
-    let fastagentics = watcher(
-        api_for::<DeserializeGuard<FastAgentic>>(&client, &scope),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .filter_map(|event| std::future::ready(skip_invalid(event)))
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    // Objects are watched as plain JSON and read here: one FastAgentic that does not
+    // deserialize (stored under an older schema, say) gets a Warning Event naming the field and
+    // is skipped, instead of failing the whole watch and stalling every other resource.
+    let recorder = ctx.recorder.clone();
+    let resource = ApiResource::erase::<FastAgentic>(&());
+    let raw: Api<DynamicObject> = match &scope.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let fastagentics = watcher(raw, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let recorder = recorder.clone();
+            async move {
+                let (passed, malformed) = skip_malformed(event);
+                if let Some(m) = malformed {
+                    report_malformed(&recorder, &m).await;
+                }
+                passed
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
     // Metadata only: Secret values are never cached in the operator.
     let secret_api: Api<PartialObjectMeta<Secret>> = match &scope.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -170,11 +188,7 @@ pub async fn run(
         .default_backoff()
         .applied_objects();
     let mapper_store = store.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        crate::labels::LABEL_MANAGED_BY,
-        MANAGED_BY
-    ));
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
 
     Controller::for_stream(fastagentics, store)
         .owns(api_for::<Deployment>(&client, &scope), owned.clone())
@@ -196,35 +210,91 @@ pub async fn run(
         .await;
 }
 
-/// Passes well-formed FastAgentics on and drops (with a warning) those that do not deserialize.
-fn skip_invalid(
-    event: Result<watcher::Event<DeserializeGuard<FastAgentic>>, watcher::Error>,
-) -> Option<Result<watcher::Event<FastAgentic>, watcher::Error>> {
+/// Event reason for a FastAgentic that does not match the operator's types.
+pub const REASON_MALFORMED: &str = "Malformed";
+
+/// A FastAgentic the watch could not read as one, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    /// The object, for the Event's `regarding`.
+    pub reference: ObjectReference,
+    /// The deserializer's message, naming the field.
+    pub error: String,
+}
+
+/// Passes well-formed FastAgentics on; a malformed one is dropped from the stream and returned
+/// for [`malformed_event`] (its deletion is dropped silently: there is nothing left to warn).
+pub fn skip_malformed(
+    event: Result<watcher::Event<DynamicObject>, watcher::Error>,
+) -> (
+    Option<Result<watcher::Event<FastAgentic>, watcher::Error>>,
+    Option<Malformed>,
+) {
     use watcher::Event as E;
-    let unwrap = |guard: DeserializeGuard<FastAgentic>| match guard.0 {
-        Ok(fa) => Some(fa),
-        Err(invalid) => {
-            tracing::warn!(
-                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
-                name = invalid.metadata.name.as_deref().unwrap_or_default(),
-                error = %invalid.error,
-                "skipping a FastAgentic that does not match the operator's types"
-            );
-            None
-        }
-    };
     let event = match event {
-        Err(e) => return Some(Err(e)),
+        Err(e) => return (Some(Err(e)), None),
         Ok(event) => event,
     };
-    let mapped = match event {
-        E::Apply(g) => E::Apply(unwrap(g)?),
-        E::InitApply(g) => E::InitApply(unwrap(g)?),
-        E::Delete(g) => E::Delete(unwrap(g)?),
-        E::Init => E::Init,
-        E::InitDone => E::InitDone,
+    let split = |obj: DynamicObject| {
+        let reference = obj.object_ref(&ApiResource::erase::<FastAgentic>(&()));
+        match read_fastagentic(&obj) {
+            Ok(fa) => (Some(fa), None),
+            Err(error) => (None, Some(Malformed { reference, error })),
+        }
     };
-    Some(Ok(mapped))
+    match event {
+        E::Apply(obj) => {
+            let (fa, malformed) = split(obj);
+            (fa.map(|fa| Ok(E::Apply(fa))), malformed)
+        }
+        E::InitApply(obj) => {
+            let (fa, malformed) = split(obj);
+            (fa.map(|fa| Ok(E::InitApply(fa))), malformed)
+        }
+        E::Delete(obj) => (split(obj).0.map(|fa| Ok(E::Delete(fa))), None),
+        E::Init => (Some(Ok(E::Init)), None),
+        E::InitDone => (Some(Ok(E::InitDone)), None),
+    }
+}
+
+/// The FastAgentic in `obj`, or why it is not one, starting with the path of the offending
+/// field.
+fn read_fastagentic(obj: &DynamicObject) -> Result<FastAgentic, String> {
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| e.to_string())
+}
+
+/// The Warning Event on a malformed FastAgentic: reason `Malformed`, the deserializer's message
+/// (which names the field) in the note.
+pub fn malformed_event(m: &Malformed) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: REASON_MALFORMED.into(),
+        note: Some(truncate(
+            &format!(
+                "the resource does not match the operator's types and is not reconciled: {}",
+                m.error
+            ),
+            1000,
+        )),
+        action: "Reconcile".into(),
+        secondary: None,
+    }
+}
+
+/// Logs the malformed object and warns on it with an Event (best effort: without RBAC for
+/// Events the log line is all there is).
+async fn report_malformed(recorder: &Recorder, m: &Malformed) {
+    tracing::warn!(
+        namespace = m.reference.namespace.as_deref().unwrap_or_default(),
+        name = m.reference.name.as_deref().unwrap_or_default(),
+        error = %m.error,
+        "skipping a FastAgentic that does not match the operator's types"
+    );
+    let event = malformed_event(m);
+    if let Err(e) = recorder.publish(&event, &m.reference).await {
+        tracing::warn!(error = %e, reason = %event.reason, "could not publish the Event");
+    }
 }
 
 fn now() -> Time {
@@ -264,7 +334,7 @@ pub fn error_policy(fa: Arc<FastAgentic>, _err: &Error, ctx: Arc<Context>) -> Ac
 async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Error> {
     let ns = fa.namespace().ok_or(Error::MissingNamespace)?;
     let validated = validate(fa)?;
-    let secret_versions = secrets::resolve(&ctx.client, &ns, &referenced_secrets(fa)).await?;
+    let secret_versions = secrets::resolve(&ctx.client, &ns, validated.secrets()).await?;
     let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
     let inputs = BuildInputs {
         secret_versions,
@@ -391,8 +461,8 @@ fn truncate(s: &str, max: usize) -> String {
 mod guard_tests {
     use super::*;
 
-    fn guard(value: serde_json::Value) -> DeserializeGuard<FastAgentic> {
-        serde_json::from_value(value).expect("a guard always deserializes")
+    fn guard(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("any object with metadata is a DynamicObject")
     }
 
     #[test]
@@ -407,16 +477,39 @@ mod guard_tests {
             "metadata": {"name": "bad", "namespace": "ns"},
             "spec": {"image": "agent:1", "workers": "many"}
         }));
-        assert!(bad.0.is_err(), "workers: \"many\" must not deserialize");
 
-        match skip_invalid(Ok(watcher::Event::Apply(good))) {
-            Some(Ok(watcher::Event::Apply(fa))) => assert_eq!(fa.name_any(), "good"),
+        match skip_malformed(Ok(watcher::Event::Apply(good))) {
+            (Some(Ok(watcher::Event::Apply(fa))), None) => assert_eq!(fa.name_any(), "good"),
             other => panic!("the good object must pass, got {other:?}"),
         }
-        assert!(skip_invalid(Ok(watcher::Event::InitApply(bad))).is_none());
+        let (passed, malformed) = skip_malformed(Ok(watcher::Event::InitApply(bad.clone())));
+        assert!(passed.is_none(), "the malformed object must not pass");
+        let malformed = malformed.expect("the malformed object is reported");
+        assert_eq!(malformed.reference.name.as_deref(), Some("bad"));
+        assert_eq!(malformed.reference.namespace.as_deref(), Some("ns"));
+        assert_eq!(malformed.reference.kind.as_deref(), Some("FastAgentic"));
+        assert_eq!(
+            malformed.reference.api_version.as_deref(),
+            Some("fastagentic.io/v1alpha1")
+        );
+        let event = malformed_event(&malformed);
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "Malformed");
+        let note = event.note.unwrap_or_default();
+        assert!(
+            note.contains("spec.workers: invalid type: string \"many\""),
+            "the note names the field: {note}"
+        );
+        assert!(
+            matches!(
+                skip_malformed(Ok(watcher::Event::Delete(bad))),
+                (None, None)
+            ),
+            "a deleted malformed object is dropped without a warning"
+        );
         assert!(matches!(
-            skip_invalid(Ok(watcher::Event::InitDone)),
-            Some(Ok(watcher::Event::InitDone))
+            skip_malformed(Ok(watcher::Event::InitDone)),
+            (Some(Ok(watcher::Event::InitDone)), None)
         ));
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::build::selector_string;
+use crate::labels::selector_string;
 
 /// A failed reconcile, as it shows on the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]

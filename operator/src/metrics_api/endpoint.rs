@@ -9,7 +9,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::labels::{FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::FIELD_MANAGER;
+use crate::labels::{LABEL_MANAGED_BY, MANAGED_BY};
 
 /// Port name of the metrics API's Service and EndpointSlice.
 pub const PORT_NAME: &str = "https";

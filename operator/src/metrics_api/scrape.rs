@@ -16,7 +16,8 @@ use kube::runtime::reflector::Store;
 
 use super::api::{PodMetric, PodMetrics};
 use super::cost::{self, CostThrottle, PodKey};
-use crate::labels::{LABEL_INSTANCE, PORT_NAME};
+use crate::build::PORT_NAME;
+use crate::labels::LABEL_INSTANCE;
 use crate::metrics::Metrics;
 
 /// What one pod said.

@@ -1,5 +1,5 @@
-//! Client-side admission: checks a FastAgentic object against the generated CRD schema the way
-//! the API server does, without a cluster.
+//! Admission without a cluster: [`admit`] checks a FastAgentic object against the generated CRD
+//! the way the API server does when it is created.
 //!
 //! Two passes, in the API server's order:
 //! 1. the structural schema — types, enums, ranges, lengths, required fields and unknown fields
@@ -7,11 +7,16 @@
 //! 2. the CEL rules (`x-kubernetes-validations`), evaluated by `kube`'s CEL engine after the
 //!    schema defaults have been applied.
 //!
-//! `fastagentic-operator render` uses it to reject a file before building anything, and the tests
-//! use it to prove that every example is admitted and every invalid resource is rejected by the
-//! rule meant for it. The control-plane tests prove the same against a real API server.
+//! This is the one client-side implementation of the admission rules: the rules themselves are
+//! the CEL expressions on the Rust types (what the API server evaluates), never rewritten in
+//! Rust. `fastagentic-operator render` uses it to reject a file before building anything, the
+//! operator's `build::validate` runs it again on every object it reconciles (an API server
+//! older than CEL validation admits what the rules forbid), and the tests use it to prove that
+//! every example is admitted and every invalid resource is rejected by the rule meant for it.
+//! The control-plane tests prove the same against a real API server.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
@@ -32,41 +37,44 @@ impl fmt::Display for FieldError {
 
 /// All reasons an object is not admitted (never empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidationErrors(pub Vec<FieldError>);
+pub struct Rejected(pub Vec<FieldError>);
 
-impl fmt::Display for ValidationErrors {
+impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
         f.write_str(&parts.join("; "))
     }
 }
 
-impl std::error::Error for ValidationErrors {}
+impl std::error::Error for Rejected {}
 
-/// The `openAPIV3Schema` of the generated CRD, as JSON.
-pub fn schema() -> Value {
-    crate::crd()
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null)
+/// The `openAPIV3Schema` of the generated CRD, as JSON (generated once per process).
+pub fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        crate::crd()
+            .spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null)
+    })
 }
 
-/// Validates a whole FastAgentic object (`apiVersion`, `kind`, `metadata`, `spec`) as the API
-/// server would on create.
-pub fn validate_object(object: &Value) -> Result<(), ValidationErrors> {
+/// Admits or rejects a whole FastAgentic object (`apiVersion`, `kind`, `metadata`, `spec`) as
+/// the API server would on create, with every reason it is rejected.
+pub fn admit(object: &Value) -> Result<(), Rejected> {
     let schema = schema();
     let mut errors = Vec::new();
     check_type_meta(object, &mut errors);
     // metadata is validated by the API server itself, not by the CRD schema; check the name
     // rules here through CEL below and only the shape here.
     let mut normalized = object.clone();
-    walk(&schema, &mut normalized, "", &mut errors, true);
+    walk(schema, &mut normalized, "", &mut errors, true);
     if !errors.is_empty() {
-        return Err(ValidationErrors(errors));
+        return Err(Rejected(errors));
     }
     let root = kube::core::cel::RootContext {
         api_version: format!("{}/{}", crate::GROUP, crate::VERSION),
@@ -74,7 +82,7 @@ pub fn validate_object(object: &Value) -> Result<(), ValidationErrors> {
         kind: crate::KIND.to_string(),
     };
     if let Err(cel_errors) = kube::core::cel::Validator::new().validate_with_context(
-        &schema,
+        schema,
         &normalized,
         None,
         Some(&root),
@@ -93,7 +101,7 @@ pub fn validate_object(object: &Value) -> Result<(), ValidationErrors> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ValidationErrors(errors))
+        Err(Rejected(errors))
     }
 }
 
