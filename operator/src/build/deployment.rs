@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use fastagentic_contract::env;
 use fastagentic_crd::{self as crd, FastAgenticSpec, ProbeSpec};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -222,22 +223,23 @@ fn seconds(value: f64) -> String {
     format!("{value:?}")
 }
 
-/// The injected environment, then the user's `spec.env`. A user variable with the same name as
+/// The injected environment (names from `fastagentic_contract::env`, which the runtime's
+/// options read), then the user's `spec.env`. A user variable with the same name as
 /// an injected one replaces it (listed once, in the user's position): server-side apply merges
 /// `env` by name and rejects duplicates.
 fn env(v: &Validated<'_>) -> Vec<EnvVar> {
     let spec = &v.fa().spec;
     let mut ours = vec![
-        value("FASTAGENTIC_SERVER", spec.server.as_str()),
-        value("FASTAGENTIC_HOST", "0.0.0.0"),
-        value("FASTAGENTIC_PORT", spec.port),
-        value("FASTAGENTIC_WORKERS", spec.workers),
+        value(env::SERVER, spec.server.as_str()),
+        value(env::HOST, "0.0.0.0"),
+        value(env::PORT, spec.port),
+        value(env::WORKERS, spec.workers),
     ];
     if let Some(n) = spec.max_concurrent {
-        ours.push(value("FASTAGENTIC_MAX_CONCURRENT", n));
+        ours.push(value(env::MAX_CONCURRENT, n));
     }
     ours.push(EnvVar {
-        name: "FASTAGENTIC_INSTANCE_ID".into(),
+        name: env::INSTANCE_ID.into(),
         value: None,
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
@@ -248,44 +250,44 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
         }),
     });
     if spec.reload {
-        ours.push(value("FASTAGENTIC_RELOAD", "true"));
+        ours.push(value(env::RELOAD, "true"));
     }
     if let Some(n) = spec.max_requests {
-        ours.push(value("FASTAGENTIC_MAX_REQUESTS", n));
+        ours.push(value(env::MAX_REQUESTS, n));
     }
     if let Some(n) = spec.max_requests_jitter {
-        ours.push(value("FASTAGENTIC_MAX_REQUESTS_JITTER", n));
+        ours.push(value(env::MAX_REQUESTS_JITTER, n));
     }
     ours.push(value(
-        "FASTAGENTIC_TIMEOUT_KEEP_ALIVE",
+        env::TIMEOUT_KEEP_ALIVE,
         spec.timeouts.keep_alive_seconds,
     ));
     ours.push(value(
-        "FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN",
+        env::TIMEOUT_GRACEFUL_SHUTDOWN,
         spec.timeouts.graceful_shutdown_seconds,
     ));
     if let Some(redis) = v.redis() {
         ours.push(match redis.url {
-            RedisUrl::Secret(secret) => from_secret("REDIS_URL", secret),
-            RedisUrl::Plain(url) => value("REDIS_URL", url),
+            RedisUrl::Secret(secret) => from_secret(env::REDIS_URL, secret),
+            RedisUrl::Plain(url) => value(env::REDIS_URL, url),
         });
-        ours.push(value("FASTAGENTIC_REDIS_POOL_SIZE", redis.pool_size));
+        ours.push(value(env::REDIS_POOL_SIZE, redis.pool_size));
         ours.push(value(
-            "FASTAGENTIC_REDIS_POOL_TIMEOUT",
+            env::REDIS_POOL_TIMEOUT,
             seconds(redis.pool_timeout_seconds),
         ));
     }
     if let Some(db) = &spec.database {
-        ours.push(from_secret("DATABASE_URL", &db.url_secret_ref));
-        ours.push(value("FASTAGENTIC_DB_POOL_SIZE", db.pool_size));
-        ours.push(value("FASTAGENTIC_DB_MAX_OVERFLOW", db.max_overflow));
+        ours.push(from_secret(env::DATABASE_URL, &db.url_secret_ref));
+        ours.push(value(env::DB_POOL_SIZE, db.pool_size));
+        ours.push(value(env::DB_MAX_OVERFLOW, db.max_overflow));
         ours.push(value(
-            "FASTAGENTIC_DB_POOL_RECYCLE",
+            env::DB_POOL_RECYCLE,
             db.pool_recycle_seconds,
         ));
-        ours.push(value("FASTAGENTIC_DB_POOL_PRE_PING", db.pre_ping));
+        ours.push(value(env::DB_POOL_PRE_PING, db.pre_ping));
         ours.push(value(
-            "FASTAGENTIC_DB_POOL_TIMEOUT",
+            env::DB_POOL_TIMEOUT,
             seconds(db.pool_timeout_seconds),
         ));
     }
