@@ -5,3 +5,4 @@ pub mod inherit;
 pub mod prefork;
 pub mod process;
 pub mod serve;
+pub mod supervisor;
