@@ -4,5 +4,6 @@ pub mod http;
 pub mod inherit;
 pub mod prefork;
 pub mod process;
+pub mod reload;
 pub mod serve;
 pub mod supervisor;
