@@ -8,4 +8,6 @@ pub mod inherit;
 pub mod limiter;
 pub mod prefork;
 pub mod process;
+pub mod reload;
 pub mod serve;
+pub mod supervisor;

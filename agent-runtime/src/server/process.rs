@@ -64,6 +64,7 @@ pub fn run(
     code
 }
 
+/// Start-up, then serving until a signal, in named steps.
 async fn serve_process(
     args: RunArgs,
     instance_id: String,
@@ -71,146 +72,33 @@ async fn serve_process(
     counters: Arc<Counters>,
     role: Role,
 ) -> ExitCode {
-    let worker = crate::services::WorkerContext {
-        instance_id: instance_id.clone(),
-        worker: counters.slot().unwrap_or(0),
-    };
-    let services = match crate::services::build_services(&args, &worker).await {
+    let services = match start_services(&args, &instance_id, &counters).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(event = "startup_failed", instance_id = %instance_id, error = %e);
             return ExitCode::FAILURE;
         }
     };
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::TcpListener::from_std(listener))
-    {
+    let listener = match into_async(listener) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(event = "startup_failed", instance_id = %instance_id, error = %e);
             return ExitCode::FAILURE;
         }
     };
-
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(PodCollector {
-        counters: counters.clone(),
-        instance_id: instance_id.clone(),
-        max_concurrent: args.max_concurrent.0,
-    }));
-    let on_answered: Option<Box<dyn Fn(u64) + Send + Sync>> = match role {
-        Role::Worker { request_budget } if request_budget > 0 => {
-            let asked = AtomicBool::new(false);
-            let c = counters.clone();
-            Some(Box::new(move |answered| {
-                if answered >= request_budget && !asked.swap(true, Ordering::AcqRel) {
-                    tracing::info!(event = "worker_recycle_requested", requests = answered);
-                    c.set_state(SlotState::RecycleRequested);
-                }
-            }))
-        }
-        _ => None,
-    };
-    let state = Arc::new(AppState {
-        instance_id: instance_id.clone(),
-        title: args.title.clone(),
-        config_json: args.effective_json(),
-        max_concurrent: args.max_concurrent.0,
-        counters: counters.clone(),
-        registry,
-        draining: AtomicBool::new(false),
-        runs: crate::runs::Runs {
-            store: services.runs,
-            agent: services.agent.clone(),
-            instance_id: instance_id.clone(),
-            counters: counters.clone(),
-        },
-        agent: services.agent,
-        pools: services.pools.clone(),
-        checks: services.checks,
-        limiter: args
-            .max_concurrent
-            .0
-            .map(|n| Arc::new(Semaphore::new(NonZeroU32::get(n) as usize))),
-        in_flight: InFlight::default(),
-        on_answered,
-    });
-    let app = http::app(
-        state.clone(),
-        services.routes,
-        args.max_body_size,
-        args.enable_test_routes,
-    );
-
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!(
-                event = "startup_failed",
-                error = "cannot install signal handlers"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    // SIGHUP is the supervisor's (rolling restart); a serving process must not die of it.
-    if let Ok(mut hup) = signal(SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tracing::info!(event = "sighup_ignored", pid = std::process::id());
-            }
-        });
-    }
-    let local_addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    // Pool gauges of idle workers stay current for the pod-wide view.
-    {
-        let counters = counters.clone();
-        let pools = services.pools;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POOL_METRICS_PERIOD);
-            loop {
-                tick.tick().await;
-                counters.set_pools(pools.metrics());
-                counters.publish_now();
-            }
-        });
-    }
-    counters.set_state(SlotState::Ready);
-    tracing::info!(
-        event = "startup",
-        instance_id = %instance_id,
-        role = role.name(),
-        pid = std::process::id(),
-        version = env!("CARGO_PKG_VERSION"),
-        server = %args.server,
-        address = %local_addr,
-        workers = args.workers,
-        max_concurrent = %args.max_concurrent,
-        agent = state.agent.name(),
-    );
-
-    let drain_state = state.clone();
-    let drain_counters = counters.clone();
-    let shutdown = async move {
-        let sig = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        drain_state.draining.store(true, Ordering::Release);
-        drain_counters.set_state(SlotState::Draining);
-        tracing::info!(
-            event = "shutdown_started",
-            instance_id = %drain_state.instance_id,
-            signal = sig,
-            in_flight = drain_counters.in_flight(),
+    let pools = services.pools.clone();
+    let (state, app) = build_app(&args, &instance_id, &counters, services, role);
+    let Some(signals) = install_signals() else {
+        tracing::error!(
+            event = "startup_failed",
+            error = "cannot install signal handlers"
         );
+        return ExitCode::FAILURE;
     };
+    publish_pool_metrics(counters.clone(), pools);
+    counters.set_state(SlotState::Ready);
+    log_startup(&args, &state, &listener, role);
+    let shutdown = drain_on_signal(signals, state.clone());
     let opts = ServeOptions {
         keep_alive: args.timeout_keep_alive,
         graceful: args.timeout_graceful,
@@ -223,4 +111,164 @@ async fn serve_process(
         requests_cut = cut,
     );
     ExitCode::SUCCESS
+}
+
+/// The worker's agent backend, pools, run store, readiness checks and extra routes.
+async fn start_services(
+    args: &RunArgs,
+    instance_id: &str,
+    counters: &Counters,
+) -> anyhow::Result<crate::services::Services> {
+    let worker = crate::services::WorkerContext {
+        instance_id: instance_id.to_owned(),
+        worker: counters.slot().unwrap_or(0),
+    };
+    crate::services::build_services(args, &worker).await
+}
+
+/// The (bound or inherited) listening socket, for tokio.
+fn into_async(listener: StdTcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// The application state (metrics registry, run store, limiter, recycling hook) and the
+/// HTTP application over it.
+fn build_app(
+    args: &RunArgs,
+    instance_id: &str,
+    counters: &Arc<Counters>,
+    services: crate::services::Services,
+    role: Role,
+) -> (Arc<AppState>, axum::Router) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(PodCollector {
+        counters: counters.clone(),
+        instance_id: instance_id.to_owned(),
+        max_concurrent: args.max_concurrent.0,
+    }));
+    let state = Arc::new(AppState {
+        instance_id: instance_id.to_owned(),
+        title: args.title.clone(),
+        config_json: args.effective_json(),
+        max_concurrent: args.max_concurrent.0,
+        counters: counters.clone(),
+        registry,
+        draining: AtomicBool::new(false),
+        runs: crate::runs::Runs {
+            store: services.runs,
+            agent: services.agent.clone(),
+            instance_id: instance_id.to_owned(),
+            counters: counters.clone(),
+        },
+        agent: services.agent,
+        pools: services.pools,
+        checks: services.checks,
+        limiter: args
+            .max_concurrent
+            .0
+            .map(|n| Arc::new(Semaphore::new(NonZeroU32::get(n) as usize))),
+        in_flight: InFlight::default(),
+        on_answered: recycle_hook(role, counters),
+    });
+    let app = http::app(
+        state.clone(),
+        services.routes,
+        args.max_body_size,
+        args.enable_test_routes,
+    );
+    (state, app)
+}
+
+/// A worker with a request budget asks the supervisor for its replacement (once) when it
+/// has answered that many requests.
+fn recycle_hook(role: Role, counters: &Arc<Counters>) -> Option<Box<dyn Fn(u64) + Send + Sync>> {
+    let Role::Worker { request_budget } = role else {
+        return None;
+    };
+    if request_budget == 0 {
+        return None;
+    }
+    let asked = AtomicBool::new(false);
+    let c = counters.clone();
+    Some(Box::new(move |answered| {
+        if answered >= request_budget && !asked.swap(true, Ordering::AcqRel) {
+            tracing::info!(event = "worker_recycle_requested", requests = answered);
+            c.set_state(SlotState::RecycleRequested);
+        }
+    }))
+}
+
+/// The signals that start the drain.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+/// Installs the SIGTERM/SIGINT handlers, and one that logs and ignores SIGHUP.
+fn install_signals() -> Option<ShutdownSignals> {
+    let (Ok(term), Ok(int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return None;
+    };
+    // SIGHUP is the supervisor's (rolling restart); a serving process must not die of it.
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(event = "sighup_ignored", pid = std::process::id());
+            }
+        });
+    }
+    Some(ShutdownSignals { term, int })
+}
+
+/// Keeps the pool gauges in this process's slot current, idle or not, for the pod-wide view.
+fn publish_pool_metrics(counters: Arc<Counters>, pools: crate::services::Pools) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POOL_METRICS_PERIOD);
+        loop {
+            tick.tick().await;
+            counters.set_pools(pools.metrics());
+            counters.publish_now();
+        }
+    });
+}
+
+fn log_startup(args: &RunArgs, state: &AppState, listener: &tokio::net::TcpListener, role: Role) {
+    let local_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        event = "startup",
+        instance_id = %state.instance_id,
+        role = role.name(),
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        server = %args.server,
+        address = %local_addr,
+        workers = args.workers,
+        max_concurrent = %args.max_concurrent,
+        agent = state.agent.name(),
+    );
+}
+
+/// Resolves at SIGTERM/SIGINT, once the process is marked draining (`/ready` answers 503,
+/// the slot says so).
+async fn drain_on_signal(signals: ShutdownSignals, state: Arc<AppState>) {
+    let ShutdownSignals { mut term, mut int } = signals;
+    let sig = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    state.draining.store(true, Ordering::Release);
+    state.counters.set_state(SlotState::Draining);
+    tracing::info!(
+        event = "shutdown_started",
+        instance_id = %state.instance_id,
+        signal = sig,
+        in_flight = state.counters.in_flight(),
+    );
 }
