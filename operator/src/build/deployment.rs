@@ -281,10 +281,7 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
         ours.push(from_secret(env::DATABASE_URL, &db.url_secret_ref));
         ours.push(value(env::DB_POOL_SIZE, db.pool_size));
         ours.push(value(env::DB_MAX_OVERFLOW, db.max_overflow));
-        ours.push(value(
-            env::DB_POOL_RECYCLE,
-            db.pool_recycle_seconds,
-        ));
+        ours.push(value(env::DB_POOL_RECYCLE, db.pool_recycle_seconds));
         ours.push(value(env::DB_POOL_PRE_PING, db.pre_ping));
         ours.push(value(
             env::DB_POOL_TIMEOUT,
