@@ -54,6 +54,17 @@ render one-namespace --set 'watchNamespaces[0]=agents'
 render two-replicas --set replicaCount=2
 render no-leader-election --set leaderElection.enabled=false
 
+# The operator's PodDisruptionBudget exists exactly when there is a standby to keep.
+if ! grep -q '^kind: PodDisruptionBudget' "$out/two-replicas.yaml"; then
+    echo "FAIL: replicaCount=2 renders no PodDisruptionBudget" >&2
+    status=1
+elif grep -q '^kind: PodDisruptionBudget' "$out/default.yaml"; then
+    echo "FAIL: replicaCount=1 renders a PodDisruptionBudget (it would block every drain)" >&2
+    status=1
+else
+    echo "ok: a PodDisruptionBudget with replicaCount=2, none with 1"
+fi
+
 refuse() { # expected message, then helm template flags
     local want="$1"
     shift
