@@ -9,7 +9,8 @@
 #   3. a real Kubernetes control plane on loopback with a real node (kubelet, containerd,
 #      kube-proxy, CoreDNS, metrics-server: scripts/control-plane.sh up --node) next to the
 #      simulated kwok node, for the control-plane, contract and end-to-end tests
-#   4. prometheus_client (PyPI) in the project's virtualenv for the /metrics parser test, then
+#   4. kubernetes-validate (render and chart checks) and prometheus_client (the /metrics parser
+#      test), both from PyPI into the project's virtualenv and required, then
 #      cargo test --workspace (the e2e test skips itself here: it has its own step)
 #   5. the images without Docker (scripts/images.sh build), pushed to the node's registry
 #   6. the end-to-end checks against real pods (FASTAGENTIC_E2E=node cargo test --test e2e)
@@ -108,9 +109,12 @@ else
     export FASTAGENTIC_CONTROL_PLANE=1 FASTAGENTIC_REQUIRE_CONTROL_PLANE=1
 fi
 
-step "prometheus_client (the Prometheus project's parser, for the /metrics exposition test)"
+step "kubernetes-validate and prometheus_client (PyPI) in the project's virtualenv"
 venv="${FASTAGENTIC_VENV:-$HOME/.cache/fastagentic/venv}"
+# The render and chart checks need kubernetes-validate: installed here, so this command alone
+# runs what CI runs, and required, so a failed install fails instead of skipping.
 scripts/validate-render.sh --install
+export FASTAGENTIC_REQUIRE_KUBERNETES_VALIDATE=1
 "$venv/bin/pip" install --quiet prometheus_client
 export FASTAGENTIC_PROMETHEUS_PYTHON="$venv/bin/python" FASTAGENTIC_REQUIRE_PROMETHEUS_PARSER=1
 echo "prometheus_client $("$venv/bin/python" -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus_client"))') in $venv"

@@ -19,6 +19,11 @@ fn render_output_passes_kubernetes_validate_strict() {
         .status()
         .expect("run the script");
     if !check.success() {
+        assert!(
+            std::env::var_os("FASTAGENTIC_REQUIRE_KUBERNETES_VALIDATE").is_none(),
+            "kubernetes-validate is not installed, and FASTAGENTIC_REQUIRE_KUBERNETES_VALIDATE is \
+             set (scripts/test.sh installs it first with scripts/validate-render.sh --install)"
+        );
         let _ = writeln!(
             std::io::stderr(),
             "\n\
