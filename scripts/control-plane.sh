@@ -375,10 +375,12 @@ spec:
 status:
   allocatable:
     cpu: "32"
+    ephemeral-storage: 1Ti
     memory: 256Gi
     pods: "110"
   capacity:
     cpu: "32"
+    ephemeral-storage: 1Ti
     memory: 256Gi
     pods: "110"
 EOF

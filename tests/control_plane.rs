@@ -762,6 +762,93 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
     );
 }
 
+/// Field managers whose Apply entry in the Deployment's managedFields includes `spec.replicas`.
+fn replicas_owners(d: &Deployment) -> Vec<String> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// A new autoscaled FastAgentic's Deployment is created at `autoscaling.minReplicas` (not 1
+/// until the HPA's first sync), and in the same reconcile the count is handed over: the
+/// operator's own apply never owns `spec.replicas` afterwards, so a later change to the
+/// resource leaves the count alone.
+#[tokio::test]
+async fn a_new_autoscaled_deployment_starts_at_min_replicas() {
+    let Some(t) =
+        ControlPlaneTest::start("a_new_autoscaled_deployment_starts_at_min_replicas").await
+    else {
+        return;
+    };
+    let (client, n) = (&t.client, t.ns());
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    apply_fastagentic(
+        client,
+        n,
+        &fastagentic(
+            "agent",
+            json!({"autoscaling": {"minReplicas": 3, "maxReplicas": 6}}),
+        ),
+    )
+    .await;
+    let first = wait_for("the Deployment", RECONCILE, || async {
+        match deployments.get_opt("agent").await {
+            Ok(Some(d)) => Ok(d),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The Deployment's first version: generation 1 is what the operator created.
+    assert_eq!(
+        deployment_replicas(&first),
+        Some(3),
+        "created at minReplicas: {:?}",
+        first.spec.as_ref().map(|s| s.replicas)
+    );
+    wait_observed(client, n, "agent", RECONCILE).await;
+    let settled = deployments.get("agent").await.expect("the Deployment");
+    assert_eq!(
+        replicas_owners(&settled),
+        vec!["fastagentic-operator-replicas-handoff".to_string()],
+        "spec.replicas is owned by the hand-off manager only, not by the operator's apply"
+    );
+    assert_eq!(deployment_replicas(&settled), Some(3));
+
+    merge_patch_spec(client, n, "agent", json!({"workers": 2})).await;
+    let changed = wait_deployment(
+        client,
+        n,
+        "agent",
+        RECONCILE,
+        "FASTAGENTIC_WORKERS=2",
+        |d| {
+            (env_value(d, "FASTAGENTIC_WORKERS").as_deref() == Some("2"))
+                .then_some(())
+                .ok_or(format!("{:?}", env_value(d, "FASTAGENTIC_WORKERS")))
+        },
+    )
+    .await;
+    assert_eq!(
+        deployment_replicas(&changed),
+        Some(3),
+        "a later change leaves the HPA's count alone"
+    );
+    assert!(
+        !replicas_owners(&changed).contains(&OPERATOR_MANAGER.to_string()),
+        "{:?}",
+        replicas_owners(&changed)
+    );
+}
+
 /// Rotating a referenced Secret changes the hash; `kubectl scale fa/NAME --replicas=5` moves the
 /// Deployment to 5; turning autoscaling on then off keeps the running replica count.
 #[tokio::test]

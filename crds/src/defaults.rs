@@ -45,6 +45,16 @@ pub const DEFAULT_REQUEST_CPU: &str = "250m";
 pub const DEFAULT_LIMIT_MEMORY: &str = "512Mi";
 /// Container CPU limit.
 pub const DEFAULT_LIMIT_CPU: &str = "1000m";
+/// Container ephemeral-storage request, added by the operator unless `resources` sets one: the
+/// writable layer, the `/tmp` volume and the container's logs (the kubelet keeps at most 5 x
+/// 10 MiB of them by default) count against it.
+pub const DEFAULT_REQUEST_EPHEMERAL_STORAGE: &str = "64Mi";
+/// Container ephemeral-storage limit, added unless `resources` sets one: a pod writing more is
+/// evicted instead of filling the node's disk.
+pub const DEFAULT_LIMIT_EPHEMERAL_STORAGE: &str = "1Gi";
+/// `sizeLimit` of the `/tmp` emptyDir (the root filesystem is read-only; the runtime itself
+/// writes nothing there).
+pub const TMP_SIZE_LIMIT: &str = "256Mi";
 
 /// Liveness probe path (the runtime's `GET /health`).
 pub const LIVENESS_PATH: &str = fastagentic_contract::path::HEALTH;

@@ -160,7 +160,9 @@ pub struct FastAgenticSpec {
 
     /// CPU and memory for the `agent` container. Defaults to requests 250m CPU / 256Mi memory and
     /// limits 1000m CPU / 512Mi memory. The HPA's utilization targets are relative to the
-    /// requests.
+    /// requests. Unless requests or limits name `ephemeral-storage`, the operator adds a request
+    /// of 64Mi and a limit of 1Gi (logs, the writable layer and `/tmp`, itself limited to
+    /// 256Mi), so a pod that fills its disk is evicted instead of the node.
     #[serde(default = "default_resources")]
     pub resources: ResourceRequirements,
 
@@ -204,11 +206,17 @@ pub struct FastAgenticSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
 
-    /// Pod affinity and anti-affinity rules.
+    /// Pod affinity and anti-affinity rules. Setting it also turns off the default spread of
+    /// the pods (see topologySpreadConstraints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
-    /// How the pods spread across zones and nodes.
+    /// How the pods spread across zones and nodes. Default, when neither this nor affinity is
+    /// set: a soft spread (ScheduleAnyway, maxSkew 1) across nodes (kubernetes.io/hostname) and
+    /// zones (topology.kubernetes.io/zone) among the pods of the same rollout
+    /// (matchLabelKeys pod-template-hash), so one node or zone going away does not take every
+    /// replica; it never keeps a pod from being scheduled. Set it (an empty list means no
+    /// constraint) or set affinity to choose otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 

@@ -40,6 +40,8 @@ enum Reply {
     Json(Value),
     /// 200 with the request's own body (what an apply or create returns, near enough).
     Echo,
+    /// As `Echo`, with `spec.replicas` kept at this value by another field manager.
+    EchoKeepingReplicas(i64),
     /// 200 with the FastAgentic carrying the status that was sent.
     StatusOf(Box<FastAgentic>),
 }
@@ -103,6 +105,11 @@ async fn serve(mut handle: Handle, script: Vec<Step>) -> Vec<Seen> {
             ),
             Reply::Json(v) => (StatusCode::OK, v),
             Reply::Echo => (StatusCode::OK, body.clone()),
+            Reply::EchoKeepingReplicas(n) => {
+                let mut kept = body.clone();
+                kept["spec"]["replicas"] = json!(n);
+                (StatusCode::OK, kept)
+            }
             Reply::StatusOf(fa) => {
                 let mut fa = serde_json::to_value(*fa).expect("fa json");
                 fa["status"] = body["status"].clone();
@@ -222,7 +229,11 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
             step(Method::GET, SERVICE, Reply::NotFound),
             step(Method::GET, HPA, Reply::NotFound),
             step(Method::GET, PDB, Reply::NotFound),
+            // Created at minReplicas, the count handed over, then applied without it (the
+            // server keeps the count the hand-off manager owns).
             step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, DEPLOY, Reply::EchoKeepingReplicas(2)),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, HPA, Reply::Echo),
             step(
@@ -240,7 +251,7 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
     assert_eq!(
         written,
         counts(&[
-            ("Deployment apply", 1),
+            ("Deployment apply", 3),
             ("Service apply", 1),
             ("HorizontalPodAutoscaler apply", 1),
             ("FastAgentic/status apply", 1),
@@ -249,6 +260,26 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
         "the writes counter"
     );
     (fa0, seen)
+}
+
+/// What the server holds after [`create`]: the last Deployment apply (without `replicas`) with
+/// the count the hand-off kept, the Service, the HPA, and the status we wrote.
+struct Created {
+    deployment: Value,
+    service: Value,
+    hpa: Value,
+    status: FastAgenticStatus,
+}
+
+fn created(seen: &[Seen]) -> Created {
+    let mut deployment = seen[6].body.clone();
+    deployment["spec"]["replicas"] = seen[5].body["spec"]["replicas"].clone();
+    Created {
+        deployment,
+        service: seen[7].body.clone(),
+        hpa: seen[8].body.clone(),
+        status: serde_json::from_value(seen[9].body["status"].clone()).expect("status we wrote"),
+    }
 }
 
 /// Asserts that `seen` are the Normal Events on the FastAgentic for `changes` (reason, related
@@ -271,22 +302,38 @@ fn assert_change_events(seen: &[Seen], changes: &[(&str, &str, &str)]) {
 async fn create_applies_three_children_and_status() {
     let (_, seen) = create().await;
     assert_apply(&seen[4], DEPLOY, FIELD_MANAGER);
-    assert_apply(&seen[5], SERVICE, FIELD_MANAGER);
-    assert_apply(&seen[6], HPA, FIELD_MANAGER);
-    assert_apply(&seen[7], STATUS, FIELD_MANAGER);
+    assert_apply(&seen[5], DEPLOY, HANDOFF_FIELD_MANAGER);
+    assert_apply(&seen[6], DEPLOY, FIELD_MANAGER);
+    assert_apply(&seen[7], SERVICE, FIELD_MANAGER);
+    assert_apply(&seen[8], HPA, FIELD_MANAGER);
+    assert_apply(&seen[9], STATUS, FIELD_MANAGER);
 
-    let deploy = &seen[4].body;
+    assert_eq!(
+        seen[4].body["spec"]["replicas"], 2,
+        "created at minReplicas, not 1 until the HPA's first sync"
+    );
+    assert_eq!(
+        seen[5].body["spec"],
+        json!({"replicas": 2}),
+        "the count handed over in the same reconcile"
+    );
+    let deploy = &seen[6].body;
     assert!(
         deploy["spec"].get("replicas").is_none(),
-        "the HPA owns replicas: {deploy}"
+        "then the HPA owns replicas: {deploy}"
+    );
+    assert_ne!(
+        deploy["metadata"]["annotations"]["fastagentic.io/applied-hash"],
+        seen[4].body["metadata"]["annotations"]["fastagentic.io/applied-hash"],
+        "the last apply carries the hash of what later reconciles build"
     );
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["controller"], true);
-    assert_eq!(seen[5].body["spec"]["ports"][0]["name"], "http");
-    assert_eq!(seen[6].body["spec"]["maxReplicas"], 10);
+    assert_eq!(seen[7].body["spec"]["ports"][0]["name"], "http");
+    assert_eq!(seen[8].body["spec"]["maxReplicas"], 10);
 
     assert_change_events(
-        &seen[8..],
+        &seen[10..],
         &[
             ("Created", "Deployment", "created Deployment agent"),
             ("Created", "Service", "created Service agent"),
@@ -298,7 +345,7 @@ async fn create_applies_three_children_and_status() {
         ],
     );
 
-    let status = &seen[7].body["status"];
+    let status = &seen[9].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(
         status["selector"],
@@ -316,16 +363,15 @@ async fn create_applies_three_children_and_status() {
 #[tokio::test]
 async fn second_reconcile_of_unchanged_resource_writes_nothing() {
     let (fa0, seen) = create().await;
-    let status: FastAgenticStatus =
-        serde_json::from_value(seen[7].body["status"].clone()).expect("status we wrote");
-    let fa1 = fa(autoscaling_spec(), Some(status));
+    let c = created(&seen);
+    let fa1 = fa(autoscaling_spec(), Some(c.status));
     // The server now has exactly what we applied.
     let (result, seen2, written) = run_counting(
         fa1,
         vec![
-            step(Method::GET, DEPLOY, Reply::Json(seen[4].body.clone())),
-            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
-            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, DEPLOY, Reply::Json(c.deployment)),
+            step(Method::GET, SERVICE, Reply::Json(c.service)),
+            step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
         ],
     )
@@ -342,16 +388,15 @@ async fn second_reconcile_of_unchanged_resource_writes_nothing() {
 #[tokio::test]
 async fn edited_child_is_corrected() {
     let (_, seen) = create().await;
-    let status: FastAgenticStatus =
-        serde_json::from_value(seen[7].body["status"].clone()).expect("status we wrote");
-    let mut edited = seen[5].body.clone();
+    let c = created(&seen);
+    let mut edited = c.service.clone();
     edited["spec"]["ports"][0]["port"] = json!(9999);
     let (result, seen2) = run(
-        fa(autoscaling_spec(), Some(status)),
+        fa(autoscaling_spec(), Some(c.status)),
         vec![
-            step(Method::GET, DEPLOY, Reply::Json(seen[4].body.clone())),
+            step(Method::GET, DEPLOY, Reply::Json(c.deployment)),
             step(Method::GET, SERVICE, Reply::Json(edited)),
-            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::POST, EVENTS, Reply::Echo),
@@ -373,8 +418,9 @@ async fn edited_child_is_corrected() {
 #[tokio::test]
 async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
     let (_, seen) = create().await;
+    let c = created(&seen);
     // The HPA scaled the Deployment to 6; the HPA's controller owns spec.replicas.
-    let mut live = seen[4].body.clone();
+    let mut live = c.deployment.clone();
     live["spec"]["replicas"] = json!(6);
     live["metadata"]["managedFields"] = json!([
         {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
@@ -389,8 +435,8 @@ async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
         off.clone(),
         vec![
             step(Method::GET, DEPLOY, Reply::Json(live)),
-            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
-            step(Method::GET, HPA, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, SERVICE, Reply::Json(c.service)),
+            step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(

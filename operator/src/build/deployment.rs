@@ -10,9 +10,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
-    Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
@@ -124,18 +125,52 @@ fn pod_spec(v: &Validated<'_>) -> PodSpec {
         }),
         volumes: Some(vec![Volume {
             name: TMP_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(crd::TMP_SIZE_LIMIT.into())),
+                ..Default::default()
+            }),
             ..Default::default()
         }]),
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
         affinity: spec.affinity.clone(),
-        topology_spread_constraints: spec.topology_spread_constraints.clone(),
+        topology_spread_constraints: topology_spread(v),
         service_account_name: spec.service_account_name.clone(),
         image_pull_secrets: spec.image_pull_secrets.clone(),
         priority_class_name: spec.priority_class_name.clone(),
         ..Default::default()
     }
+}
+
+/// Topology keys of the default spread: nodes, then zones (where nodes are labelled with one).
+const SPREAD_TOPOLOGY_KEYS: [&str; 2] = ["kubernetes.io/hostname", "topology.kubernetes.io/zone"];
+
+/// `spec.topologySpreadConstraints` as given (an empty list included); without it and without
+/// `spec.affinity`, a soft spread across nodes and zones of the pods of one rollout
+/// (`pod-template-hash`, so a rolling update's old pods do not skew the new ones). Soft
+/// (`ScheduleAnyway`): a single-node or zone-less cluster still schedules every pod.
+fn topology_spread(v: &Validated<'_>) -> Option<Vec<TopologySpreadConstraint>> {
+    let spec = &v.fa().spec;
+    if spec.topology_spread_constraints.is_some() || spec.affinity.is_some() {
+        return spec.topology_spread_constraints.clone();
+    }
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(v.name())),
+        ..Default::default()
+    };
+    Some(
+        SPREAD_TOPOLOGY_KEYS
+            .iter()
+            .map(|key| TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: (*key).into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(selector.clone()),
+                match_label_keys: Some(vec!["pod-template-hash".into()]),
+                ..Default::default()
+            })
+            .collect(),
+    )
 }
 
 fn container(v: &Validated<'_>) -> Container {
@@ -155,7 +190,7 @@ fn container(v: &Validated<'_>) -> Container {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        resources: Some(spec.resources.clone()),
+        resources: Some(resources(spec)),
         liveness_probe: liveness,
         readiness_probe: readiness,
         startup_probe: startup,
@@ -177,6 +212,30 @@ fn container(v: &Validated<'_>) -> Container {
         }]),
         ..Default::default()
     }
+}
+
+/// `spec.resources`, with the default `ephemeral-storage` request and limit when neither its
+/// requests nor its limits name one (a user's request alone must not meet a smaller default
+/// limit).
+fn resources(spec: &FastAgenticSpec) -> ResourceRequirements {
+    const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+    let mut r = spec.resources.clone();
+    let named = |m: &Option<BTreeMap<String, Quantity>>| {
+        m.as_ref()
+            .is_some_and(|m| m.contains_key(EPHEMERAL_STORAGE))
+    };
+    if named(&r.requests) || named(&r.limits) {
+        return r;
+    }
+    r.requests
+        .get_or_insert_with(BTreeMap::new)
+        .entry(EPHEMERAL_STORAGE.into())
+        .or_insert_with(|| Quantity(crd::DEFAULT_REQUEST_EPHEMERAL_STORAGE.into()));
+    r.limits
+        .get_or_insert_with(BTreeMap::new)
+        .entry(EPHEMERAL_STORAGE.into())
+        .or_insert_with(|| Quantity(crd::DEFAULT_LIMIT_EPHEMERAL_STORAGE.into()));
+    r
 }
 
 /// The preStop sleep that keeps a deleted pod serving while the endpoints drop it: the kubelet

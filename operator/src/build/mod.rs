@@ -136,16 +136,18 @@ impl ReplicaMode<'_> {
     /// The replica count the Deployment is applied with, given the live Deployment's
     /// `spec.replicas`; `None` leaves the field out of the apply.
     ///
-    /// - Autoscaled: `None`. The HPA owns `spec.replicas`; sending it would fight the
-    ///   autoscaler (the controller hands the field over once when autoscaling is turned on, so
-    ///   dropping it from our apply does not reset the Deployment to 1).
+    /// - Autoscaled: `autoscaling.minReplicas` for a new Deployment, so it starts with the
+    ///   pods the HPA would ask for instead of 1 until the HPA's first sync; `None` once the
+    ///   Deployment exists. The HPA owns `spec.replicas` then; sending it would fight the
+    ///   autoscaler (the controller hands the field over to a second field manager when our
+    ///   apply stops sending it, so dropping it does not reset the Deployment to 1).
     /// - Fixed: that number.
     /// - KeepCurrent: the live Deployment's count, or 1 for a new Deployment. So turning
     ///   autoscaling off without setting `spec.replicas` keeps the pods the HPA had scaled to,
     ///   instead of dropping to 1 under load; set `spec.replicas` to choose a number.
     pub fn deployment_replicas(&self, current: Option<i32>) -> Option<i32> {
         match self {
-            ReplicaMode::Autoscaled(_) => None,
+            ReplicaMode::Autoscaled(a) => current.is_none().then_some(a.spec.min_replicas),
             ReplicaMode::Fixed(n) => Some(*n),
             ReplicaMode::KeepCurrent => Some(current.unwrap_or(1)),
         }

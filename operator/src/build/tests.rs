@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use fastagentic_crd::FastAgentic;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -198,7 +199,21 @@ fn seed_probes_resources_ports_and_security() {
 fn seed_hpa_service_labels_and_strategy() {
     let c = children_of(&load(SEED), &BuildInputs::default());
     let spec = c.deployment.spec.as_ref().expect("deployment spec");
-    assert_eq!(spec.replicas, None, "autoscaling: replicas are the HPA's");
+    assert_eq!(
+        spec.replicas,
+        Some(2),
+        "a new autoscaled Deployment starts at minReplicas"
+    );
+    let existing = BuildInputs {
+        current_replicas: Some(5),
+        ..BuildInputs::default()
+    };
+    let again = children_of(&load(SEED), &existing);
+    assert_eq!(
+        again.deployment.spec.as_ref().and_then(|s| s.replicas),
+        None,
+        "an existing autoscaled Deployment: replicas are the HPA's"
+    );
     let strategy = spec
         .strategy
         .as_ref()
@@ -621,6 +636,20 @@ fn replicas_decision() {
     assert_eq!(mode(&fixed), ReplicaMode::Fixed(4));
     assert_eq!(mode(&neither), ReplicaMode::KeepCurrent);
     assert_eq!(mode(&auto).deployment_replicas(Some(7)), None);
+    assert_eq!(
+        mode(&auto).deployment_replicas(None),
+        Some(1),
+        "a new autoscaled Deployment starts at minReplicas (default 1)"
+    );
+    let auto3 = load(&format!(
+        "{BASE}  autoscaling: {{minReplicas: 3, maxReplicas: 5}}\n"
+    ));
+    assert_eq!(mode(&auto3).deployment_replicas(None), Some(3));
+    assert_eq!(
+        mode(&auto3).deployment_replicas(Some(2)),
+        None,
+        "once the Deployment exists the HPA owns the count"
+    );
     assert_eq!(mode(&fixed).deployment_replicas(Some(7)), Some(4));
     assert_eq!(
         mode(&neither).deployment_replicas(Some(7)),
@@ -890,4 +919,104 @@ fn concurrency_target_without_max_concurrent_or_no_target_is_refused() {
     let err = validate(&fa).expect_err("needs a target");
     assert_eq!(err.field, "spec.autoscaling");
     assert!(err.message.contains("needs a target"), "{err}");
+}
+
+#[test]
+fn pods_spread_softly_across_nodes_and_zones_unless_told_otherwise() {
+    let pod = |yaml: &str| {
+        children_of(&load(yaml), &BuildInputs::default())
+            .deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec")
+    };
+    let spread = pod(BASE)
+        .topology_spread_constraints
+        .expect("a default spread");
+    let keys: Vec<_> = spread.iter().map(|c| c.topology_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    for c in &spread {
+        assert_eq!(c.when_unsatisfiable, "ScheduleAnyway", "soft: {c:?}");
+        assert_eq!(c.max_skew, 1);
+        assert_eq!(
+            c.match_label_keys.as_deref(),
+            Some(&["pod-template-hash".to_owned()][..])
+        );
+        let labels = c
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .expect("a selector");
+        assert_eq!(labels, &crate::labels::selector_labels("a"));
+    }
+    let own = pod(&format!(
+        "{BASE}  topologySpreadConstraints: [{{maxSkew: 2, topologyKey: rack, whenUnsatisfiable: DoNotSchedule}}]\n"
+    ));
+    let own = own.topology_spread_constraints.expect("the user's");
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].topology_key, "rack");
+    let none = pod(&format!("{BASE}  topologySpreadConstraints: []\n"));
+    assert_eq!(
+        none.topology_spread_constraints,
+        Some(vec![]),
+        "an empty list turns it off"
+    );
+    let affinity = pod(&format!(
+        "{BASE}  affinity: {{podAntiAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: []}}}}\n"
+    ));
+    assert_eq!(
+        affinity.topology_spread_constraints, None,
+        "affinity given: no default spread"
+    );
+}
+
+#[test]
+fn ephemeral_storage_is_bounded_unless_the_resource_says_otherwise() {
+    let built = |yaml: &str| {
+        let d = children_of(&load(yaml), &BuildInputs::default()).deployment;
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+        let tmp = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "tmp")
+            .and_then(|v| v.empty_dir.clone())
+            .expect("the /tmp emptyDir");
+        let r = pod.containers[0].resources.clone().expect("resources");
+        let get = |m: &Option<BTreeMap<String, Quantity>>| {
+            m.as_ref()
+                .and_then(|m| m.get("ephemeral-storage"))
+                .map(|q| q.0.clone())
+        };
+        (
+            tmp.size_limit.map(|q| q.0),
+            get(&r.requests),
+            get(&r.limits),
+            r,
+        )
+    };
+    let (tmp, request, limit, r) = built(BASE);
+    assert_eq!(tmp.as_deref(), Some("256Mi"));
+    assert_eq!(request.as_deref(), Some("64Mi"));
+    assert_eq!(limit.as_deref(), Some("1Gi"));
+    assert_eq!(
+        r.requests
+            .as_ref()
+            .and_then(|m| m.get("cpu"))
+            .map(|q| q.0.as_str()),
+        Some("250m"),
+        "the other defaults stay"
+    );
+    // A request of the user's own: no default limit below it.
+    let (_, request, limit, _) = built(&format!(
+        "{BASE}  resources: {{requests: {{cpu: 100m, ephemeral-storage: 2Gi}}}}\n"
+    ));
+    assert_eq!((request.as_deref(), limit), (Some("2Gi"), None));
+    let (_, request, limit, _) = built(&format!(
+        "{BASE}  resources: {{limits: {{ephemeral-storage: 5Gi}}}}\n"
+    ));
+    assert_eq!((request, limit.as_deref()), (None, Some("5Gi")));
 }

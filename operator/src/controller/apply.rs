@@ -134,13 +134,20 @@ pub async fn apply_children(
         hand_off_replicas(&deployments, live).await?;
     }
     let mut changes = Vec::new();
-    let deployment = apply_if_changed(
+    let creating_autoscaled = live_deployment.is_none()
+        && hpa.is_some()
+        && deployment.spec.as_ref().and_then(|s| s.replicas).is_some();
+    let desired_deployment = deployment;
+    let mut deployment = apply_if_changed(
         &deployments,
-        &deployment,
+        &desired_deployment,
         live_deployment.as_ref(),
         &mut changes,
     )
     .await?;
+    if creating_autoscaled {
+        deployment = release_first_replicas(&deployments, &desired_deployment, deployment).await?;
+    }
     apply_if_changed(
         &Api::namespaced(client.clone(), ns),
         &service,
@@ -338,6 +345,28 @@ pub fn manager_owns_replicas(d: &Deployment, manager: &str) -> bool {
                 .as_ref()
                 .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
     })
+}
+
+/// A new autoscaled Deployment is created at `minReplicas` (so it does not run 1 pod until the
+/// HPA's first sync); in the same reconcile the count is handed over and our apply stops sending
+/// it, exactly as a later reconcile would build it. So the next reconcile writes nothing, and
+/// the HPA owns `spec.replicas` from the start.
+async fn release_first_replicas(
+    api: &Api<Deployment>,
+    desired: &Deployment,
+    created: Deployment,
+) -> Result<Deployment, Error> {
+    hand_off_replicas(api, &created).await?;
+    // What the next reconcile builds for the existing Deployment: the same object without
+    // `spec.replicas`, with its own applied hash.
+    let mut without = desired.clone();
+    if let Some(spec) = without.spec.as_mut() {
+        spec.replicas = None;
+    }
+    crate::build::stamp_applied_hash(&mut without, "Deployment")?;
+    // Reported as one change: the Deployment was created in this reconcile.
+    let mut same_change = Vec::new();
+    apply_if_changed(api, &without, Some(&created), &mut same_change).await
 }
 
 /// Applies the current `spec.replicas` under a second field manager, so the field stays owned
