@@ -11,6 +11,7 @@
 #      simulated kwok node, for the control-plane, contract and end-to-end tests
 #   4. kubernetes-validate (render and chart checks) and prometheus_client (the /metrics parser
 #      test), both from PyPI into the project's virtualenv and required, then
+#      kube-score (scripts/lint-manifests.sh) on the rendered examples and the chart, then
 #      cargo test --workspace (the e2e test skips itself here: it has its own step)
 #   5. the images without Docker (scripts/images.sh build), pushed to the node's registry
 #   6. the end-to-end checks against real pods (FASTAGENTIC_E2E=node cargo test --test e2e)
@@ -121,6 +122,9 @@ echo "prometheus_client $("$venv/bin/python" -c 'import prometheus_client, impor
 
 step "cargo build --workspace --bins (the control-plane and contract tests run the binaries)"
 cargo build --workspace --bins
+
+step "third-party manifest checks: kube-score on render of every example and on the chart (scripts/lint-manifests.sh)"
+FASTAGENTIC_OPERATOR_BIN="${CARGO_TARGET_DIR:-target}/debug/fastagentic-operator" scripts/lint-manifests.sh
 
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
