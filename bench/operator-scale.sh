@@ -132,11 +132,15 @@ log "settled after $(since "$settle_start")s; watching ${IDLE}s of nothing chang
 applies_before="$(grep -c '"message":"applying"' "$work/operator.log" || true)"
 reconciles_metric() { curl -fsS "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "fastagentic_operator_reconciles_total" { print $2 }'; }
 reconciles_before="$(reconciles_metric)"
+# Every write request of the reconciler (applies, status, Events, deletes), whatever its log says.
+writes_metric() { curl -fsS "http://127.0.0.1:$metrics_port/metrics" | awk '$1 ~ /^fastagentic_operator_writes_total/ { n += $2 } END { print n + 0 }'; }
+writes_before="$(writes_metric)"
 sleep "$IDLE"
 after="$(snapshot)"
 changed="$(diff <(printf '%s\n' "$prev") <(printf '%s\n' "$after") | grep -c '^>' || true)"
 applies_after="$(grep -c '"message":"applying"' "$work/operator.log" || true)"
 reconciles_after="$(reconciles_metric)"
+writes_after="$(writes_metric)"
 objects="$(printf '%s\n' "$after" | wc -l)"
 
 hwm_kib="$(awk '/^VmHWM/ { print $2 }' "/proc/$operator_pid/status")"
@@ -154,6 +158,8 @@ result="bench/results/operator-scale-$(date +%Y%m%dT%H%M%S).txt"
     "$((rss_start / 1024))" "$((rss_kib / 1024))" "$((hwm_kib / 1024))"
   printf '  %-52s %s\n' "idle ${IDLE} s: objects changed (of $objects):" "$changed"
   printf '  %-52s %s\n' "idle ${IDLE} s: operator applies logged:" "$((applies_after - applies_before))"
+  printf '  %-52s %s\n' "idle ${IDLE} s: writes (fastagentic_operator_writes_total):" \
+    "$(awk -v a="$writes_before" -v b="$writes_after" 'BEGIN { print b - a }')"
   printf '  %-52s %s\n' "idle ${IDLE} s: reconciles (reads only):" \
     "$(awk -v a="$reconciles_before" -v b="$reconciles_after" 'BEGIN { print b - a }')"
 } | tee "$result"

@@ -829,7 +829,16 @@ impl E2e {
         let base = self.service_url(SEED).await;
         let names = pod_names(&self.ready_pods(SEED, 2).await);
         let mut seen = BTreeMap::<String, u32>::new();
-        for _ in 0..40 {
+        // At least 40 requests, and more while kube-proxy has not yet programmed a pod that just
+        // became Ready (both pods of a new Deployment start together; the endpoints follow
+        // within about a second): up to 30 s for both to answer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut sent = 0u32;
+        while sent < 40 || (seen.len() < 2 && Instant::now() < deadline) {
+            sent += 1;
+            if sent > 40 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let r = self
                 .get(&format!("{base}/health"))
                 .await
@@ -855,7 +864,7 @@ impl E2e {
             2,
             "both pods answer through the Service: {seen:?}"
         );
-        eprintln!("    {base}/health: 40 answers, by pod: {seen:?}");
+        eprintln!("    {base}/health: {sent} answers, by pod: {seen:?}");
         let r = self
             .get(&format!("{base}/ready"))
             .await
