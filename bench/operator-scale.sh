@@ -118,7 +118,10 @@ snapshot() {
       -o 'custom-columns=N:.metadata.name,V:.metadata.resourceVersion' | sed "s|^|$kind/|"
   done | sort
 }
-log "letting the controller-manager finish its Deployment status writes"
+# The controller-manager needs about 0.25 s of two cores per Deployment for its status writes
+# (2 minutes for 500): allow 300 s, or 0.3 s per resource beyond 1000.
+SETTLE_LIMIT=$((COUNT > 1000 ? COUNT * 3 / 10 : 300))
+log "letting the controller-manager finish its Deployment status writes (at most ${SETTLE_LIMIT}s)"
 settle_start="$(now)"
 prev="$(snapshot)"
 quiet=0
@@ -126,7 +129,8 @@ while ((quiet < 15)); do
   sleep 1
   cur="$(snapshot)"
   if [[ "$cur" == "$prev" ]]; then quiet=$((quiet + 1)); else quiet=0; prev="$cur"; fi
-  awk -v e="$(since "$settle_start")" 'BEGIN { exit !(e > 300) }' && die "the objects never settled for 15 s"
+  awk -v e="$(since "$settle_start")" -v limit="$SETTLE_LIMIT" 'BEGIN { exit !(e > limit) }' &&
+    die "the objects never settled for 15 s within ${SETTLE_LIMIT}s"
 done
 log "settled after $(since "$settle_start")s; watching ${IDLE}s of nothing changing"
 applies_before="$(grep -c '"message":"applying"' "$work/operator.log" || true)"
