@@ -144,6 +144,13 @@ struct RunArgs {
     #[arg(long, env = "FASTAGENTIC_OPERATOR_METRICS_API_ADVERTISE_ADDRESS")]
     metrics_api_advertise_address: Option<IpAddr>,
 
+    /// FastAgentics reconciled at once. Bounds the operator's connections to the API server and
+    /// its memory when many resources change together (2,000 created at once, say); one
+    /// resource is never reconciled twice at the same time.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_concurrent_reconciles: u16,
+
     /// Time between two scrapes of the pods' concurrency (e.g. `2s`, `500ms`).
     #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_INTERVAL", default_value = "2s",
           value_parser = parse_duration)]
@@ -463,6 +470,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     let controller = tokio::spawn(controller::run(
         client.clone(),
         scope,
+        args.max_concurrent_reconciles,
         ctx,
         writer,
         stopped(shutdown_rx),

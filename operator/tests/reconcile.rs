@@ -13,11 +13,14 @@ use fastagentic_crd::{FastAgentic, FastAgenticStatus};
 use fastagentic_operator::FIELD_MANAGER;
 use fastagentic_operator::build::ANNOTATION_CONFIG_HASH;
 use fastagentic_operator::controller::HANDOFF_FIELD_MANAGER;
+use fastagentic_operator::controller::cache::ChildCache;
 use fastagentic_operator::controller::writes::CountWrites;
 use fastagentic_operator::controller::{Context, reconcile};
 use fastagentic_operator::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::{Body, ClientBuilder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -166,12 +169,24 @@ async fn run_counting(
     fa: FastAgentic,
     script: Vec<Step>,
 ) -> (Result<(), String>, Vec<Seen>, BTreeMap<String, u64>) {
+    run_cached(fa, None, script).await
+}
+
+/// [`run_counting`] with the watched children in `cache`, as the controller runs it.
+async fn run_cached(
+    fa: FastAgentic,
+    cache: Option<ChildCache>,
+    script: Vec<Step>,
+) -> (Result<(), String>, Vec<Seen>, BTreeMap<String, u64>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let metrics = Arc::new(Metrics::default());
     let client = ClientBuilder::new(service, NS)
         .with_layer(&CountWrites::new(metrics.clone()))
         .build();
     let ctx = Arc::new(Context::new(client, metrics.clone(), Some("test".into())));
+    if let Some(cache) = cache {
+        ctx.use_cache(cache);
+    }
     let server = tokio::spawn(serve(handle, script));
     let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(fa), ctx))
         .await
@@ -383,6 +398,120 @@ async fn second_reconcile_of_unchanged_resource_writes_nothing() {
     );
     assert_eq!(written, counts(&[]), "the writes counter stays at 0");
     drop(fa0);
+}
+
+/// A store holding `objects`, as a watch would have filled it.
+fn store_of<K>(objects: &[&Value]) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    for obj in objects {
+        let obj: K = serde_json::from_value((*obj).clone()).expect("child fixture");
+        writer.apply_watcher_event(&watcher::Event::Apply(obj));
+    }
+    store
+}
+
+/// The watched children: `deployment`, `service` and `hpa` when given, no PDB.
+fn cache(deployment: Option<&Value>, service: Option<&Value>, hpa: Option<&Value>) -> ChildCache {
+    ChildCache {
+        deployments: store_of(&Vec::from_iter(deployment)),
+        services: store_of(&Vec::from_iter(service)),
+        hpas: store_of(&Vec::from_iter(hpa)),
+        pdbs: store_of(&[]),
+    }
+}
+
+#[tokio::test]
+async fn unchanged_resource_with_watched_children_sends_no_request() {
+    let (_, seen) = create().await;
+    let c = created(&seen);
+    let watched = cache(Some(&c.deployment), Some(&c.service), Some(&c.hpa));
+    // The script is empty: any request fails the test.
+    let (result, seen2, written) = run_cached(
+        fa(autoscaling_spec(), Some(c.status)),
+        Some(watched),
+        vec![],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert!(seen2.is_empty(), "no request at all: {seen2:#?}");
+    assert_eq!(written, counts(&[]));
+}
+
+#[tokio::test]
+async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
+    let (_, seen) = create().await;
+    let c = created(&seen);
+    // The watch saw an edited Service, but the server has ours again (someone reverted it, or
+    // the watch is behind): the GETs decide, and nothing is written.
+    let mut edited = c.service.clone();
+    edited["spec"]["ports"][0]["port"] = json!(9999);
+    let watched = cache(Some(&c.deployment), Some(&edited), Some(&c.hpa));
+    let (result, seen2, written) = run_cached(
+        fa(autoscaling_spec(), Some(c.status.clone())),
+        Some(watched),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(c.deployment.clone())),
+            step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
+            step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen2.len(), 4, "{seen2:#?}");
+    assert_eq!(written, counts(&[]), "the server had it right: no write");
+
+    // The watch has not seen the Deployment yet (the operator just started): a GET shows it
+    // exists, so it is not created again and no `Created` Event is written.
+    let watched = cache(None, Some(&c.service), Some(&c.hpa));
+    let (result, _, written) = run_cached(
+        fa(autoscaling_spec(), Some(c.status.clone())),
+        Some(watched),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(c.deployment.clone())),
+            step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
+            step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(written, counts(&[]));
+
+    // Our HPA is still watched but autoscaling was turned off: the reconcile must not take the
+    // no-request path; it reads, then deletes the HPA.
+    let mut spec = autoscaling_spec();
+    spec.as_object_mut().expect("object").remove("autoscaling");
+    let off = fa(spec, None);
+    let watched = cache(Some(&c.deployment), Some(&c.service), Some(&c.hpa));
+    let (result, seen3, _) = run_cached(
+        off.clone(),
+        Some(watched),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(c.deployment.clone())),
+            step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
+            step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(
+                Method::DELETE,
+                HPA,
+                Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            ),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(off))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        (&seen3[5].method, seen3[5].path.as_str()),
+        (&Method::DELETE, HPA)
+    );
 }
 
 #[tokio::test]

@@ -65,8 +65,8 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// The children as they are in the cluster now (read with GET, so a reconcile sees its own
-/// previous writes).
+/// The children as they are in the cluster: read with GET (so a reconcile sees its own previous
+/// writes) whenever something is to be written, else as the watches last saw them.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
     /// The Deployment, if any.

@@ -4,8 +4,10 @@
 //!
 //! Wiring: the FastAgentic watch goes through a reflector (its store also serves the Secret
 //! mapper) and a `generation` predicate, so our own status patches do not trigger a reconcile.
-//! `.owns()` brings back every change to a Deployment, Service, HPA or PDB we control (drift
-//! correction and Deployment status → our status). Secrets are watched as metadata only (their
+//! The watches of the Deployments, Services, HPAs and PDBs we control bring back every change to
+//! them (drift correction and Deployment status → our status) and keep them in stores, so a
+//! reconcile that has nothing to write sends no request ([`cache`]). Reconciles run at most
+//! `--max-concurrent-reconciles` at a time. Secrets are watched as metadata only (their
 //! values are never cached) and mapped to the FastAgentics in the same namespace that reference
 //! them, so a rotated Secret changes the pod-template hash and rolls the pods.
 //!
@@ -14,6 +16,7 @@
 //! reconciler writes through its own client, whose requests [`writes`] counts.
 
 mod apply;
+pub mod cache;
 mod error;
 mod secrets;
 pub mod status;
@@ -21,7 +24,7 @@ pub mod writes;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fastagentic_crd::FastAgentic;
@@ -36,7 +39,7 @@ use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -44,6 +47,7 @@ pub use apply::{
     Change, ChangeAction, HANDOFF_FIELD_MANAGER, Live, is_subset, is_up_to_date,
     manager_owns_replicas, needs_replicas_handoff,
 };
+use cache::{ChildCache, keep_own_managed_fields, writes_needed};
 pub use error::Error;
 pub use status::{Failure, autoscaling_status, compute_status};
 
@@ -65,6 +69,8 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<FastAgentic>, u32>>,
+    /// The watched children, once [`run`] watches them; without it every reconcile GETs them.
+    cache: OnceLock<ChildCache>,
 }
 
 impl Context {
@@ -79,7 +85,13 @@ impl Context {
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            cache: OnceLock::new(),
         }
+    }
+
+    /// Reconciles read the children from `cache` first (see [`cache`]); set once, by [`run`].
+    pub fn use_cache(&self, cache: ChildCache) {
+        let _ = self.cache.set(cache);
     }
 
     fn next_backoff(&self, fa: &FastAgentic) -> Duration {
@@ -125,6 +137,34 @@ where
     }
 }
 
+/// A watch of the children of kind `K` with our label: the store it fills, and the stream of
+/// changed objects (each stored before it is passed on).
+fn watch_children<K>(
+    client: &Client,
+    scope: &Scope,
+    config: &watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(api_for::<K>(client, scope), config.clone())
+        .default_backoff()
+        .modify(keep_own_managed_fields)
+        .reflect(writer)
+        .touched_objects();
+    (store, events)
+}
+
 /// FastAgentics in `store` that reference the Secret `secret`.
 fn referencing(
     store: &Store<FastAgentic>,
@@ -150,6 +190,7 @@ fn referencing(
 pub async fn run(
     client: Client,
     scope: Scope,
+    concurrency: u16,
     ctx: Arc<Context>,
     writer: reflector::store::Writer<FastAgentic>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -176,6 +217,8 @@ pub async fn run(
                 passed
             }
         })
+        // Nothing reads a FastAgentic's managedFields; they would only cost memory.
+        .modify(|fa| fa.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
@@ -190,14 +233,25 @@ pub async fn run(
     let mapper_store = store.clone();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
 
+    // The children are watched in full and stored (see [`cache`]); each change still triggers
+    // its owner's reconcile.
+    let (deployments, deployment_events) = watch_children::<Deployment>(&client, &scope, &owned);
+    let (services, service_events) = watch_children::<Service>(&client, &scope, &owned);
+    let (hpas, hpa_events) = watch_children::<HorizontalPodAutoscaler>(&client, &scope, &owned);
+    let (pdbs, pdb_events) = watch_children::<PodDisruptionBudget>(&client, &scope, &owned);
+    ctx.use_cache(ChildCache {
+        deployments,
+        services,
+        hpas,
+        pdbs,
+    });
+
     Controller::for_stream(fastagentics, store)
-        .owns(api_for::<Deployment>(&client, &scope), owned.clone())
-        .owns(api_for::<Service>(&client, &scope), owned.clone())
-        .owns(
-            api_for::<HorizontalPodAutoscaler>(&client, &scope),
-            owned.clone(),
-        )
-        .owns(api_for::<PodDisruptionBudget>(&client, &scope), owned)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(hpa_events)
+        .owns_stream(pdb_events)
         .watches_stream(secrets, move |secret| referencing(&mapper_store, &secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -335,16 +389,35 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
     let ns = fa.namespace().ok_or(Error::MissingNamespace)?;
     let validated = validate(fa)?;
     let secret_versions = secrets::resolve(&ctx.client, &ns, validated.secrets()).await?;
-    let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
-    let inputs = BuildInputs {
-        secret_versions,
-        current_replicas: live
-            .deployment
-            .as_ref()
-            .and_then(|d| d.spec.as_ref())
-            .and_then(|s| s.replicas),
+    let build = |live: &Live| {
+        let inputs = BuildInputs {
+            secret_versions: secret_versions.clone(),
+            current_replicas: live
+                .deployment
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.replicas),
+        };
+        build_children(&validated, &inputs)
     };
-    let children = build_children(&validated, &inputs)?;
+    // The watched children first: when they say nothing is to be written, no request is needed
+    // to know it. Otherwise every write is decided on what a GET returns now.
+    let cached = match ctx.cache.get() {
+        Some(cache) => {
+            let live = cache.live(&ns, validated.name());
+            let children = build(&live)?;
+            (!writes_needed(&children, &live, fa)).then_some((live, children))
+        }
+        None => None,
+    };
+    let (live, children) = match cached {
+        Some(hit) => hit,
+        None => {
+            let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
+            let children = build(&live)?;
+            (live, children)
+        }
+    };
     let autoscaling = autoscaling_status(fa, live.hpa.as_ref());
     let (deployment, changes) = apply::apply_children(&ctx.client, &ns, fa, children, live).await?;
     let mut status = compute_status(fa, Some(&deployment), None, &now());

@@ -1,0 +1,103 @@
+//! The children as the controller's watches last saw them, so that a reconcile which has
+//! nothing to write sends no request at all.
+//!
+//! The `.owns()` watches of the Deployments, Services, HPAs and PDBs also fill a reflector
+//! store each (the object is stored before its event triggers the reconcile, so a reconcile
+//! never sees an older child than the change that woke it). The reconcile reads the children
+//! from here first; only when they say a write is needed (a child missing, changed, to delete,
+//! or `spec.replicas` to hand over) does it read them again with GET and decide on those, as it
+//! always did. Every write is therefore still decided on what the API server has now; the cache
+//! only saves the four GETs of the reconciles that change nothing: the Deployment status
+//! updates, the resyncs, the echoes of our own writes.
+//!
+//! Stored children keep only our own `managedFields` entry (what the `spec.replicas` hand-off
+//! reads); the controller-manager's and the HPA's entries are dropped to save memory.
+
+use std::sync::Arc;
+
+use fastagentic_crd::FastAgentic;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::apply::{Live, is_up_to_date, needs_replicas_handoff};
+use crate::FIELD_MANAGER;
+use crate::build::Children;
+
+/// Read handles on the stores of the four child kinds.
+#[derive(Clone)]
+pub struct ChildCache {
+    /// Deployments with our label.
+    pub deployments: Store<Deployment>,
+    /// Services with our label.
+    pub services: Store<Service>,
+    /// HPAs with our label.
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    /// PDBs with our label.
+    pub pdbs: Store<PodDisruptionBudget>,
+}
+
+fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + 'static,
+{
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(Arc::unwrap_or_clone)
+}
+
+impl ChildCache {
+    /// The children named `name` in `ns` as last watched.
+    pub fn live(&self, ns: &str, name: &str) -> Live {
+        Live {
+            deployment: cached(&self.deployments, ns, name),
+            service: cached(&self.services, ns, name),
+            hpa: cached(&self.hpas, ns, name),
+            pdb: cached(&self.pdbs, ns, name),
+        }
+    }
+}
+
+/// Drops every `managedFields` entry but our own apply's, before the object is stored.
+pub fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
+    if let Some(fields) = obj.meta_mut().managed_fields.as_mut() {
+        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+    }
+}
+
+/// True when [`super::apply::apply_children`] would write something given `live`: a wanted
+/// child missing or not up to date, an unwanted child of `fa`'s still there, or `spec.replicas`
+/// to hand over. False means applying `children` to `live` is a no-op.
+pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> bool {
+    fn stale<K: Resource + serde::Serialize>(desired: &K, live: Option<&K>) -> bool {
+        !live.is_some_and(|l| is_up_to_date(desired, l))
+    }
+    fn unwanted_but_ours<K: Resource>(live: Option<&K>, fa: &FastAgentic) -> bool {
+        live.is_some_and(|l| {
+            l.meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref())
+        })
+    }
+    let handoff = live
+        .deployment
+        .as_ref()
+        .is_some_and(|l| needs_replicas_handoff(&children.deployment, l));
+    handoff
+        || stale(&children.deployment, live.deployment.as_ref())
+        || stale(&children.service, live.service.as_ref())
+        || match &children.hpa {
+            Some(h) => stale(h, live.hpa.as_ref()),
+            None => unwanted_but_ours(live.hpa.as_ref(), fa),
+        }
+        || match &children.pdb {
+            Some(p) => stale(p, live.pdb.as_ref()),
+            None => unwanted_but_ours(live.pdb.as_ref(), fa),
+        }
+}
