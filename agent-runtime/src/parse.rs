@@ -57,6 +57,38 @@ pub fn seconds_f64(s: &str, allow_zero: bool, max: f64) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Largest byte size accepted (`--memory-store-max-bytes`): 64 GiB.
+const MAX_BYTE_SIZE: u64 = 64 << 30;
+
+/// A size in bytes, plain or with a Kubernetes quantity suffix: `4194304`, `4Mi`, `512Ki`,
+/// `1Gi`, `8M`, `500k`; from 0 to 64Gi.
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let accepted = || {
+        "accepted: a size in bytes from 0 to 64Gi, plain or with a suffix Ki, Mi, Gi, k, M or G \
+         (e.g. 4Mi)"
+            .to_owned()
+    };
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(accepted()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&n| n <= MAX_BYTE_SIZE)
+        .ok_or_else(accepted)
+}
+
 /// `--port`.
 pub fn port(s: &str) -> Result<u16, String> {
     int_in(s, 1, u16::MAX, "a TCP port")
@@ -161,6 +193,31 @@ pub fn http_url(s: &str) -> Result<reqwest::Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_take_quantity_suffixes() {
+        assert_eq!(byte_size("4194304"), Ok(4 << 20));
+        assert_eq!(byte_size("4Mi"), Ok(4 << 20));
+        assert_eq!(byte_size("512Ki"), Ok(512 << 10));
+        assert_eq!(byte_size("1Gi"), Ok(1 << 30));
+        assert_eq!(byte_size("8M"), Ok(8_000_000));
+        assert_eq!(byte_size("500k"), Ok(500_000));
+        assert_eq!(byte_size("0"), Ok(0));
+        assert_eq!(byte_size("64Gi"), Ok(64 << 30));
+        for bad in [
+            "",
+            "Mi",
+            "4MB",
+            "4 Mi",
+            "-1",
+            "1.5Mi",
+            "65Gi",
+            "99999999999999999999",
+        ] {
+            let err = byte_size(bad).expect_err(bad);
+            assert!(err.contains("from 0 to 64Gi"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn numbers_say_what_is_accepted() {

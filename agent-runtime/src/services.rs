@@ -153,7 +153,7 @@ pub async fn build_services(args: &RunArgs, worker: &WorkerContext) -> anyhow::R
             .db_config(args.db_pool_size, args.db_max_overflow, &name),
     )?;
     let kind = args.durable_store().map_err(anyhow::Error::msg)?;
-    let runs = build_run_store(kind, redis.as_ref(), db.as_ref(), args.store.stale_after())?;
+    let runs = build_run_store(kind, redis.as_ref(), db.as_ref(), &args.store)?;
     let agent = args
         .agent
         .build(Duration::from_millis(args.echo_delay_ms))?;

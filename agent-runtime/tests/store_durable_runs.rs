@@ -15,8 +15,9 @@ use agent_runtime::pools::{
     DbPool, DbPoolConfig, RedisPool, RedisPoolConfig, build_pg_pool, build_redis_pool,
 };
 use agent_runtime::store::{
-    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, MemoryRunStore, PostgresRunStore,
-    RedisRunStore, RunId, RunStatus, RunStore, StoreError, TakenOver, build_run_store, migrate,
+    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, MEMORY_STORE_DEFAULT_MAX_BYTES,
+    MemoryRunStore, PostgresRunStore, RedisRunStore, RunId, RunStatus, RunStore, StoreArgs,
+    StoreError, TakenOver, build_run_store, migrate,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -89,6 +90,15 @@ async fn backdate_an_hour(pool: &DbPool, id: &RunId) {
     assert_eq!(moved.rows_affected(), 1);
 }
 
+/// The store options with `stale_after` and the defaults otherwise.
+fn store_args(stale_after: Duration) -> StoreArgs {
+    StoreArgs {
+        durable_store: None,
+        run_stale_after: stale_after.as_secs_f64(),
+        memory_store_max_bytes: MEMORY_STORE_DEFAULT_MAX_BYTES,
+    }
+}
+
 /// The store of `kind` on the given pools, as the runtime builds it.
 fn store_on(
     kind: DurableStoreKind,
@@ -96,7 +106,7 @@ fn store_on(
     db: Option<&DbPool>,
     stale_after: Duration,
 ) -> Arc<dyn RunStore> {
-    match build_run_store(kind, redis, db, stale_after) {
+    match build_run_store(kind, redis, db, &store_args(stale_after)) {
         Ok(store) => store,
         Err(e) => panic!("{kind} store: {e:?}"),
     }
@@ -875,8 +885,18 @@ async fn stores_on_unreachable_servers_fail_fast_with_503() {
         panic!("lazy pg pool must build: {db:?}")
     };
     for store in [
-        build_run_store(DurableStoreKind::Redis, Some(&redis), None, DEFAULT_STALE),
-        build_run_store(DurableStoreKind::Postgres, None, Some(&db), DEFAULT_STALE),
+        build_run_store(
+            DurableStoreKind::Redis,
+            Some(&redis),
+            None,
+            &store_args(DEFAULT_STALE),
+        ),
+        build_run_store(
+            DurableStoreKind::Postgres,
+            None,
+            Some(&db),
+            &store_args(DEFAULT_STALE),
+        ),
     ] {
         let Ok(store) = store else {
             panic!("{store:?}")

@@ -56,6 +56,8 @@ pub mod env {
     pub const DURABLE_STORE: &str = "FASTAGENTIC_DURABLE_STORE";
     /// `--run-stale-after`.
     pub const RUN_STALE_AFTER: &str = "FASTAGENTIC_RUN_STALE_AFTER";
+    /// `--memory-store-max-bytes`.
+    pub const MEMORY_STORE_MAX_BYTES: &str = "FASTAGENTIC_MEMORY_STORE_MAX_BYTES";
     /// `--agent`.
     pub const AGENT: &str = "FASTAGENTIC_AGENT";
     /// `--agent-url`.

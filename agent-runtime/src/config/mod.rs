@@ -397,6 +397,7 @@ impl RunArgs {
             "db_pool_timeout": self.pools.db_pool_timeout.as_secs_f64(),
             "durable_store": self.durable_store().ok().map(|k| k.to_string()),
             "run_stale_after": self.store.run_stale_after,
+            "memory_store_max_bytes": self.store.memory_store_max_bytes,
             "agent": format!("{:?}", self.agent.agent).to_ascii_lowercase(),
             "agent_timeout": self.agent.agent_timeout,
             "model": self.agent.model,

@@ -74,6 +74,10 @@ fn defaults_come_from_the_contract() {
         r.store.stale_after(),
         Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS)
     );
+    assert_eq!(
+        r.store.memory_store_max_bytes,
+        crate::store::MEMORY_STORE_DEFAULT_MAX_BYTES
+    );
 }
 
 #[test]
@@ -206,6 +210,12 @@ fn every_bad_value_names_the_flag_its_variable_the_value_and_what_is_accepted() 
             "604801",
             "FASTAGENTIC_RUN_STALE_AFTER",
             "> 0",
+        ),
+        (
+            "--memory-store-max-bytes",
+            "4MB",
+            "FASTAGENTIC_MEMORY_STORE_MAX_BYTES",
+            "from 0 to 64Gi",
         ),
         ("--agent", "gpt", "FASTAGENTIC_AGENT", "echo, http, openai"),
         (

@@ -53,6 +53,14 @@ pub struct StoreArgs {
           default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,
           value_parser = parse_run_stale_after)]
     pub run_stale_after: f64,
+
+    /// Bytes of run records the memory store keeps per worker (estimated; Kubernetes quantity
+    /// suffixes such as 4Mi are accepted). The oldest finished runs are forgotten first; running
+    /// runs always stay. Only for --durable-store memory.
+    #[arg(long = "memory-store-max-bytes",
+          env = fastagentic_contract::env::MEMORY_STORE_MAX_BYTES,
+          default_value = "4Mi", value_parser = crate::parse::byte_size)]
+    pub memory_store_max_bytes: u64,
 }
 
 impl StoreArgs {
@@ -103,16 +111,20 @@ pub fn resolve_store_kind(
 }
 
 /// Builds the store for `kind` on the worker's pools (see [`resolve_store_kind`]), taking over
-/// runs that stayed `running` longer than `stale_after`. Connects nothing: the Postgres schema
-/// is migrated on first use or first `ping`.
+/// runs that stayed `running` longer than `args`' stale-after. Connects nothing: the Postgres
+/// schema is migrated on first use or first `ping`.
 pub fn build_run_store(
     kind: DurableStoreKind,
     redis: Option<&RedisPool>,
     db: Option<&DbPool>,
-    stale_after: Duration,
+    args: &StoreArgs,
 ) -> Result<Arc<dyn RunStore>, StoreConfigError> {
+    let stale_after = args.stale_after();
     Ok(match kind {
-        DurableStoreKind::Memory => Arc::new(MemoryRunStore::new(stale_after)),
+        DurableStoreKind::Memory => Arc::new(MemoryRunStore::with_limits(
+            args.memory_store_max_bytes,
+            stale_after,
+        )),
         DurableStoreKind::Redis => Arc::new(RedisRunStore::new(
             redis.cloned().ok_or(StoreConfigError {
                 kind,

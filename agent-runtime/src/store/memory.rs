@@ -2,10 +2,13 @@
 //! is configured; good for development and for single-process deployments that accept losing
 //! idempotency across restarts.
 //!
-//! Bounded: every `POST /chat` records a run, so an unbounded map would grow with traffic. The
-//! store keeps at most [`DEFAULT_MAX_RUNS`] records per worker and forgets the oldest finished
-//! (completed or failed) runs first; a running run is never evicted. A replay of a forgotten run
-//! id runs the agent again, which is why production deployments use Redis or PostgreSQL.
+//! Bounded by bytes: every `POST /chat` records a run, so an unbounded map would grow with
+//! traffic. The store keeps its records within [`DEFAULT_MAX_BYTES`] per worker
+//! (`--memory-store-max-bytes`) and forgets the oldest finished (completed or failed) runs first;
+//! a running run is never evicted, nor the record just written. A record's size is estimated
+//! from what it holds (ids, error, the JSON of input and output, node by node) plus the map's
+//! per-record overhead ([`record_bytes`]). A replay of a forgotten run id runs the agent again,
+//! which is why production deployments use Redis or PostgreSQL.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -20,62 +23,109 @@ use super::{
     RunStore, StoreError, TakenOver,
 };
 
-/// Records kept per worker by default.
-pub const DEFAULT_MAX_RUNS: usize = 10_000;
+/// Bytes of records kept per worker by default (4 MiB: about 8,000 runs of a short chat).
+pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Per-record overhead besides its contents: the record itself, the map's entry and hash slot,
+/// the id's copy in the eviction order, and the allocator's headers.
+const RECORD_OVERHEAD: usize = std::mem::size_of::<RunRecord>() + 96;
+
+/// Estimated heap bytes of `record` in the store (see the module docs).
+pub fn record_bytes(record: &RunRecord) -> usize {
+    RECORD_OVERHEAD
+        + 2 * record.run_id.len()
+        + record.instance_id.len()
+        + record.error.as_ref().map_or(0, String::len)
+        + json_bytes(&record.input)
+        + record.output.as_ref().map_or(0, json_bytes)
+}
+
+/// Estimated heap bytes of a JSON value: each node, plus strings and keys.
+fn json_bytes(value: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
+        Value::String(s) => NODE + s.len(),
+        Value::Array(items) => NODE + items.iter().map(json_bytes).sum::<usize>(),
+        // A map entry: the key's String and the tree node's share.
+        Value::Object(map) => {
+            NODE + map
+                .iter()
+                .map(|(k, v)| 48 + k.len() + json_bytes(v))
+                .sum::<usize>()
+        }
+    }
+}
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct MemoryRunStore {
     // A std mutex: no await happens while it is held.
     runs: Mutex<Runs>,
-    max_runs: usize,
+    max_bytes: usize,
     stale_after: chrono::Duration,
     stale_after_std: Duration,
 }
 
-/// The records and the order in which their ids were first stored (oldest first).
+/// The records, the order in which their ids were first stored (oldest first), and their
+/// estimated size.
 #[derive(Debug, Default)]
 struct Runs {
     by_id: HashMap<String, RunRecord>,
     order: VecDeque<String>,
+    bytes: usize,
 }
 
 impl Runs {
-    fn get_mut(&mut self, id: &str) -> Option<&mut RunRecord> {
-        self.by_id.get_mut(id)
-    }
-
     fn get(&self, id: &str) -> Option<&RunRecord> {
         self.by_id.get(id)
     }
 
-    /// Stores a new record, first forgetting the oldest finished runs beyond `max` records.
-    fn insert(&mut self, id: String, record: RunRecord, max: usize) {
-        let mut kept_running = Vec::new();
-        while self.by_id.len() >= max {
+    /// Changes the record of `id` with `f`, keeping the byte count; `None` if there is none.
+    fn update<T>(&mut self, id: &str, f: impl FnOnce(&mut RunRecord) -> T) -> Option<T> {
+        let record = self.by_id.get_mut(id)?;
+        let before = record_bytes(record);
+        let out = f(record);
+        self.bytes = (self.bytes + record_bytes(record)).saturating_sub(before);
+        Some(out)
+    }
+
+    /// Stores a new record.
+    fn insert(&mut self, id: String, record: RunRecord) {
+        self.bytes += record_bytes(&record);
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, record);
+    }
+
+    /// Forgets the oldest finished runs until the records fit in `max` bytes; running runs and
+    /// `keep` (the record just written) stay, even past the bound.
+    fn evict(&mut self, max: usize, keep: &str) {
+        let mut kept = Vec::new();
+        while self.bytes > max {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             match self.by_id.get(&oldest) {
-                Some(r) if r.status == RunStatus::Running => kept_running.push(oldest),
-                _ => {
-                    self.by_id.remove(&oldest);
+                Some(r) if r.status == RunStatus::Running || oldest == keep => kept.push(oldest),
+                Some(_) => {
+                    if let Some(r) = self.by_id.remove(&oldest) {
+                        self.bytes = self.bytes.saturating_sub(record_bytes(&r));
+                    }
                 }
+                None => {}
             }
         }
-        // Running runs keep their place at the front, oldest first.
-        for id in kept_running.into_iter().rev() {
+        // What stays keeps its place at the front, oldest first.
+        for id in kept.into_iter().rev() {
             self.order.push_front(id);
         }
-        self.order.push_back(id.clone());
-        self.by_id.insert(id, record);
     }
 }
 
 impl Default for MemoryRunStore {
     fn default() -> Self {
         Self::with_limits(
-            DEFAULT_MAX_RUNS,
+            DEFAULT_MAX_BYTES,
             Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS),
         )
     }
@@ -84,20 +134,20 @@ impl Default for MemoryRunStore {
 impl MemoryRunStore {
     /// A store that takes over runs left `running` for longer than `stale_after`.
     pub fn new(stale_after: Duration) -> Self {
-        Self::with_limits(DEFAULT_MAX_RUNS, stale_after)
+        Self::with_limits(DEFAULT_MAX_BYTES, stale_after)
     }
 
-    /// A store that keeps at most `max_runs` records (at least 1), with the default stale-after.
-    pub fn with_max_runs(max_runs: usize) -> Self {
-        Self::with_limits(max_runs, Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS))
+    /// A store whose records fit in `max_bytes`, with the default stale-after.
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
+        Self::with_limits(max_bytes, Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS))
     }
 
-    /// A store that keeps at most `max_runs` records (at least 1) and takes over runs left
-    /// `running` for longer than `stale_after`.
-    pub fn with_limits(max_runs: usize, stale_after: Duration) -> Self {
+    /// A store whose records fit in `max_bytes` (see the module docs) and that takes over runs
+    /// left `running` for longer than `stale_after`.
+    pub fn with_limits(max_bytes: u64, stale_after: Duration) -> Self {
         Self {
             runs: Mutex::new(Runs::default()),
-            max_runs: max_runs.max(1),
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             // Out of chrono's range only for absurd values: such a run is then never stale.
             stale_after: chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX),
             stale_after_std: stale_after,
@@ -107,6 +157,11 @@ impl MemoryRunStore {
     /// Number of records held.
     pub fn len(&self) -> usize {
         self.with_runs(|runs| runs.by_id.len())
+    }
+
+    /// Estimated bytes of the records held.
+    pub fn bytes(&self) -> usize {
+        self.with_runs(|runs| runs.bytes)
     }
 
     /// Whether no record is held.
@@ -124,16 +179,14 @@ impl MemoryRunStore {
         f(&mut runs)
     }
 
-    /// The record of `run_id` if it is running at `attempt`, else the error `complete`,
+    /// Nothing, if `record` (of `run_id`) is running at `attempt`; else the error `complete`,
     /// `fail` and `heartbeat` report.
-    fn running_at<'a>(
-        runs: &'a mut Runs,
+    fn check_running(
+        record: Option<&RunRecord>,
         run_id: &RunId,
         attempt: u32,
-    ) -> Result<&'a mut RunRecord, StoreError> {
-        let record = runs
-            .get_mut(run_id.as_str())
-            .ok_or_else(|| StoreError::NotFound(run_id.to_string()))?;
+    ) -> Result<(), StoreError> {
+        let record = record.ok_or_else(|| StoreError::NotFound(run_id.to_string()))?;
         if record.attempts != attempt {
             return Err(StoreError::Superseded {
                 run_id: run_id.to_string(),
@@ -146,7 +199,7 @@ impl MemoryRunStore {
                 status: record.status,
             });
         }
-        Ok(record)
+        Ok(())
     }
 }
 
@@ -163,36 +216,40 @@ impl RunStore for MemoryRunStore {
         instance_id: &str,
     ) -> Result<Begin, StoreError> {
         let now = Utc::now();
-        let max = self.max_runs;
+        let max = self.max_bytes;
         // Running and last updated before this: stalled. (`None`: the threshold reaches back
         // past chrono's range, so nothing is.)
         let stale_before = now.checked_sub_signed(self.stale_after);
         let stalled = |r: &RunRecord| stale_before.is_some_and(|t| r.updated_at < t);
-        Ok(self.with_runs(|runs| match runs.get_mut(run_id.as_str()) {
-            Some(existing) if existing.status == RunStatus::Completed => {
-                Begin::AlreadyCompleted(existing.clone())
-            }
-            Some(existing) if existing.status == RunStatus::Running && !stalled(existing) => {
-                Begin::StillRunning(existing.clone())
-            }
-            Some(previous) => {
+        let id = run_id.as_str();
+        Ok(self.with_runs(|runs| {
+            let begun = match runs.get(id) {
+                Some(existing) if existing.status == RunStatus::Completed => {
+                    return Begin::AlreadyCompleted(existing.clone());
+                }
+                Some(existing) if existing.status == RunStatus::Running && !stalled(existing) => {
+                    return Begin::StillRunning(existing.clone());
+                }
                 // Failed, or running but stalled: start it again.
-                let taken_over = (previous.status == RunStatus::Running).then(|| TakenOver {
-                    instance_id: previous.instance_id.clone(),
-                    attempts: previous.attempts,
-                });
-                previous.status = RunStatus::Running;
-                previous.input = input.clone();
-                previous.output = None;
-                previous.error = None;
-                previous.instance_id = instance_id.to_owned();
-                previous.updated_at = now;
-                previous.attempts = previous.attempts.saturating_add(1);
-                Begin::Started(previous.clone(), taken_over)
-            }
-            None => {
+                Some(_) => runs.update(id, |previous| {
+                    let taken_over = (previous.status == RunStatus::Running).then(|| TakenOver {
+                        instance_id: previous.instance_id.clone(),
+                        attempts: previous.attempts,
+                    });
+                    previous.status = RunStatus::Running;
+                    previous.input = input.clone();
+                    previous.output = None;
+                    previous.error = None;
+                    previous.instance_id = instance_id.to_owned();
+                    previous.updated_at = now;
+                    previous.attempts = previous.attempts.saturating_add(1);
+                    Begin::Started(previous.clone(), taken_over)
+                }),
+                None => None,
+            };
+            let begun = begun.unwrap_or_else(|| {
                 let record = RunRecord {
-                    run_id: run_id.to_string(),
+                    run_id: id.to_owned(),
                     status: RunStatus::Running,
                     input: input.clone(),
                     output: None,
@@ -202,9 +259,11 @@ impl RunStore for MemoryRunStore {
                     instance_id: instance_id.to_owned(),
                     attempts: 1,
                 };
-                runs.insert(run_id.to_string(), record.clone(), max);
+                runs.insert(id.to_owned(), record.clone());
                 Begin::Started(record, None)
-            }
+            });
+            runs.evict(max, id);
+            begun
         }))
     }
 
@@ -214,21 +273,29 @@ impl RunStore for MemoryRunStore {
         attempt: u32,
         outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
+        let id = run_id.as_str();
+        let max = self.max_bytes;
         self.with_runs(|runs| {
-            let record = Self::running_at(runs, run_id, attempt)?;
-            record.status = outcome.status();
-            (record.output, record.error) = match outcome {
-                Outcome::Completed(output) => (Some(output.clone()), None),
-                Outcome::Failed(error) => (None, Some(error.to_owned())),
-            };
-            record.updated_at = Utc::now();
-            Ok(record.clone())
+            Self::check_running(runs.get(id), run_id, attempt)?;
+            let finished = runs.update(id, |record| {
+                record.status = outcome.status();
+                (record.output, record.error) = match outcome {
+                    Outcome::Completed(output) => (Some(output.clone()), None),
+                    Outcome::Failed(error) => (None, Some(error.to_owned())),
+                };
+                record.updated_at = Utc::now();
+                record.clone()
+            });
+            runs.evict(max, id);
+            finished.ok_or_else(|| StoreError::NotFound(run_id.to_string()))
         })
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        let id = run_id.as_str();
         self.with_runs(|runs| {
-            Self::running_at(runs, run_id, attempt)?.updated_at = Utc::now();
+            Self::check_running(runs.get(id), run_id, attempt)?;
+            runs.update(id, |record| record.updated_at = Utc::now());
             Ok(())
         })
     }
@@ -254,46 +321,134 @@ mod tests {
         RunId::parse(&format!("run-{n}")).expect("valid id")
     }
 
-    #[tokio::test]
-    async fn the_store_is_bounded_and_forgets_the_oldest_finished_runs() {
-        let store = MemoryRunStore::with_max_runs(3);
+    /// The estimated size of one finished echo run of these tests (ids of the same length).
+    async fn one_run_bytes() -> usize {
+        let store = MemoryRunStore::default();
         let input = serde_json::json!({"message": "hi"});
-        // run-0 stays running; run-1 and run-2 complete.
-        for n in 0..3 {
+        store.begin(&id(1_000), &input, "i").await.expect("begin");
+        store
+            .complete(&id(1_000), 1, &input)
+            .await
+            .expect("complete");
+        store.bytes()
+    }
+
+    #[tokio::test]
+    async fn the_store_is_bounded_by_bytes_and_forgets_the_oldest_finished_runs() {
+        let one = one_run_bytes().await;
+        // Room for three finished runs.
+        let store = MemoryRunStore::with_max_bytes(u64::try_from(3 * one).expect("small"));
+        let input = serde_json::json!({"message": "hi"});
+        // run-1000 stays running; run-1001 and run-1002 complete.
+        for n in 1_000..1_003 {
             store.begin(&id(n), &input, "i").await.expect("begin");
         }
-        for n in 1..3 {
+        for n in 1_001..1_003 {
             store.complete(&id(n), 1, &input).await.expect("complete");
         }
-        // Two more runs: the oldest finished ones (run-1, run-2) go, the running run-0 stays.
-        for n in 3..5 {
+        // Two more runs: the oldest finished ones go, the running run-1000 stays.
+        for n in 1_003..1_005 {
             store.begin(&id(n), &input, "i").await.expect("begin");
+            store.complete(&id(n), 1, &input).await.expect("complete");
         }
-        assert_eq!(store.len(), 3);
+        assert!(store.bytes() <= 3 * one, "{} > {}", store.bytes(), 3 * one);
         assert!(
-            store.get(&id(0)).await.expect("get").is_some(),
+            store.get(&id(1_000)).await.expect("get").is_some(),
             "running runs are kept"
         );
-        assert!(store.get(&id(1)).await.expect("get").is_none());
-        assert!(store.get(&id(2)).await.expect("get").is_none());
-        assert!(store.get(&id(3)).await.expect("get").is_some());
-        assert!(store.get(&id(4)).await.expect("get").is_some());
+        assert!(store.get(&id(1_001)).await.expect("get").is_none());
+        assert!(store.get(&id(1_004)).await.expect("get").is_some());
         // Ten thousand more finished runs never grow it past the bound.
-        for n in 3..5 {
-            store.complete(&id(n), 1, &input).await.expect("complete");
-        }
-        for n in 5..10_005 {
+        for n in 2_000..12_000 {
             store.begin(&id(n), &input, "i").await.expect("begin");
             store.complete(&id(n), 1, &input).await.expect("complete");
+            assert!(store.bytes() <= 3 * one, "{} after run-{n}", store.bytes());
         }
-        assert_eq!(store.len(), 3);
-        assert!(store.get(&id(0)).await.expect("get").is_some());
-        assert!(store.get(&id(10_004)).await.expect("get").is_some());
+        assert!(store.get(&id(1_000)).await.expect("get").is_some());
+        assert!(store.get(&id(11_999)).await.expect("get").is_some());
+        assert!(store.len() <= 3);
+    }
+
+    #[tokio::test]
+    async fn large_answers_take_the_room_of_many_small_ones() {
+        let one = one_run_bytes().await;
+        let store = MemoryRunStore::with_max_bytes(u64::try_from(100 * one).expect("small"));
+        let small = serde_json::json!({"message": "hi"});
+        for n in 1_000..1_050 {
+            store.begin(&id(n), &small, "i").await.expect("begin");
+            store.complete(&id(n), 1, &small).await.expect("complete");
+        }
+        assert_eq!(store.len(), 50);
+        // One answer as large as ~60 small runs: the oldest small ones make room for it.
+        let big = serde_json::json!({"response": "x".repeat(60 * one)});
+        store.begin(&id(2_000), &small, "i").await.expect("begin");
+        store.complete(&id(2_000), 1, &big).await.expect("complete");
+        assert!(store.bytes() <= 100 * one);
+        assert!(store.len() < 50, "{} records", store.len());
+        assert!(store.get(&id(2_000)).await.expect("get").is_some());
+        assert!(store.get(&id(1_000)).await.expect("get").is_none());
+        assert!(store.get(&id(1_049)).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_record_larger_than_the_bound_is_kept_until_the_next_one() {
+        let store = MemoryRunStore::with_max_bytes(1);
+        let input = serde_json::json!({"message": "hi"});
+        store.begin(&id(1), &input, "i").await.expect("begin");
+        store.complete(&id(1), 1, &input).await.expect("complete");
+        assert_eq!(
+            store.len(),
+            1,
+            "the record just written stays: a replay finds it"
+        );
+        store.begin(&id(2), &input, "i").await.expect("begin");
+        store.complete(&id(2), 1, &input).await.expect("complete");
+        assert_eq!(store.len(), 1);
+        assert!(store.get(&id(2)).await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn the_byte_count_follows_every_change_and_returns_to_zero() {
+        let store = MemoryRunStore::with_max_bytes(u64::MAX);
+        let input = serde_json::json!({"message": "hello", "context": {"a": [1, 2, 3]}});
+        store.begin(&id(1), &input, "i").await.expect("begin");
+        let running = store.bytes();
+        assert_eq!(
+            running,
+            store.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>())
+        );
+        store.fail(&id(1), 1, "agent down").await.expect("fail");
+        let failed = store.bytes();
+        assert_eq!(failed, running + "agent down".len());
+        // Retried and completed with a larger answer.
+        store.begin(&id(1), &input, "j").await.expect("begin again");
+        store
+            .complete(
+                &id(1),
+                2,
+                &serde_json::json!({"response": "x".repeat(1000)}),
+            )
+            .await
+            .expect("complete");
+        assert_eq!(
+            store.bytes(),
+            store.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>())
+        );
+        assert!(store.bytes() > running + 1000);
+        // Everything evicted: nothing counted.
+        let tiny = MemoryRunStore::with_max_bytes(0);
+        for n in 0..3 {
+            tiny.begin(&id(n), &input, "i").await.expect("begin");
+            tiny.complete(&id(n), 1, &input).await.expect("complete");
+        }
+        let last = tiny.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>());
+        assert_eq!(tiny.bytes(), last);
+        assert_eq!(tiny.len(), 1);
     }
 
     #[tokio::test]
     async fn running_runs_are_never_evicted_even_past_the_bound() {
-        let store = MemoryRunStore::with_max_runs(2);
+        let store = MemoryRunStore::with_max_bytes(1);
         let input = serde_json::json!({});
         for n in 0..4 {
             store.begin(&id(n), &input, "i").await.expect("begin");
@@ -306,16 +461,18 @@ mod tests {
                 .await
                 .expect("each run completes");
         }
-        store.begin(&id(4), &input, "i").await.expect("begin");
         assert_eq!(
             store.len(),
-            2,
-            "finished runs are evicted down to the bound"
+            1,
+            "finished runs are evicted down to the last one"
         );
     }
 
     #[test]
     fn the_default_bound() {
-        assert_eq!(MemoryRunStore::default().max_runs, DEFAULT_MAX_RUNS);
+        assert_eq!(
+            MemoryRunStore::default().max_bytes as u64,
+            DEFAULT_MAX_BYTES
+        );
     }
 }

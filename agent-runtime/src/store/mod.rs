@@ -55,7 +55,7 @@ use crate::pools::PoolError;
 pub use config::{
     DurableStoreKind, StoreArgs, StoreConfigError, build_run_store, resolve_store_kind,
 };
-pub use memory::MemoryRunStore;
+pub use memory::{DEFAULT_MAX_BYTES as MEMORY_STORE_DEFAULT_MAX_BYTES, MemoryRunStore};
 pub use postgres::{MIGRATOR, PostgresRunStore, migrate};
 pub use redis::RedisRunStore;
 
