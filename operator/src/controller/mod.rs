@@ -4,7 +4,7 @@
 //!
 //! Wiring: the FastAgentic watch goes through a reflector (its store also serves the Secret
 //! mapper) and a `generation` predicate, so our own status patches do not trigger a reconcile.
-//! `.owns()` brings back every change to a Deployment, Service, HPA or PDB we control (drift
+//! `.owns()` brings back every change to a Deployment, Service, HPA, PDB or NetworkPolicy we control (drift
 //! correction and Deployment status → our status). Secrets are watched as metadata only (their
 //! values are never cached) and mapped to the FastAgentics in the same namespace that reference
 //! them, so a rotated Secret changes the pod-template hash and rolls the pods.
@@ -29,6 +29,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -48,7 +49,7 @@ pub use error::Error;
 pub use status::{Failure, autoscaling_status, compute_status};
 
 use crate::FIELD_MANAGER;
-use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
+use crate::build::{BuildInputs, OperatorPods, build_children, referenced_secrets, validate};
 use crate::labels::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::metrics::Metrics;
 
@@ -65,6 +66,7 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<FastAgentic>, u32>>,
+    operator_pods: OperatorPods,
 }
 
 impl Context {
@@ -79,7 +81,15 @@ impl Context {
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            operator_pods: OperatorPods::default(),
         }
+    }
+
+    /// Where the operator's own pods run, admitted by the NetworkPolicies it builds (unknown by
+    /// default: no operator peer).
+    pub fn with_operator_pods(mut self, operator_pods: OperatorPods) -> Self {
+        self.operator_pods = operator_pods;
+        self
     }
 
     fn next_backoff(&self, fa: &FastAgentic) -> Duration {
@@ -197,7 +207,11 @@ pub async fn run(
             api_for::<HorizontalPodAutoscaler>(&client, &scope),
             owned.clone(),
         )
-        .owns(api_for::<PodDisruptionBudget>(&client, &scope), owned)
+        .owns(
+            api_for::<PodDisruptionBudget>(&client, &scope),
+            owned.clone(),
+        )
+        .owns(api_for::<NetworkPolicy>(&client, &scope), owned)
         .watches_stream(secrets, move |secret| referencing(&mapper_store, &secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -343,6 +357,7 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
             .as_ref()
             .and_then(|d| d.spec.as_ref())
             .and_then(|s| s.replicas),
+        operator: ctx.operator_pods.clone(),
     };
     let children = build_children(&validated, &inputs)?;
     let autoscaling = autoscaling_status(fa, live.hpa.as_ref());
