@@ -33,9 +33,6 @@ IGNORED_TESTS=(
     # imagePullPolicy is the user's choice (spec.imagePullPolicy; the chart's image.pullPolicy):
     # with immutable tags or digests IfNotPresent is right, and the examples use tags.
     container-image-pull-policy
-    # A NetworkPolicy is the cluster's to decide (which namespaces may call the agents); the
-    # resource does not create one yet.
-    pod-networkpolicy
     # Hard pod anti-affinity keeps pods Pending on small clusters; the operator spreads pods
     # softly with topologySpreadConstraints across nodes and zones instead (README, Decisions).
     deployment-has-host-podantiaffinity
@@ -46,18 +43,27 @@ IGNORED_TESTS=(
 )
 
 # Checks ignored for one input only, with the reason.
+#
+# pod-networkpolicy: a NetworkPolicy is opt-in (spec.networkPolicy; the chart's
+# networkPolicy.enabled): which namespaces may call the agents, and where they may connect, is
+# the cluster's to decide, and a policy without a plugin that enforces it does nothing.
+# examples/production-large.yaml and the chart with tests/fixtures/lint/chart-network-policy.yaml
+# carry one with ingress and egress rules, so the check runs on them with nothing ignored.
 declare -A TARGET_IGNORES=(
-    # The guide's own manifests use `:latest` and have no PodDisruptionBudget;
-    # examples/kubernetes-seed.yaml reproduces them (the other examples pin a tag).
-    [render-kubernetes-seed]="container-image-tag deployment-has-poddisruptionbudget"
+    # The guide's own manifests use `:latest` and have no PodDisruptionBudget or
+    # NetworkPolicy; examples/kubernetes-seed.yaml reproduces them (the other examples pin a tag).
+    [render-kubernetes-seed]="container-image-tag deployment-has-poddisruptionbudget pod-networkpolicy"
     # A disruption budget is opt-in (spec.disruptionBudget): the production examples set one;
     # staging and the model-API example show the smallest resource for their case.
-    [render-staging]="deployment-has-poddisruptionbudget"
-    [render-model-agent]="deployment-has-poddisruptionbudget"
+    [render-staging]="deployment-has-poddisruptionbudget pod-networkpolicy"
+    [render-model-agent]="deployment-has-poddisruptionbudget pod-networkpolicy"
+    [render-production-small]="pod-networkpolicy"
     # The development example runs one replica on purpose.
-    [render-dev]="deployment-replicas"
+    [render-dev]="deployment-replicas pod-networkpolicy"
     # One operator replica is the chart's default (leader election makes two possible).
-    [chart]="deployment-replicas"
+    [chart]="deployment-replicas pod-networkpolicy"
+    [chart-two-replicas]="pod-networkpolicy"
+    [chart-network-policy]="deployment-replicas"
 )
 
 ensure_kube_score() {
@@ -137,8 +143,10 @@ for example in examples/*.yaml; do
     "$BIN" render -f "$example" >"$work/$name.yaml"
     check "$name" "$work/$name.yaml"
 done
-for values in "" "--set replicaCount=2"; do
-    name="chart${values:+-two-replicas}"
+for variant in "chart" "chart-two-replicas --set replicaCount=2" \
+    "chart-network-policy -f tests/fixtures/lint/chart-network-policy.yaml"; do
+    name="${variant%% *}"
+    values="${variant#"$name"}"
     # shellcheck disable=SC2086 # the flags are words
     "$HELM" template fastagentic-operator charts/fastagentic-operator \
         --namespace fastagentic-system $values >"$work/chart.yaml"

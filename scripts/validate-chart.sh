@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the Helm chart charts/fastagentic-operator:
 #   1. helm lint --strict
-#   2. helm template (default values, and one watched namespace) validated with
-#      kubernetes-validate --strict for Kubernetes 1.33 (unknown fields are errors)
+#   2. helm template (default values, one watched namespace, two replicas, no leader election,
+#      the NetworkPolicy) validated with kubernetes-validate --strict for Kubernetes 1.33
+#      (unknown fields are errors)
 #   3. bad values are refused by values.schema.json with a message naming the value
 #
 #   scripts/validate-chart.sh
@@ -53,6 +54,20 @@ render default
 render one-namespace --set 'watchNamespaces[0]=agents'
 render two-replicas --set replicaCount=2
 render no-leader-election --set leaderElection.enabled=false
+render network-policy -f tests/fixtures/lint/chart-network-policy.yaml
+
+# The operator's NetworkPolicy exists exactly when asked for, with both ports and egress rules.
+if grep -q '^kind: NetworkPolicy' "$out/default.yaml"; then
+    echo "FAIL: the default values render a NetworkPolicy (it is opt-in)" >&2
+    status=1
+elif ! grep -q '^kind: NetworkPolicy' "$out/network-policy.yaml" \
+    || ! grep -q -- '- Egress' "$out/network-policy.yaml" \
+    || ! grep -q 'port: 6443' "$out/network-policy.yaml"; then
+    echo "FAIL: networkPolicy.enabled renders no NetworkPolicy with the metrics API port and egress" >&2
+    status=1
+else
+    echo "ok: a NetworkPolicy with networkPolicy.enabled, none by default"
+fi
 
 # The operator's PodDisruptionBudget exists exactly when there is a standby to keep.
 if ! grep -q '^kind: PodDisruptionBudget' "$out/two-replicas.yaml"; then
@@ -87,4 +102,5 @@ refuse "additional properties" --set replicas=2
 refuse "leaderElection.enabled" --set replicaCount=2 --set leaderElection.enabled=false
 refuse "metricsApi/scrape/interval" --set metricsApi.scrape.interval=fast
 refuse "metricsApi.caBundle" --set metricsApi.existingSecret=my-tls
+refuse "networkPolicy/enabled" --set networkPolicy.enabled=maybe
 exit "$status"

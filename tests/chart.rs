@@ -41,16 +41,23 @@ fn chart_lints_renders_valid_objects_and_refuses_bad_values() {
     // The script really checked something: every template set and every refusal ran.
     assert_eq!(
         stdout.matches("passed for resource deployment/").count(),
-        4,
+        5,
         "{stdout}"
     );
-    assert_eq!(stdout.matches("ok: refused").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches("ok: refused").count(), 9, "{stdout}");
     assert_eq!(
         stdout
             .matches("passed for resource apiservice/v1beta2.custom.metrics.k8s.io")
             .count(),
-        4,
+        5,
         "the metrics API is on by default: {stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("passed for resource networkpolicy/fastagentic-operator")
+            .count(),
+        1,
+        "the NetworkPolicy is rendered only when enabled: {stdout}"
     );
     assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
 }

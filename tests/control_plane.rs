@@ -27,6 +27,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -978,6 +979,172 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `spec.networkPolicy`: the NetworkPolicy is created with the given peers plus the operator's
+/// pods (the resource scales on concurrency, so the operator scrapes it; the namespace comes from
+/// the operator's kubeconfig context as documented for a process outside the cluster, the labels
+/// from `--pod-labels`), an edit to it is corrected, egress rules add `Egress`, and removing the
+/// field deletes it (with a `Deleted` Event) while the other children stay.
+#[tokio::test]
+async fn network_policy_follows_the_spec() {
+    let Some(t) = ControlPlaneTest::without_operator("network_policy_follows_the_spec").await
+    else {
+        return;
+    };
+    let _op = t
+        .start_operator_with(
+            "operator",
+            &[
+                "--pod-labels",
+                "app.kubernetes.io/name=fastagentic-operator",
+            ],
+        )
+        .await;
+    let (client, n) = (&t.client, t.ns());
+    let users = json!([
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}},
+        {"podSelector": {"matchLabels": {"role": "client"}}},
+    ]);
+    apply_fastagentic(
+        client,
+        n,
+        &fastagentic(
+            "agent",
+            json!({
+                "maxConcurrent": 10,
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 3,
+                                "targetConcurrencyUtilizationPercentage": 60},
+                "networkPolicy": {"from": users},
+            }),
+        ),
+    )
+    .await;
+    let operator_peer = json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": SYSTEM_NAMESPACE}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "fastagentic-operator"}},
+    });
+    let mut want_from = users.as_array().unwrap().clone();
+    want_from.push(operator_peer);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), n);
+    let want_ingress = json!([{
+        "from": want_from,
+        "ports": [{"port": 8000, "protocol": "TCP"}],
+    }]);
+    let ingress_is = |want: Value| {
+        let policies = policies.clone();
+        move || {
+            let (policies, want) = (policies.clone(), want.clone());
+            async move {
+                let np = policies
+                    .get_opt("agent")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no NetworkPolicy")?;
+                let spec = serde_json::to_value(np.spec.clone()).unwrap();
+                if spec["ingress"] == want {
+                    Ok(np)
+                } else {
+                    Err(format!("spec {spec}"))
+                }
+            }
+        }
+    };
+    let np = wait_for(
+        "the NetworkPolicy with the peers and the operator",
+        RECONCILE,
+        ingress_is(want_ingress.clone()),
+    )
+    .await;
+    let fa = get_fastagentic(client, n, "agent").await;
+    owned_by(&np.metadata, &fa).unwrap();
+    standard_labels(&np.metadata, "agent").unwrap();
+    let d = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    let spec = np.spec.clone().unwrap();
+    assert_eq!(
+        spec.pod_selector.and_then(|s| s.match_labels),
+        d.spec.unwrap().selector.match_labels,
+        "the policy selects the Deployment's pods"
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(spec.egress, None, "egress is not restricted");
+    wait_event(
+        client,
+        n,
+        "agent",
+        "Normal",
+        "Created",
+        "created NetworkPolicy agent",
+    )
+    .await;
+
+    // Someone removes the operator's peer: the watch brings the operator back to correct it.
+    policies
+        .patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"spec": {"ingress": [{"from": users, "ports": [{"port": 8000}]}]}}),
+            ),
+        )
+        .await
+        .expect("editing the NetworkPolicy");
+    wait_for(
+        "the edited NetworkPolicy to be corrected",
+        RECONCILE,
+        ingress_is(want_ingress),
+    )
+    .await;
+
+    // Egress rules restrict egress.
+    merge_patch_spec(
+        client,
+        n,
+        "agent",
+        json!({"networkPolicy": {"egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}}),
+    )
+    .await;
+    wait_for("Egress in policyTypes", RECONCILE, || async {
+        let np = policies.get("agent").await.map_err(|e| e.to_string())?;
+        let spec = np.spec.unwrap_or_default();
+        if spec.policy_types == Some(vec!["Ingress".into(), "Egress".into()])
+            && spec.egress.as_ref().map(Vec::len) == Some(1)
+        {
+            Ok(())
+        } else {
+            Err(format!("{spec:?}"))
+        }
+    })
+    .await;
+
+    // The field removed: the NetworkPolicy goes, the Deployment and Service stay.
+    merge_patch_spec(client, n, "agent", json!({"networkPolicy": null})).await;
+    wait_for("the NetworkPolicy to be deleted", RECONCILE, || async {
+        match policies.get_opt("agent").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    wait_event(
+        client,
+        n,
+        "agent",
+        "Normal",
+        "Deleted",
+        "deleted NetworkPolicy agent: no longer wanted by the spec",
+    )
+    .await;
+    assert!(exists::<Deployment>(client, n, "agent").await.unwrap());
+    assert!(exists::<Service>(client, n, "agent").await.unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !exists::<NetworkPolicy>(client, n, "agent").await.unwrap(),
+        "the NetworkPolicy came back"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -221,6 +221,7 @@ fn walk(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<FieldErr
     check_enum(schema, value, field, errors);
     check_range(schema, value, field, errors);
     check_length(schema, value, field, errors);
+    check_items(schema, value, field, errors);
 
     match value {
         Value::Object(map) => walk_object(schema, map, path, errors, root),
@@ -361,6 +362,31 @@ fn check_length(schema: &Value, value: &Value, field: &str, errors: &mut Vec<Fie
         errors.push(FieldError {
             field: field.into(),
             message: format!("Too long: may not be more than {max} characters"),
+        });
+    }
+}
+
+fn check_items(schema: &Value, value: &Value, field: &str, errors: &mut Vec<FieldError>) {
+    let Some(items) = value.as_array() else {
+        return;
+    };
+    let len = items.len() as u64;
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+        && len < min
+    {
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!(
+                "Invalid value: {len}: {field} in body should have at least {min} items"
+            ),
+        });
+    }
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+        && len > max
+    {
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!("Too many: {len}: must have at most {max} items"),
         });
     }
 }

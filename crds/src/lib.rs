@@ -14,6 +14,7 @@
 
 pub mod admission;
 mod defaults;
+mod network_policy;
 mod spec;
 mod status;
 
@@ -31,6 +32,7 @@ pub use defaults::{
     READINESS_PATH, READINESS_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS,
     TMP_SIZE_LIMIT,
 };
+pub use network_policy::NetworkPolicySpec;
 pub use spec::{
     AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, FastAgentic, FastAgenticSpec,
     ImagePullPolicy, ProbeSpec, ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec,

@@ -22,6 +22,7 @@ use crate::defaults::{
     DEFAULT_REDIS_POOL_TIMEOUT_SECONDS, DEFAULT_REQUEST_CPU, DEFAULT_REQUEST_MEMORY,
     DEFAULT_TARGET_CPU_PERCENT, DEFAULT_TARGET_MEMORY_PERCENT, DEFAULT_WORKERS,
 };
+use crate::network_policy::NetworkPolicySpec;
 
 /// A FastAgentic agent server: the operator runs it as a Deployment of `fastagentic run` pods
 /// with a Service, and a HorizontalPodAutoscaler when `autoscaling` is set.
@@ -188,6 +189,12 @@ pub struct FastAgenticSpec {
     /// Only created when at least 2 replicas are possible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption_budget: Option<DisruptionBudgetSpec>,
+
+    /// Create a NetworkPolicy that admits traffic to the agent port only from the sources
+    /// listed here (and from the operator when it scrapes the pods for concurrency
+    /// autoscaling); probes need no rule. Unset: no NetworkPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 
     /// Extra labels for the pods (the operator's `app.kubernetes.io/*` labels cannot be
     /// overridden).

@@ -254,6 +254,17 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
             "autoscaling without replicas",
             json!({"replicas": null, "autoscaling": {"maxReplicas": 5}}),
         ),
+        (
+            "network policy peers: selectors together, an ipBlock alone",
+            json!({"networkPolicy": {"from": [
+                {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}},
+                {"ipBlock": {"cidr": "203.0.113.0/24"}},
+            ]}}),
+        ),
+        (
+            "64 network policy peers",
+            json!({"networkPolicy": {"from": vec![json!({"podSelector": {}}); 64]}}),
+        ),
     ];
     for (case, patch) in neighbours {
         let object = with_spec(patch);
@@ -261,6 +272,19 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
             panic!("{case} should be valid: {e}");
         }
     }
+}
+
+#[test]
+fn more_than_64_network_policy_peers_are_refused() {
+    let obj = with_spec(json!({"networkPolicy": {"from": vec![json!({"podSelector": {}}); 65]}}));
+    let err = admit(&obj).expect_err("65 peers are too many");
+    assert_eq!(
+        err.0,
+        vec![fastagentic_crd::admission::FieldError {
+            field: "spec.networkPolicy.from".into(),
+            message: "Too many: 65: must have at most 64 items".into(),
+        }]
+    );
 }
 
 #[test]

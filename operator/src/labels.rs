@@ -50,3 +50,51 @@ pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
     labels.insert(LABEL_COMPONENT.into(), COMPONENT.into());
     labels
 }
+
+/// Parses `key=value,key=value` (the `--pod-labels` flag) into a label map. Empty input is
+/// no labels; a pair without `=`, an empty key or a repeated key is an error naming it.
+pub fn parse_label_list(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(format!("{pair:?} has an empty key"));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label {key:?} is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_lists_parse_and_bad_pairs_are_named() {
+        assert_eq!(
+            parse_label_list("app.kubernetes.io/name=op, app.kubernetes.io/instance=r"),
+            Ok(BTreeMap::from([
+                ("app.kubernetes.io/instance".to_string(), "r".to_string()),
+                ("app.kubernetes.io/name".to_string(), "op".to_string()),
+            ]))
+        );
+        assert_eq!(parse_label_list(""), Ok(BTreeMap::new()));
+        assert_eq!(
+            parse_label_list("a=1,b"),
+            Err("\"b\" is not key=value".to_string())
+        );
+        assert_eq!(
+            parse_label_list("=1"),
+            Err("\"=1\" has an empty key".to_string())
+        );
+        assert_eq!(
+            parse_label_list("a=1,a=2"),
+            Err("label \"a\" is given twice".to_string())
+        );
+    }
+}

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,8 +19,10 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use fastagentic_operator::build::OperatorPods;
 use fastagentic_operator::controller::writes::CountWrites;
 use fastagentic_operator::controller::{self, Context, Scope};
+use fastagentic_operator::labels::parse_label_list;
 use fastagentic_operator::leader::{self, LeaseConfig};
 use fastagentic_operator::metrics::Metrics;
 use fastagentic_operator::metrics_api::auth::FrontProxy;
@@ -179,6 +182,18 @@ struct RunArgs {
         default_value_t = 60
     )]
     deletion_cost_writes_per_minute: u32,
+
+    /// The operator's own namespace, admitted by the NetworkPolicies of FastAgentics that scale
+    /// on concurrency (the leader scrapes their pods); defaults to `POD_NAMESPACE`, else the
+    /// in-cluster service account's namespace, or the kubeconfig context's.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+
+    /// Labels of the operator's own pods, `key=value,key=value`, narrowing that NetworkPolicy
+    /// peer to them; unset admits every pod of the operator's namespace.
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_POD_LABELS", default_value = "",
+          value_parser = parse_label_list)]
+    pod_labels: BTreeMap<String, String>,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `fastagentic_operator=debug`.
     #[arg(long, env = "FASTAGENTIC_OPERATOR_LOG_LEVEL", default_value = "info")]
@@ -456,11 +471,20 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     };
     metrics.set_leader(true);
 
-    let ctx = Arc::new(Context::new(
-        reconciler_client,
-        metrics.clone(),
-        Some(identity),
-    ));
+    let operator_pods = OperatorPods {
+        namespace: Some(
+            args.pod_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+        ),
+        labels: args.pod_labels.clone(),
+    };
+    let ctx = Arc::new(
+        Context::new(reconciler_client, metrics.clone(), Some(identity))
+            .with_operator_pods(operator_pods),
+    );
     let scope = Scope {
         namespace: args.namespace.clone(),
     };

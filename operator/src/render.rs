@@ -11,6 +11,8 @@
 //!   `fastagentic.io/config-hash` (and `fastagentic.io/applied-hash`) differ from the cluster's.
 //! - The owner reference needs the resource's uid, which only the API server assigns; it is
 //!   left out unless the input carries `metadata.uid`.
+//! - Where the operator runs: a NetworkPolicy is shown without the operator's peer (the
+//!   controller adds it with a concurrency target, from `--pod-namespace` and `--pod-labels`).
 //!
 //! A new resource starts with `spec.replicas` or 1 replica, as the controller does without a
 //! live Deployment.
@@ -100,7 +102,7 @@ fn push_yaml<T: Serialize>(out: &mut String, obj: &T, doc: usize) -> Result<(), 
 }
 
 /// Multi-document YAML of every object the operator would apply for `input`: per FastAgentic,
-/// its Deployment, Service, then the HPA and PDB when wanted.
+/// its Deployment, Service, then the HPA, PDB and NetworkPolicy when wanted.
 pub fn render(input: &str) -> Result<String, RenderError> {
     let mut out = String::new();
     for (i, fa) in parse(input)?.iter().enumerate() {
@@ -110,6 +112,7 @@ pub fn render(input: &str) -> Result<String, RenderError> {
             service,
             hpa,
             pdb,
+            network_policy,
         } = children(fa, doc)?;
         push_yaml(&mut out, &deployment, doc)?;
         push_yaml(&mut out, &service, doc)?;
@@ -118,6 +121,9 @@ pub fn render(input: &str) -> Result<String, RenderError> {
         }
         if let Some(p) = &pdb {
             push_yaml(&mut out, p, doc)?;
+        }
+        if let Some(n) = &network_policy {
+            push_yaml(&mut out, n, doc)?;
         }
     }
     Ok(out)

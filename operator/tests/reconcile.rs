@@ -32,6 +32,7 @@ const DEPLOY: &str = "/apis/apps/v1/namespaces/ns/deployments/agent";
 const SERVICE: &str = "/api/v1/namespaces/ns/services/agent";
 const HPA: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/agent";
 const PDB: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/agent";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/agent";
 const STATUS: &str = "/apis/fastagentic.io/v1alpha1/namespaces/ns/fastagentics/agent/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
@@ -244,6 +245,7 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
             step(Method::GET, SERVICE, Reply::NotFound),
             step(Method::GET, HPA, Reply::NotFound),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
             // Created at minReplicas, the count handed over, then applied without it (the
             // server keeps the count the hand-off manager owns).
             step(Method::PATCH, DEPLOY, Reply::Echo),
@@ -287,13 +289,13 @@ struct Created {
 }
 
 fn created(seen: &[Seen]) -> Created {
-    let mut deployment = seen[6].body.clone();
-    deployment["spec"]["replicas"] = seen[5].body["spec"]["replicas"].clone();
+    let mut deployment = seen[7].body.clone();
+    deployment["spec"]["replicas"] = seen[6].body["spec"]["replicas"].clone();
     Created {
         deployment,
-        service: seen[7].body.clone(),
-        hpa: seen[8].body.clone(),
-        status: serde_json::from_value(seen[9].body["status"].clone()).expect("status we wrote"),
+        service: seen[8].body.clone(),
+        hpa: seen[9].body.clone(),
+        status: serde_json::from_value(seen[10].body["status"].clone()).expect("status we wrote"),
     }
 }
 
@@ -316,39 +318,39 @@ fn assert_change_events(seen: &[Seen], changes: &[(&str, &str, &str)]) {
 #[tokio::test]
 async fn create_applies_three_children_and_status() {
     let (_, seen) = create().await;
-    assert_apply(&seen[4], DEPLOY, FIELD_MANAGER);
-    assert_apply(&seen[5], DEPLOY, HANDOFF_FIELD_MANAGER);
-    assert_apply(&seen[6], DEPLOY, FIELD_MANAGER);
-    assert_apply(&seen[7], SERVICE, FIELD_MANAGER);
-    assert_apply(&seen[8], HPA, FIELD_MANAGER);
-    assert_apply(&seen[9], STATUS, FIELD_MANAGER);
+    assert_apply(&seen[5], DEPLOY, FIELD_MANAGER);
+    assert_apply(&seen[6], DEPLOY, HANDOFF_FIELD_MANAGER);
+    assert_apply(&seen[7], DEPLOY, FIELD_MANAGER);
+    assert_apply(&seen[8], SERVICE, FIELD_MANAGER);
+    assert_apply(&seen[9], HPA, FIELD_MANAGER);
+    assert_apply(&seen[10], STATUS, FIELD_MANAGER);
 
     assert_eq!(
-        seen[4].body["spec"]["replicas"], 2,
+        seen[5].body["spec"]["replicas"], 2,
         "created at minReplicas, not 1 until the HPA's first sync"
     );
     assert_eq!(
-        seen[5].body["spec"],
+        seen[6].body["spec"],
         json!({"replicas": 2}),
         "the count handed over in the same reconcile"
     );
-    let deploy = &seen[6].body;
+    let deploy = &seen[7].body;
     assert!(
         deploy["spec"].get("replicas").is_none(),
         "then the HPA owns replicas: {deploy}"
     );
     assert_ne!(
         deploy["metadata"]["annotations"]["fastagentic.io/applied-hash"],
-        seen[4].body["metadata"]["annotations"]["fastagentic.io/applied-hash"],
+        seen[5].body["metadata"]["annotations"]["fastagentic.io/applied-hash"],
         "the last apply carries the hash of what later reconciles build"
     );
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["controller"], true);
-    assert_eq!(seen[7].body["spec"]["ports"][0]["name"], "http");
-    assert_eq!(seen[8].body["spec"]["maxReplicas"], 10);
+    assert_eq!(seen[8].body["spec"]["ports"][0]["name"], "http");
+    assert_eq!(seen[9].body["spec"]["maxReplicas"], 10);
 
     assert_change_events(
-        &seen[10..],
+        &seen[11..],
         &[
             ("Created", "Deployment", "created Deployment agent"),
             ("Created", "Service", "created Service agent"),
@@ -360,7 +362,7 @@ async fn create_applies_three_children_and_status() {
         ],
     );
 
-    let status = &seen[9].body["status"];
+    let status = &seen[10].body["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(
         status["selector"],
@@ -388,6 +390,7 @@ async fn second_reconcile_of_unchanged_resource_writes_nothing() {
             step(Method::GET, SERVICE, Reply::Json(c.service)),
             step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
         ],
     )
     .await;
@@ -413,13 +416,14 @@ where
     store
 }
 
-/// The watched children: `deployment`, `service` and `hpa` when given, no PDB.
+/// The watched children: `deployment`, `service` and `hpa` when given, no PDB or NetworkPolicy.
 fn cache(deployment: Option<&Value>, service: Option<&Value>, hpa: Option<&Value>) -> ChildCache {
     ChildCache {
         deployments: store_of(&Vec::from_iter(deployment)),
         services: store_of(&Vec::from_iter(service)),
         hpas: store_of(&Vec::from_iter(hpa)),
         pdbs: store_of(&[]),
+        network_policies: store_of(&[]),
     }
 }
 
@@ -457,11 +461,12 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
             step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
             step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
-    assert_eq!(seen2.len(), 4, "{seen2:#?}");
+    assert_eq!(seen2.len(), 5, "{seen2:#?}");
     assert_eq!(written, counts(&[]), "the server had it right: no write");
 
     // The watch has not seen the Deployment yet (the operator just started): a GET shows it
@@ -475,6 +480,7 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
             step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
             step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
         ],
     )
     .await;
@@ -495,6 +501,7 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
             step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
             step(Method::GET, HPA, Reply::Json(c.hpa.clone())),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(
                 Method::DELETE,
@@ -509,7 +516,7 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
     .await;
     assert_eq!(result, Ok(()));
     assert_eq!(
-        (&seen3[5].method, seen3[5].path.as_str()),
+        (&seen3[6].method, seen3[6].path.as_str()),
         (&Method::DELETE, HPA)
     );
 }
@@ -527,15 +534,16 @@ async fn edited_child_is_corrected() {
             step(Method::GET, SERVICE, Reply::Json(edited)),
             step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::POST, EVENTS, Reply::Echo),
         ],
     )
     .await;
     assert_eq!(result, Ok(()));
-    assert_eq!(seen2[4].body["spec"]["ports"][0]["port"], 8000);
+    assert_eq!(seen2[5].body["spec"]["ports"][0]["port"], 8000);
     assert_change_events(
-        &seen2[5..],
+        &seen2[6..],
         &[(
             "Updated",
             "Service",
@@ -567,6 +575,7 @@ async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
             step(Method::GET, SERVICE, Reply::Json(c.service)),
             step(Method::GET, HPA, Reply::Json(c.hpa)),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(
                 Method::DELETE,
@@ -574,75 +583,6 @@ async fn autoscaling_off_deletes_hpa_and_keeps_the_running_replicas() {
                 Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
             ),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(off))),
-            step(Method::POST, EVENTS, Reply::Echo),
-            step(Method::POST, EVENTS, Reply::Echo),
-        ],
-    )
-    .await;
-    assert_eq!(result, Ok(()));
-    assert_change_events(
-        &seen2[7..],
-        &[
-            (
-                "Updated",
-                "Deployment",
-                "updated Deployment agent to match the spec",
-            ),
-            (
-                "Deleted",
-                "HorizontalPodAutoscaler",
-                "deleted HorizontalPodAutoscaler agent: no longer wanted by the spec",
-            ),
-        ],
-    );
-    assert_apply(&seen2[4], DEPLOY, FIELD_MANAGER);
-    assert_eq!(
-        seen2[4].body["spec"]["replicas"], 6,
-        "the running count is kept, not reset to 1"
-    );
-}
-
-#[tokio::test]
-async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
-    // A fixed-size Deployment whose spec.replicas we applied.
-    let fixed = fa(json!({"image": "img:1", "replicas": 4}), None);
-    let (result, seen) = run(
-        fixed.clone(),
-        vec![
-            step(Method::GET, DEPLOY, Reply::NotFound),
-            step(Method::GET, SERVICE, Reply::NotFound),
-            step(Method::GET, HPA, Reply::NotFound),
-            step(Method::GET, PDB, Reply::NotFound),
-            step(Method::PATCH, DEPLOY, Reply::Echo),
-            step(Method::PATCH, SERVICE, Reply::Echo),
-            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(fixed))),
-            step(Method::POST, EVENTS, Reply::Echo),
-            step(Method::POST, EVENTS, Reply::Echo),
-        ],
-    )
-    .await;
-    assert_eq!(result, Ok(()));
-    assert_eq!(seen[4].body["spec"]["replicas"], 4);
-    let mut live = seen[4].body.clone();
-    live["metadata"]["managedFields"] = json!([
-        {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
-         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}
-    ]);
-    let auto = fa(
-        json!({"image": "img:1", "autoscaling": {"maxReplicas": 8}}),
-        None,
-    );
-    let (result, seen2) = run(
-        auto.clone(),
-        vec![
-            step(Method::GET, DEPLOY, Reply::Json(live)),
-            step(Method::GET, SERVICE, Reply::Json(seen[5].body.clone())),
-            step(Method::GET, HPA, Reply::NotFound),
-            step(Method::GET, PDB, Reply::NotFound),
-            step(Method::PATCH, DEPLOY, Reply::Echo),
-            step(Method::PATCH, DEPLOY, Reply::Echo),
-            step(Method::PATCH, HPA, Reply::Echo),
-            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(auto))),
             step(Method::POST, EVENTS, Reply::Echo),
             step(Method::POST, EVENTS, Reply::Echo),
         ],
@@ -658,19 +598,90 @@ async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
                 "updated Deployment agent to match the spec",
             ),
             (
+                "Deleted",
+                "HorizontalPodAutoscaler",
+                "deleted HorizontalPodAutoscaler agent: no longer wanted by the spec",
+            ),
+        ],
+    );
+    assert_apply(&seen2[5], DEPLOY, FIELD_MANAGER);
+    assert_eq!(
+        seen2[5].body["spec"]["replicas"], 6,
+        "the running count is kept, not reset to 1"
+    );
+}
+
+#[tokio::test]
+async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
+    // A fixed-size Deployment whose spec.replicas we applied.
+    let fixed = fa(json!({"image": "img:1", "replicas": 4}), None);
+    let (result, seen) = run(
+        fixed.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::NotFound),
+            step(Method::GET, SERVICE, Reply::NotFound),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(fixed))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen[5].body["spec"]["replicas"], 4);
+    let mut live = seen[5].body.clone();
+    live["metadata"]["managedFields"] = json!([
+        {"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}
+    ]);
+    let auto = fa(
+        json!({"image": "img:1", "autoscaling": {"maxReplicas": 8}}),
+        None,
+    );
+    let (result, seen2) = run(
+        auto.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(live)),
+            step(Method::GET, SERVICE, Reply::Json(seen[6].body.clone())),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, HPA, Reply::Echo),
+            step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(auto))),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_change_events(
+        &seen2[9..],
+        &[
+            (
+                "Updated",
+                "Deployment",
+                "updated Deployment agent to match the spec",
+            ),
+            (
                 "Created",
                 "HorizontalPodAutoscaler",
                 "created HorizontalPodAutoscaler agent",
             ),
         ],
     );
-    assert_apply(&seen2[4], DEPLOY, HANDOFF_FIELD_MANAGER);
+    assert_apply(&seen2[5], DEPLOY, HANDOFF_FIELD_MANAGER);
     assert_eq!(
-        seen2[4].body["spec"]["replicas"], 4,
+        seen2[5].body["spec"]["replicas"], 4,
         "current count handed over"
     );
-    assert_apply(&seen2[5], DEPLOY, FIELD_MANAGER);
-    assert!(seen2[5].body["spec"].get("replicas").is_none());
+    assert_apply(&seen2[6], DEPLOY, FIELD_MANAGER);
+    assert!(seen2[6].body["spec"].get("replicas").is_none());
 }
 
 #[tokio::test]
@@ -766,6 +777,7 @@ async fn secret_values_never_leave_the_secret() {
             step(Method::GET, SERVICE, Reply::NotFound),
             step(Method::GET, HPA, Reply::NotFound),
             step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(f.clone()))),
@@ -791,7 +803,7 @@ async fn secret_values_never_leave_the_secret() {
         );
         assert!(!text.contains(PLANTED));
     }
-    let deploy = &seen[5].body;
+    let deploy = &seen[6].body;
     let env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .expect("env");
@@ -834,4 +846,106 @@ fn up_to_date_check_tolerates_server_defaults_and_normalised_quantities() {
         &zero,
         &json!({"probe": {"initialDelaySeconds": 5, "periodSeconds": 2}})
     ));
+}
+
+/// `spec.networkPolicy`: the NetworkPolicy is applied before anything else (the pods never run
+/// without it), reported like every child, left alone when unchanged, and deleted with a
+/// `Deleted` Event when the field is removed.
+#[tokio::test]
+async fn network_policy_goes_first_and_is_deleted_when_removed() {
+    let spec = json!({"image": "img:1", "replicas": 2,
+        "networkPolicy": {"from": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}});
+    let with = fa(spec.clone(), None);
+    let (result, seen) = run(
+        with.clone(),
+        vec![
+            step(Method::GET, DEPLOY, Reply::NotFound),
+            step(Method::GET, SERVICE, Reply::NotFound),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::NotFound),
+            step(Method::PATCH, NETPOL, Reply::Echo),
+            step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
+            step(
+                Method::PATCH,
+                STATUS,
+                Reply::StatusOf(Box::new(with.clone())),
+            ),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_apply(&seen[5], NETPOL, FIELD_MANAGER);
+    let policy = seen[5].body.clone();
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    assert_eq!(policy["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"team": "web"}}}]),
+        "no operator peer: the mocked operator does not know its namespace"
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_change_events(
+        &seen[9..],
+        &[
+            ("Created", "NetworkPolicy", "created NetworkPolicy agent"),
+            ("Created", "Deployment", "created Deployment agent"),
+            ("Created", "Service", "created Service agent"),
+        ],
+    );
+    let status: FastAgenticStatus =
+        serde_json::from_value(seen[8].body["status"].clone()).expect("status we wrote");
+    let (deployment, service) = (seen[6].body.clone(), seen[7].body.clone());
+
+    // Unchanged: reads only.
+    let (result, again) = run(
+        fa(spec.clone(), Some(status.clone())),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(deployment.clone())),
+            step(Method::GET, SERVICE, Reply::Json(service.clone())),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::Json(policy.clone())),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert!(again.iter().all(|s| s.method == Method::GET), "{again:#?}");
+
+    // The field removed: the NetworkPolicy is deleted, nothing else changes.
+    let mut without_spec = spec;
+    without_spec
+        .as_object_mut()
+        .expect("object")
+        .remove("networkPolicy");
+    let (result, removed) = run(
+        fa(without_spec, Some(status)),
+        vec![
+            step(Method::GET, DEPLOY, Reply::Json(deployment)),
+            step(Method::GET, SERVICE, Reply::Json(service)),
+            step(Method::GET, HPA, Reply::NotFound),
+            step(Method::GET, PDB, Reply::NotFound),
+            step(Method::GET, NETPOL, Reply::Json(policy)),
+            step(
+                Method::DELETE,
+                NETPOL,
+                Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+            ),
+            step(Method::POST, EVENTS, Reply::Echo),
+        ],
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_change_events(
+        &removed[6..],
+        &[(
+            "Deleted",
+            "NetworkPolicy",
+            "deleted NetworkPolicy agent: no longer wanted by the spec",
+        )],
+    );
 }

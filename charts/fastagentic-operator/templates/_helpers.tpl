@@ -64,6 +64,11 @@ Used by the ClusterRole (all namespaces) or by one Role per watched namespace.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The NetworkPolicy of spec.networkPolicy: applied when the field is set, watched like the
+# Deployment, deleted when the field is removed.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Referenced Secrets (REDIS_URL, DATABASE_URL): the operator checks that the Secret and key
 # exist and folds the Secret's resourceVersion into the pod-template hash so a rotation rolls the
 # pods. It watches metadata only and never copies a value.

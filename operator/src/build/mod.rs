@@ -2,14 +2,16 @@
 //!
 //! [`validate`] admits the object again (schema and CEL rules), checks what the schema cannot
 //! express, and returns a [`Validated`] value carrying the decisions (replica mode, where the
-//! Redis URL comes from, the command, the disruption budget, the Service port); the builders ([`build_deployment`], [`build_service`], [`build_hpa`], [`build_pdb`]) turn it into
-//! Kubernetes objects; [`build_children`] runs them all and stamps each object with its
+//! Redis URL comes from, the command, the disruption budget, the Service port, the network
+//! policy); the builders ([`build_deployment`], [`build_service`], [`build_hpa`], [`build_pdb`],
+//! [`build_network_policy`]) turn it into Kubernetes objects; [`build_children`] runs them all and stamps each object with its
 //! `fastagentic.io/applied-hash`. Nothing here does I/O: the controller passes in what it read
 //! from the cluster ([`BuildInputs`]) and `render` passes in what it cannot know as "unknown".
 
 mod deployment;
 mod hash;
 mod hpa;
+mod network_policy;
 mod pdb;
 mod service;
 
@@ -20,6 +22,7 @@ use fastagentic_crd::{AutoscalingSpec, FastAgentic, SecretKeyRef};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,6 +33,9 @@ pub use deployment::{
 };
 pub use hash::{ANNOTATION_APPLIED_HASH, ANNOTATION_CONFIG_HASH, applied_hash, stamp_applied_hash};
 pub use hpa::{build_hpa, default_concurrency_behavior};
+pub use network_policy::{
+    AgentNetworkPolicy, LABEL_NAMESPACE_NAME, OperatorPods, build_network_policy,
+};
 pub use pdb::build_pdb;
 pub use service::build_service;
 
@@ -83,6 +89,7 @@ pub struct Validated<'a> {
     disruption_budget: Option<DisruptionBudget>,
     service_port: i32,
     secrets: Vec<SecretUse>,
+    network_policy: Option<AgentNetworkPolicy<'a>>,
 }
 
 impl<'a> Validated<'a> {
@@ -117,6 +124,10 @@ impl<'a> Validated<'a> {
     /// Every Secret the pods read ([`referenced_secrets`]).
     pub fn secrets(&self) -> &[SecretUse] {
         &self.secrets
+    }
+    /// The NetworkPolicy to keep, when `spec.networkPolicy` is set.
+    pub fn network_policy(&self) -> Option<&AgentNetworkPolicy<'a>> {
+        self.network_policy.as_ref()
     }
 }
 
@@ -201,6 +212,9 @@ pub struct BuildInputs {
     pub secret_versions: BTreeMap<String, String>,
     /// `spec.replicas` of the live Deployment, when there is one (see [`ReplicaMode::deployment_replicas`]).
     pub current_replicas: Option<i32>,
+    /// Where the operator's pods run, for the NetworkPolicy's operator peer (unknown in
+    /// `render`: the peer is left out).
+    pub operator: OperatorPods,
 }
 
 /// Every child object of a FastAgentic. The applier destructures it without `..`, so adding a
@@ -215,6 +229,8 @@ pub struct Children {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// The PodDisruptionBudget, when `spec.disruptionBudget` is set and 2+ pods are possible.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The NetworkPolicy, when `spec.networkPolicy` is set.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// A Secret the pods read, and where the spec references it.
@@ -363,6 +379,19 @@ pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
                 min_available: min.clone(),
             },
         });
+    let network_policy = match &spec.network_policy {
+        None => None,
+        Some(policy) => {
+            network_policy::check_cidrs(policy)?;
+            Some(AgentNetworkPolicy {
+                spec: policy,
+                admit_operator: spec
+                    .autoscaling
+                    .as_ref()
+                    .is_some_and(|a| a.target_concurrency_utilization_percentage.is_some()),
+            })
+        }
+    };
     Ok(Validated {
         fa,
         name,
@@ -372,6 +401,7 @@ pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
         disruption_budget,
         service_port: spec.service.port.unwrap_or(spec.port),
         secrets: referenced_secrets(fa),
+        network_policy,
     })
 }
 
@@ -399,6 +429,7 @@ pub fn build_children(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Childre
     let mut service = build_service(v);
     let mut hpa = build_hpa(v);
     let mut pdb = build_pdb(v);
+    let mut network_policy = build_network_policy(v, inputs);
     stamp_applied_hash(&mut deployment, "Deployment")?;
     stamp_applied_hash(&mut service, "Service")?;
     if let Some(h) = hpa.as_mut() {
@@ -407,11 +438,15 @@ pub fn build_children(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Childre
     if let Some(p) = pdb.as_mut() {
         stamp_applied_hash(p, "PodDisruptionBudget")?;
     }
+    if let Some(n) = network_policy.as_mut() {
+        stamp_applied_hash(n, "NetworkPolicy")?;
+    }
     Ok(Children {
         deployment,
         service,
         hpa,
         pdb,
+        network_policy,
     })
 }
 

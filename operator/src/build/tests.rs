@@ -420,6 +420,7 @@ fn no_secret_value_in_any_object() {
     let inputs = BuildInputs {
         secret_versions: BTreeMap::from([("agent-stores".to_string(), "4711".to_string())]),
         current_replicas: None,
+        ..BuildInputs::default()
     };
     let c = children_of(&fa, &inputs);
     let text = serde_json::to_string(&(&c.deployment, &c.service, &c.hpa, &c.pdb)).expect("json");
@@ -438,6 +439,7 @@ fn config_hash_rolls_on_secret_rotation_and_spec_change_only() {
         let inputs = BuildInputs {
             secret_versions: BTreeMap::from([("agent-stores".to_string(), version.to_string())]),
             current_replicas: None,
+            ..BuildInputs::default()
         };
         let d = children_of(fa, &inputs).deployment;
         d.spec

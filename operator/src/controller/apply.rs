@@ -6,6 +6,9 @@
 //! send is still present with the same value (so nobody edited what we own; if somebody did, the
 //! `.owns()` watch brought us here and we apply to correct the drift). A reconcile with nothing
 //! changed therefore sends no write at all.
+//!
+//! The NetworkPolicy goes first: the pods of a new resource never run without it, and a policy
+//! the API server refuses stops the reconcile before anything else is written.
 
 use std::fmt::Debug;
 
@@ -14,6 +17,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -50,7 +54,8 @@ pub enum ChangeAction {
     /// It existed but differed from the spec (a spec change, or an edit by someone else) and
     /// was applied again.
     Updated,
-    /// It is no longer wanted (autoscaling or the disruption budget was removed).
+    /// It is no longer wanted (autoscaling, the disruption budget or the network policy was
+    /// removed).
     Deleted,
 }
 
@@ -77,6 +82,8 @@ pub struct Live {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// The PDB, if any.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The NetworkPolicy, if any.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
@@ -93,13 +100,14 @@ where
 }
 
 impl Live {
-    /// GETs the four children named `name` in `ns`.
+    /// GETs the five children named `name` in `ns`.
     pub async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Self, Error> {
         Ok(Self {
             deployment: get(client, ns, name).await?,
             service: get(client, ns, name).await?,
             hpa: get(client, ns, name).await?,
             pdb: get(client, ns, name).await?,
+            network_policy: get(client, ns, name).await?,
         })
     }
 }
@@ -119,13 +127,26 @@ pub async fn apply_children(
         service,
         hpa,
         pdb,
+        network_policy,
     } = children;
     let Live {
         deployment: live_deployment,
         service: live_service,
         hpa: live_hpa,
         pdb: live_pdb,
+        network_policy: live_network_policy,
     } = live;
+    let mut changes = Vec::new();
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    match &network_policy {
+        Some(n) => {
+            apply_if_changed(&policies, n, live_network_policy.as_ref(), &mut changes).await?;
+        }
+        None => {
+            delete_if_ours(&policies, fa, live_network_policy.as_ref(), &mut changes).await?;
+        }
+    }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     if let Some(live) = &live_deployment
@@ -133,7 +154,6 @@ pub async fn apply_children(
     {
         hand_off_replicas(&deployments, live).await?;
     }
-    let mut changes = Vec::new();
     let creating_autoscaled = live_deployment.is_none()
         && hpa.is_some()
         && deployment.spec.as_ref().and_then(|s| s.replicas).is_some();

@@ -1,13 +1,13 @@
 //! The children as the controller's watches last saw them, so that a reconcile which has
 //! nothing to write sends no request at all.
 //!
-//! The `.owns()` watches of the Deployments, Services, HPAs and PDBs also fill a reflector
+//! The watches of the Deployments, Services, HPAs, PDBs and NetworkPolicies fill a reflector
 //! store each (the object is stored before its event triggers the reconcile, so a reconcile
 //! never sees an older child than the change that woke it). The reconcile reads the children
 //! from here first; only when they say a write is needed (a child missing, changed, to delete,
 //! or `spec.replicas` to hand over) does it read them again with GET and decide on those, as it
 //! always did. Every write is therefore still decided on what the API server has now; the cache
-//! only saves the four GETs of the reconciles that change nothing: the Deployment status
+//! only saves the GETs of the reconciles that change nothing: the Deployment status
 //! updates, the resyncs, the echoes of our own writes.
 //!
 //! Stored children keep only our own `managedFields` entry (what the `spec.replicas` hand-off
@@ -20,6 +20,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -39,6 +40,8 @@ pub struct ChildCache {
     pub hpas: Store<HorizontalPodAutoscaler>,
     /// PDBs with our label.
     pub pdbs: Store<PodDisruptionBudget>,
+    /// NetworkPolicies with our label.
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
@@ -58,6 +61,7 @@ impl ChildCache {
             service: cached(&self.services, ns, name),
             hpa: cached(&self.hpas, ns, name),
             pdb: cached(&self.pdbs, ns, name),
+            network_policy: cached(&self.network_policies, ns, name),
         }
     }
 }
@@ -99,5 +103,9 @@ pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> bool
         || match &children.pdb {
             Some(p) => stale(p, live.pdb.as_ref()),
             None => unwanted_but_ours(live.pdb.as_ref(), fa),
+        }
+        || match &children.network_policy {
+            Some(n) => stale(n, live.network_policy.as_ref()),
+            None => unwanted_but_ours(live.network_policy.as_ref(), fa),
         }
 }

@@ -4,10 +4,10 @@
 //!
 //! Wiring: the FastAgentic watch goes through a reflector (its store also serves the Secret
 //! mapper) and a `generation` predicate, so our own status patches do not trigger a reconcile.
-//! The watches of the Deployments, Services, HPAs and PDBs we control bring back every change to
-//! them (drift correction and Deployment status → our status) and keep them in stores, so a
-//! reconcile that has nothing to write sends no request ([`cache`]). Reconciles run at most
-//! `--max-concurrent-reconciles` at a time. Secrets are watched as metadata only (their
+//! The watches of the Deployments, Services, HPAs, PDBs and NetworkPolicies we control bring
+//! back every change to them (drift correction and Deployment status → our status) and keep them
+//! in stores, so a reconcile that has nothing to write sends no request ([`cache`]). Reconciles
+//! run at most `--max-concurrent-reconciles` at a time. Secrets are watched as metadata only (their
 //! values are never cached) and mapped to the FastAgentics in the same namespace that reference
 //! them, so a rotated Secret changes the pod-template hash and rolls the pods.
 //!
@@ -32,6 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -52,7 +53,7 @@ pub use error::Error;
 pub use status::{Failure, autoscaling_status, compute_status};
 
 use crate::FIELD_MANAGER;
-use crate::build::{BuildInputs, build_children, referenced_secrets, validate};
+use crate::build::{BuildInputs, OperatorPods, build_children, referenced_secrets, validate};
 use crate::labels::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::metrics::Metrics;
 
@@ -71,6 +72,7 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<FastAgentic>, u32>>,
     /// The watched children, once [`run`] watches them; without it every reconcile GETs them.
     cache: OnceLock<ChildCache>,
+    operator_pods: OperatorPods,
 }
 
 impl Context {
@@ -86,12 +88,20 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             cache: OnceLock::new(),
+            operator_pods: OperatorPods::default(),
         }
     }
 
     /// Reconciles read the children from `cache` first (see [`cache`]); set once, by [`run`].
     pub fn use_cache(&self, cache: ChildCache) {
         let _ = self.cache.set(cache);
+    }
+
+    /// Where the operator's own pods run, admitted by the NetworkPolicies it builds (unknown by
+    /// default: no operator peer).
+    pub fn with_operator_pods(mut self, operator_pods: OperatorPods) -> Self {
+        self.operator_pods = operator_pods;
+        self
     }
 
     fn next_backoff(&self, fa: &FastAgentic) -> Duration {
@@ -239,11 +249,14 @@ pub async fn run(
     let (services, service_events) = watch_children::<Service>(&client, &scope, &owned);
     let (hpas, hpa_events) = watch_children::<HorizontalPodAutoscaler>(&client, &scope, &owned);
     let (pdbs, pdb_events) = watch_children::<PodDisruptionBudget>(&client, &scope, &owned);
+    let (network_policies, network_policy_events) =
+        watch_children::<NetworkPolicy>(&client, &scope, &owned);
     ctx.use_cache(ChildCache {
         deployments,
         services,
         hpas,
         pdbs,
+        network_policies,
     });
 
     Controller::for_stream(fastagentics, store)
@@ -252,6 +265,7 @@ pub async fn run(
         .owns_stream(service_events)
         .owns_stream(hpa_events)
         .owns_stream(pdb_events)
+        .owns_stream(network_policy_events)
         .watches_stream(secrets, move |secret| referencing(&mapper_store, &secret))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -397,6 +411,7 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
                 .as_ref()
                 .and_then(|d| d.spec.as_ref())
                 .and_then(|s| s.replicas),
+            operator: ctx.operator_pods.clone(),
         };
         build_children(&validated, &inputs)
     };
