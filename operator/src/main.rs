@@ -9,6 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+// mimalloc instead of the C library's allocator, as in the runtime: the static image's musl
+// malloc is slow under the many small allocations of watch events and JSON, and holds more
+// memory after a burst (bench/README.md, "Operator at scale").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
