@@ -266,6 +266,41 @@ fn idle_keep_alive_connection_is_closed_after_the_timeout() {
 }
 
 #[test]
+fn a_request_longer_than_the_keep_alive_timeout_is_not_cut() {
+    // The connection is busy for 2.5 s with a 1 s keep-alive timeout: the idle timer fires
+    // twice while the request runs and must leave it alone; the idle time counts from its end.
+    let s = Server::start(
+        &["--timeout-keep-alive", "1", "--echo-delay-ms", "2500"],
+        &[],
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    c.write_all(&build_request(
+        "POST",
+        "/chat",
+        &[],
+        Some(br#"{"message": "slow"}"#),
+        false,
+    ))
+    .unwrap();
+    let mut reader = BufReader::new(c.try_clone().unwrap());
+    let r = read_response(&mut reader, false).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    let answered = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = reader.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF from the server");
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(800),
+        "closed too early after the answer: {idle:?}"
+    );
+    assert!(idle < Duration::from_secs(5), "closed too late: {idle:?}");
+}
+
+#[test]
 fn concurrency_permit_is_held_until_a_stream_ends() {
     let s = Server::start(&["--max-concurrent", "1", "--echo-delay-ms", "2000"], &[]);
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();

@@ -23,15 +23,25 @@ use crate::store::StoreError;
 /// Response header set (to `true`) on an answer served from the store.
 pub const REPLAYED_HEADER: &str = fastagentic_contract::header::REPLAYED;
 
-/// `GET /health`.
+/// `GET /health`: the same body for the life of the process, serialized once.
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
-    Json(json!({
-        "status": "healthy",
-        "version": env!("CARGO_PKG_VERSION"),
-        "title": st.title,
-        "instance_id": st.instance_id,
-    }))
-    .into_response()
+    let body = st.health_body.get_or_init(|| {
+        let body = json!({
+            "status": "healthy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "title": st.title,
+            "instance_id": st.instance_id,
+        });
+        axum::body::Bytes::from(body.to_string())
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.clone(),
+    )
+        .into_response()
 }
 
 /// `GET /ready`: 200 when not draining and every readiness check passes, else 503.

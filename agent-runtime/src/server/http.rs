@@ -47,6 +47,8 @@ pub struct AppState {
     pub instance_id: String,
     /// Title reported by `/health`.
     pub title: String,
+    /// The `/health` body, made once (nothing in it changes while the process runs).
+    pub health_body: std::sync::OnceLock<axum::body::Bytes>,
     /// Effective configuration reported by `/metrics`.
     pub config_json: serde_json::Value,
     /// `--max-concurrent` (per worker), for the capacity `/metrics` reports.

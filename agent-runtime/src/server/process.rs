@@ -150,6 +150,7 @@ fn build_app(
     let state = Arc::new(AppState {
         instance_id: instance_id.to_owned(),
         title: args.title.clone(),
+        health_body: std::sync::OnceLock::new(),
         config_json: args.effective_json(),
         max_concurrent: args.max_concurrent.0,
         counters: counters.clone(),

@@ -13,7 +13,8 @@ use std::net::TcpListener as StdTcpListener;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,7 +23,7 @@ use axum::http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -128,37 +129,43 @@ pub async fn serve(
     cut.len()
 }
 
-/// Requests in flight on one connection and when it last became idle.
+/// Requests in flight on one connection and when it last became idle. Plain atomics: a request
+/// only counts itself in and out; the connection's loop reads them when its timer fires, so a
+/// request wakes nothing.
 struct ConnTracker {
-    state: Mutex<(usize, Instant)>,
-    changed: Notify,
+    /// When the connection was accepted; times below are milliseconds since.
+    epoch: Instant,
+    active: AtomicUsize,
+    idle_since_ms: AtomicU64,
 }
 
 impl ConnTracker {
-    fn begin(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.0 += 1;
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
         }
-        self.changed.notify_one();
+    }
+
+    fn begin(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
     }
 
     fn end(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.0 = s.0.saturating_sub(1);
-            s.1 = Instant::now();
-        }
-        self.changed.notify_one();
+        // The time first, so whoever sees no request active also sees when the last one ended.
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(ms, Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn idle_since(&self) -> Option<Instant> {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|s| (s.0 == 0).then_some(s.1))
+        (self.active.load(Ordering::Acquire) == 0)
+            .then(|| self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire)))
     }
 }
 
-/// Marks the end of a request on its connection when dropped.
+/// Holds one request in its connection's [`ConnTracker`] until the response body is done.
 struct ActiveRequest(Arc<ConnTracker>);
 
 impl Drop for ActiveRequest {
@@ -173,10 +180,7 @@ async fn serve_conn(
     opts: ServeOptions,
     mut drain: watch::Receiver<bool>,
 ) {
-    let tracker = Arc::new(ConnTracker {
-        state: Mutex::new((0, Instant::now())),
-        changed: Notify::new(),
-    });
+    let tracker = Arc::new(ConnTracker::new());
     let svc_tracker = tracker.clone();
     let svc_drain = drain.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -207,32 +211,34 @@ async fn serve_conn(
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), svc));
     let mut closing = false;
     let mut drain_seen = *drain.borrow();
+    // Fires when the connection may have been idle for the limit: then it looks, and either
+    // closes the connection or sets itself for the next time it could be.
+    let mut timer = pin!(tokio::time::sleep(opts.keep_alive));
     loop {
         let limit = if drain_seen {
             opts.keep_alive.min(DRAIN_IDLE)
         } else {
             opts.keep_alive
         };
-        let idle_deadline = tracker.idle_since().map(|t| t + limit);
         tokio::select! {
             _ = conn.as_mut() => break,
-            () = sleep_until(idle_deadline), if !closing && idle_deadline.is_some() => {
-                if tracker.idle_since().is_some_and(|t| t.elapsed() >= limit) {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            () = timer.as_mut(), if !closing => {
+                let now = Instant::now();
+                match tracker.idle_since() {
+                    Some(since) if now.saturating_duration_since(since) >= limit => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Some(since) => timer.as_mut().reset((since + limit).into()),
+                    // Busy: it cannot be idle for the limit before a whole limit from now.
+                    None => timer.as_mut().reset((now + limit).into()),
                 }
             }
-            () = tracker.changed.notified() => {}
             _ = drain.changed(), if !drain_seen => {
                 drain_seen = true;
+                // The limit just got shorter: look again now.
+                timer.as_mut().reset(Instant::now().into());
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
