@@ -156,7 +156,7 @@ struct RunArgs {
     /// FastAgentics reconciled at once. Bounds the operator's connections to the API server and
     /// its memory when many resources change together (2,000 created at once, say); one
     /// resource is never reconciled twice at the same time.
-    #[arg(long, env = "FASTAGENTIC_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_concurrent_reconciles: u16,
 

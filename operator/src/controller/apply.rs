@@ -100,14 +100,21 @@ where
 }
 
 impl Live {
-    /// GETs the five children named `name` in `ns`.
+    /// GETs the five children named `name` in `ns`, at the same time.
     pub async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Self, Error> {
+        let (deployment, service, hpa, pdb, network_policy) = tokio::try_join!(
+            get(client, ns, name),
+            get(client, ns, name),
+            get(client, ns, name),
+            get(client, ns, name),
+            get(client, ns, name),
+        )?;
         Ok(Self {
-            deployment: get(client, ns, name).await?,
-            service: get(client, ns, name).await?,
-            hpa: get(client, ns, name).await?,
-            pdb: get(client, ns, name).await?,
-            network_policy: get(client, ns, name).await?,
+            deployment,
+            service,
+            hpa,
+            pdb,
+            network_policy,
         })
     }
 }

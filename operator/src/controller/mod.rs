@@ -438,9 +438,8 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
     let mut status = compute_status(fa, Some(&deployment), None, &now());
     status.autoscaling = autoscaling;
     patch_status_if_changed(&ctx.client, &ns, fa, status).await?;
-    for event in change_events(&changes) {
-        publish(ctx, fa, &event).await;
-    }
+    let events = change_events(&changes);
+    futures::future::join_all(events.iter().map(|event| publish(ctx, fa, event))).await;
     Ok(Action::requeue(RESYNC))
 }
 
