@@ -1,8 +1,8 @@
 //! The HTTP application: routes, handlers and the tower layer stack.
 //!
 //! The whole stack is visible in [`app`]: from the outside in,
-//! instance header → request tracking (metrics, in-flight, `request_completed` log) →
-//! JSON error bodies → panic catcher → router; the agent routes additionally sit behind the
+//! request tracking (metrics, in-flight, `request_completed` log, JSON error bodies, the
+//! instance header: one middleware) → panic catcher → router; the agent routes additionally sit behind the
 //! concurrency limit ([`super::limiter`]) and the request body limit, the probes
 //! (`/health`, `/ready`, `/metrics`) do not. The handlers are in [`super::handlers`].
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, post};
@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::body::GuardedBody;
 use super::handlers;
@@ -79,14 +78,14 @@ pub struct AppState {
 #[derive(Debug, Default)]
 pub struct InFlight {
     next: AtomicU64,
-    map: Mutex<HashMap<u64, (Method, String, Instant)>>,
+    map: Mutex<HashMap<u64, (Method, Uri, Instant)>>,
 }
 
 impl InFlight {
-    fn insert(&self, method: Method, path: String) -> u64 {
+    fn insert(&self, method: Method, uri: Uri, start: Instant) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.map.lock() {
-            m.insert(id, (method, path, Instant::now()));
+            m.insert(id, (method, uri, start));
         }
         id
     }
@@ -103,7 +102,7 @@ impl InFlight {
             .lock()
             .map(|m| {
                 m.values()
-                    .map(|(me, p, t)| (me.to_string(), p.clone(), t.elapsed()))
+                    .map(|(me, u, t)| (me.to_string(), u.path().to_owned(), t.elapsed()))
                     .collect()
             })
             .unwrap_or_default()
@@ -154,42 +153,55 @@ pub fn app(
 
     let instance = HeaderValue::from_str(&state.instance_id)
         .unwrap_or_else(|_| HeaderValue::from_static("invalid-instance-id"));
+    let outer = Outer {
+        st: state,
+        instance,
+    };
     probes
         .merge(agent_routes)
         .fallback(handlers::not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(SetResponseHeaderLayer::overriding(
-                    HeaderName::from_static(INSTANCE_HEADER),
-                    instance,
-                ))
-                .layer(middleware::from_fn_with_state(state, track_request))
-                .layer(middleware::from_fn(json_errors))
+                .layer(middleware::from_fn_with_state(outer, track_request))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
 }
 
 // ---- layers ----
 
-/// Counts, logs and tracks each request until its response body is finished.
-async fn track_request(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// State of the outermost layer: the app's state and the instance header's value.
+#[derive(Clone)]
+struct Outer {
+    st: Arc<AppState>,
+    instance: HeaderValue,
+}
+
+/// The outermost layer, one middleware for what every response gets: counts, logs and tracks
+/// the request until its response body is finished, gives an error without a JSON body one
+/// ([`json_errors`]), and sets the instance header.
+async fn track_request(State(outer): State<Outer>, req: Request, next: Next) -> Response {
+    let Outer { st, instance } = outer;
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let id = st.in_flight.insert(method.clone(), path.clone());
+    // A URI shares the request's buffer: cloning it copies no path.
+    let uri = req.uri().clone();
+    let start = Instant::now();
+    let id = st.in_flight.insert(method.clone(), uri.clone(), start);
     let mut guard = Completion {
         st: st.clone(),
         id,
-        start: Instant::now(),
+        start,
         method,
-        path,
+        uri,
         status: None,
     };
-    let resp = next.run(req).await;
+    let mut resp = json_errors(next.run(req).await).await;
+    resp.headers_mut()
+        .insert(HeaderName::from_static(INSTANCE_HEADER), instance);
     let status = resp.status();
     let rejected = resp.extensions().get::<Rejected>().is_some();
     let answered = st
         .counters
-        .response_started(&guard.path, status.as_u16(), rejected);
+        .response_started(guard.uri.path(), status.as_u16(), rejected);
     if let Some(f) = &st.on_answered {
         f(answered);
     }
@@ -203,7 +215,7 @@ struct Completion {
     id: u64,
     start: Instant,
     method: Method,
-    path: String,
+    uri: Uri,
     status: Option<u16>,
 }
 
@@ -218,7 +230,7 @@ impl Drop for Completion {
             event = "request_completed",
             instance_id = %self.st.instance_id,
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
         );
@@ -226,8 +238,7 @@ impl Drop for Completion {
 }
 
 /// Turns every error response without a JSON body into one.
-async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(resp.headers()) {
         return resp;

@@ -67,34 +67,43 @@ pub struct MemoryRunStore {
     stale_after_std: Duration,
 }
 
-/// The records, the order in which their ids were first stored (oldest first), and their
-/// estimated size.
+/// The records with their estimated sizes, the order in which their ids were first stored
+/// (oldest first), and the sum of the sizes.
 #[derive(Debug, Default)]
 struct Runs {
-    by_id: HashMap<String, RunRecord>,
+    by_id: HashMap<String, Stored>,
     order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// A record and its [`record_bytes`], computed when it changes.
+#[derive(Debug)]
+struct Stored {
+    record: RunRecord,
     bytes: usize,
 }
 
 impl Runs {
     fn get(&self, id: &str) -> Option<&RunRecord> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|s| &s.record)
     }
 
     /// Changes the record of `id` with `f`, keeping the byte count; `None` if there is none.
     fn update<T>(&mut self, id: &str, f: impl FnOnce(&mut RunRecord) -> T) -> Option<T> {
-        let record = self.by_id.get_mut(id)?;
-        let before = record_bytes(record);
-        let out = f(record);
-        self.bytes = (self.bytes + record_bytes(record)).saturating_sub(before);
+        let stored = self.by_id.get_mut(id)?;
+        let out = f(&mut stored.record);
+        let bytes = record_bytes(&stored.record);
+        self.bytes = (self.bytes + bytes).saturating_sub(stored.bytes);
+        stored.bytes = bytes;
         Some(out)
     }
 
     /// Stores a new record.
     fn insert(&mut self, id: String, record: RunRecord) {
-        self.bytes += record_bytes(&record);
+        let bytes = record_bytes(&record);
+        self.bytes += bytes;
         self.order.push_back(id.clone());
-        self.by_id.insert(id, record);
+        self.by_id.insert(id, Stored { record, bytes });
     }
 
     /// Forgets the oldest finished runs until the records fit in `max` bytes; running runs and
@@ -106,10 +115,12 @@ impl Runs {
                 break;
             };
             match self.by_id.get(&oldest) {
-                Some(r) if r.status == RunStatus::Running || oldest == keep => kept.push(oldest),
+                Some(s) if s.record.status == RunStatus::Running || oldest == keep => {
+                    kept.push(oldest)
+                }
                 Some(_) => {
-                    if let Some(r) = self.by_id.remove(&oldest) {
-                        self.bytes = self.bytes.saturating_sub(record_bytes(&r));
+                    if let Some(s) = self.by_id.remove(&oldest) {
+                        self.bytes = self.bytes.saturating_sub(s.bytes);
                     }
                 }
                 None => {}
@@ -415,7 +426,11 @@ mod tests {
         let running = store.bytes();
         assert_eq!(
             running,
-            store.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>())
+            store.with_runs(|r| r
+                .by_id
+                .values()
+                .map(|s| record_bytes(&s.record))
+                .sum::<usize>())
         );
         store.fail(&id(1), 1, "agent down").await.expect("fail");
         let failed = store.bytes();
@@ -432,7 +447,11 @@ mod tests {
             .expect("complete");
         assert_eq!(
             store.bytes(),
-            store.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>())
+            store.with_runs(|r| r
+                .by_id
+                .values()
+                .map(|s| record_bytes(&s.record))
+                .sum::<usize>())
         );
         assert!(store.bytes() > running + 1000);
         // Everything evicted: nothing counted.
@@ -441,7 +460,12 @@ mod tests {
             tiny.begin(&id(n), &input, "i").await.expect("begin");
             tiny.complete(&id(n), 1, &input).await.expect("complete");
         }
-        let last = tiny.with_runs(|r| r.by_id.values().map(record_bytes).sum::<usize>());
+        let last = tiny.with_runs(|r| {
+            r.by_id
+                .values()
+                .map(|s| record_bytes(&s.record))
+                .sum::<usize>()
+        });
         assert_eq!(tiny.bytes(), last);
         assert_eq!(tiny.len(), 1);
     }
