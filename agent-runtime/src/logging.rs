@@ -1,4 +1,5 @@
-//! JSON logs on stdout via tracing, and a panic hook that logs panics as JSON events.
+//! JSON logs on stdout via tracing ([`line`] writes each line), and a panic hook that logs
+//! panics as JSON events.
 //!
 //! Lines are written by a background thread (`tracing-appender`), so a request never waits for
 //! a `write` to stdout on its own thread: with one access-log line per request the direct
@@ -7,6 +8,8 @@
 //! so nothing waits in the buffer). The writer is not lossy: when its queue is full, logging
 //! waits instead of dropping lines. The returned guard flushes what is queued when it is
 //! dropped, at the end of `main`.
+
+mod line;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -27,11 +30,7 @@ pub fn init(filter: &str) -> WorkerGuard {
             std::io::stdout(),
         ));
     let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
+        .event_format(line::JsonLine)
         .with_env_filter(filter)
         .with_writer(writer)
         .try_init();
