@@ -156,7 +156,7 @@ struct RunArgs {
     /// FastAgentics reconciled at once. Bounds the operator's connections to the API server and
     /// its memory when many resources change together (2,000 created at once, say); one
     /// resource is never reconciled twice at the same time.
-    #[arg(long, env = "FASTAGENTIC_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 32,
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_concurrent_reconciles: u16,
 
@@ -171,7 +171,7 @@ struct RunArgs {
     scrape_timeout: Duration,
 
     /// Pods scraped at once.
-    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_CONCURRENCY", default_value_t = 32,
+    #[arg(long, env = "FASTAGENTIC_OPERATOR_SCRAPE_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     scrape_concurrency: u16,
 
@@ -428,6 +428,8 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         (Some(_), Some(_)) => FrontProxy::load(&client).await?,
         _ => None,
     };
+    let metrics_api_on =
+        args.metrics_api_cert_file.is_some() && args.metrics_api_key_file.is_some();
     let api_state = Arc::new(ApiState::new(
         client.clone(),
         front_proxy,
@@ -506,12 +508,13 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         stopped(shutdown_rx),
     ));
     let leader_cfg = leader_config(&args, &client);
-    let leading = tokio::spawn(metrics_api::lead(
-        client,
-        leader_cfg,
-        api_state.clone(),
-        fastagentics,
-    ));
+    // The leader's pod watch and scrapes serve only the metrics API: without it there is
+    // nothing to scrape for, and the chart grants no access to pods.
+    let leading = tokio::spawn(async move {
+        if metrics_api_on {
+            metrics_api::lead(client, leader_cfg, api_state, fastagentics).await;
+        }
+    });
 
     let outcome = match &lease {
         Some((api, cfg)) => tokio::select! {

@@ -99,23 +99,96 @@ where
         .map_err(Error::kube(format!("get {} {ns}/{name}", K::kind(&()))))
 }
 
+/// Which children to read again (see [`super::cache::writes_needed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// The Deployment.
+    pub deployment: bool,
+    /// The Service.
+    pub service: bool,
+    /// The HPA.
+    pub hpa: bool,
+    /// The PDB.
+    pub pdb: bool,
+    /// The NetworkPolicy.
+    pub network_policy: bool,
+}
+
+impl Stale {
+    /// Every child.
+    pub const ALL: Stale = Stale {
+        deployment: true,
+        service: true,
+        hpa: true,
+        pdb: true,
+        network_policy: true,
+    };
+
+    /// True when any child is to be read.
+    pub fn any(&self) -> bool {
+        self.deployment || self.service || self.hpa || self.pdb || self.network_policy
+    }
+}
+
+/// `Some(the child)` read with GET when `read`, else `None` (keep what is known).
+async fn get_if<K>(
+    read: bool,
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Option<K>>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    if read {
+        get(client, ns, name).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 impl Live {
     /// GETs the five children named `name` in `ns`, at the same time.
     pub async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Self, Error> {
+        let mut live = Self::default();
+        live.refresh(client, ns, name, Stale::ALL).await?;
+        Ok(live)
+    }
+
+    /// GETs the children `stale` names, at the same time, replacing what was known of them.
+    pub async fn refresh(
+        &mut self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+        stale: Stale,
+    ) -> Result<(), Error> {
         let (deployment, service, hpa, pdb, network_policy) = tokio::try_join!(
-            get(client, ns, name),
-            get(client, ns, name),
-            get(client, ns, name),
-            get(client, ns, name),
-            get(client, ns, name),
+            get_if(stale.deployment, client, ns, name),
+            get_if(stale.service, client, ns, name),
+            get_if(stale.hpa, client, ns, name),
+            get_if(stale.pdb, client, ns, name),
+            get_if(stale.network_policy, client, ns, name),
         )?;
-        Ok(Self {
-            deployment,
-            service,
-            hpa,
-            pdb,
-            network_policy,
-        })
+        if let Some(d) = deployment {
+            self.deployment = d;
+        }
+        if let Some(s) = service {
+            self.service = s;
+        }
+        if let Some(h) = hpa {
+            self.hpa = h;
+        }
+        if let Some(p) = pdb {
+            self.pdb = p;
+        }
+        if let Some(n) = network_policy {
+            self.network_policy = n;
+        }
+        Ok(())
     }
 }
 

@@ -4,10 +4,11 @@
 //! The watches of the Deployments, Services, HPAs, PDBs and NetworkPolicies fill a reflector
 //! store each (the object is stored before its event triggers the reconcile, so a reconcile
 //! never sees an older child than the change that woke it). The reconcile reads the children
-//! from here first; only when they say a write is needed (a child missing, changed, to delete,
-//! or `spec.replicas` to hand over) does it read them again with GET and decide on those, as it
-//! always did. Every write is therefore still decided on what the API server has now; the cache
-//! only saves the GETs of the reconciles that change nothing: the Deployment status
+//! from here first; only the children they show as needing a write (missing, changed, to
+//! delete, or `spec.replicas` to hand over) are read again with GET, and the writes are decided
+//! on those, as they always were. Every write is therefore still decided on what the API server
+//! has now; the cache saves the GETs of the children that need nothing (all of them in the
+//! reconciles that change nothing: the Deployment status
 //! updates, the resyncs, the echoes of our own writes.
 //!
 //! Stored children keep of their `managedFields` only what the `spec.replicas` hand-off reads:
@@ -27,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::apply::{Live, is_up_to_date, needs_replicas_handoff};
+use super::apply::{Live, Stale, is_up_to_date, needs_replicas_handoff};
 use crate::FIELD_MANAGER;
 use crate::build::Children;
 
@@ -86,10 +87,10 @@ pub fn keep_own_managed_fields<K: Resource>(obj: &mut K) {
     }
 }
 
-/// True when [`super::apply::apply_children`] would write something given `live`: a wanted
-/// child missing or not up to date, an unwanted child of `fa`'s still there, or `spec.replicas`
-/// to hand over. False means applying `children` to `live` is a no-op.
-pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> bool {
+/// The children [`super::apply::apply_children`] would write given `live`: a wanted child
+/// missing or not up to date, an unwanted child of `fa`'s still there, or (the Deployment)
+/// `spec.replicas` to hand over. None means applying `children` to `live` is a no-op.
+pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> Stale {
     fn stale<K: Resource + serde::Serialize>(desired: &K, live: Option<&K>) -> bool {
         !live.is_some_and(|l| is_up_to_date(desired, l))
     }
@@ -102,25 +103,31 @@ pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> bool
                 .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref())
         })
     }
+    fn wanted_or_gone<K: Resource + serde::Serialize>(
+        desired: Option<&K>,
+        live: Option<&K>,
+        fa: &FastAgentic,
+    ) -> bool {
+        match desired {
+            Some(d) => stale(d, live),
+            None => unwanted_but_ours(live, fa),
+        }
+    }
     let handoff = live
         .deployment
         .as_ref()
         .is_some_and(|l| needs_replicas_handoff(&children.deployment, l));
-    handoff
-        || stale(&children.deployment, live.deployment.as_ref())
-        || stale(&children.service, live.service.as_ref())
-        || match &children.hpa {
-            Some(h) => stale(h, live.hpa.as_ref()),
-            None => unwanted_but_ours(live.hpa.as_ref(), fa),
-        }
-        || match &children.pdb {
-            Some(p) => stale(p, live.pdb.as_ref()),
-            None => unwanted_but_ours(live.pdb.as_ref(), fa),
-        }
-        || match &children.network_policy {
-            Some(n) => stale(n, live.network_policy.as_ref()),
-            None => unwanted_but_ours(live.network_policy.as_ref(), fa),
-        }
+    Stale {
+        deployment: handoff || stale(&children.deployment, live.deployment.as_ref()),
+        service: stale(&children.service, live.service.as_ref()),
+        hpa: wanted_or_gone(children.hpa.as_ref(), live.hpa.as_ref(), fa),
+        pdb: wanted_or_gone(children.pdb.as_ref(), live.pdb.as_ref(), fa),
+        network_policy: wanted_or_gone(
+            children.network_policy.as_ref(),
+            live.network_policy.as_ref(),
+            fa,
+        ),
+    }
 }
 
 #[cfg(test)]

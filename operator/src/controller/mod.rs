@@ -45,7 +45,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 pub use apply::{
-    Change, ChangeAction, HANDOFF_FIELD_MANAGER, Live, is_subset, is_up_to_date,
+    Change, ChangeAction, HANDOFF_FIELD_MANAGER, Live, Stale, is_subset, is_up_to_date,
     manager_owns_replicas, needs_replicas_handoff,
 };
 use cache::{ChildCache, keep_own_managed_fields, writes_needed};
@@ -416,17 +416,22 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
         build_children(&validated, &inputs)
     };
     // The watched children first: when they say nothing is to be written, no request is needed
-    // to know it. Otherwise every write is decided on what a GET returns now.
-    let cached = match ctx.cache.get() {
+    // to know it. Otherwise the children to write are read again, and every write is decided on
+    // what those GETs return.
+    let (live, children) = match ctx.cache.get() {
         Some(cache) => {
-            let live = cache.live(&ns, validated.name());
+            let mut live = cache.live(&ns, validated.name());
             let children = build(&live)?;
-            (!writes_needed(&children, &live, fa)).then_some((live, children))
+            let stale = writes_needed(&children, &live, fa);
+            if stale.any() {
+                live.refresh(&ctx.client, &ns, validated.name(), stale)
+                    .await?;
+                let children = build(&live)?;
+                (live, children)
+            } else {
+                (live, children)
+            }
         }
-        None => None,
-    };
-    let (live, children) = match cached {
-        Some(hit) => hit,
         None => {
             let live = Live::fetch(&ctx.client, &ns, validated.name()).await?;
             let children = build(&live)?;
