@@ -457,9 +457,7 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
     let (result, seen2, written) = run_cached(
         fa(autoscaling_spec(), Some(c.status.clone())),
         Some(watched),
-        vec![
-            step(Method::GET, SERVICE, Reply::Json(c.service.clone())),
-        ],
+        vec![step(Method::GET, SERVICE, Reply::Json(c.service.clone()))],
     )
     .await;
     assert_eq!(result, Ok(()));
@@ -472,9 +470,7 @@ async fn a_write_the_watched_children_ask_for_is_decided_on_a_get() {
     let (result, _, written) = run_cached(
         fa(autoscaling_spec(), Some(c.status.clone())),
         Some(watched),
-        vec![
-            step(Method::GET, DEPLOY, Reply::Json(c.deployment.clone())),
-        ],
+        vec![step(Method::GET, DEPLOY, Reply::Json(c.deployment.clone()))],
     )
     .await;
     assert_eq!(result, Ok(()));

@@ -40,6 +40,20 @@ impl Role {
     }
 }
 
+/// Threads of this process's async runtime: every core for a single process; for a worker, the
+/// cores shared out among the `--workers` processes (at least one each), so that 2 workers on 2
+/// cores run one thread each rather than two each, competing for the same cores.
+fn runtime_threads(role: Role, workers: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    match role {
+        Role::Single => cores,
+        Role::Worker { .. } => {
+            let workers = usize::try_from(workers.max(1)).unwrap_or(usize::MAX);
+            (cores / workers).max(1)
+        }
+    }
+}
+
 /// Serves on `listener` until SIGTERM/SIGINT, then drains. Exit status 0 after a drain
 /// (even when the deadline cut requests: they are logged), 1 when start-up fails.
 pub fn run(
@@ -50,6 +64,7 @@ pub fn run(
     role: Role,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_threads(role, args.workers))
         .enable_all()
         .build()
     {
