@@ -60,7 +60,7 @@ pub const SHORT_NAME: &str = "fa";
 pub const CRD_FILE_NAME: &str = "fastagentic.io_fastagentics.yaml";
 
 /// Longest name a FastAgentic may have. Every object the operator derives (Deployment, Service,
-/// HorizontalPodAutoscaler, PodDisruptionBudget) carries the resource's own name, and the name is
+/// HorizontalPodAutoscaler, PodDisruptionBudget, NetworkPolicy) carries the resource's own name, and the name is
 /// also used as the `app.kubernetes.io/instance` label value; both a Service name (RFC 1035
 /// label) and a label value are limited to 63 characters.
 pub const MAX_NAME_LENGTH: usize = 63;

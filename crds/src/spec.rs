@@ -25,7 +25,8 @@ use crate::defaults::{
 use crate::network_policy::NetworkPolicySpec;
 
 /// A FastAgentic agent server: the operator runs it as a Deployment of `fastagentic run` pods
-/// with a Service, and a HorizontalPodAutoscaler when `autoscaling` is set.
+/// with a Service, a HorizontalPodAutoscaler when `autoscaling` is set, a PodDisruptionBudget
+/// when `disruptionBudget` is, and a NetworkPolicy when `networkPolicy` is.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "fastagentic.io",
@@ -38,7 +39,8 @@ use crate::network_policy::NetworkPolicySpec;
     status = "FastAgenticStatus",
     derive = "PartialEq",
     doc = "A FastAgentic agent server: a pooled, concurrency-limited HTTP API run as a Deployment, \
-           a Service and (optionally) a HorizontalPodAutoscaler and a PodDisruptionBudget.",
+           a Service and (optionally) a HorizontalPodAutoscaler, a PodDisruptionBudget and a \
+           NetworkPolicy.",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
