@@ -101,6 +101,12 @@ impl Fields<'_> {
         push_json_str(self.line, field.name());
         self.line.push(':');
     }
+
+    /// `,"name":value` for an integer.
+    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
 }
 
 impl Visit for Fields<'_> {
@@ -110,23 +116,19 @@ impl Visit for Fields<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.number(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.number(field, value);
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.number(field, value);
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.number(field, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {

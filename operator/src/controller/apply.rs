@@ -404,11 +404,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let Some(live) = live else { return Ok(()) };
-    let ours = live
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref());
-    if !ours {
+    if !controlled_by(live, fa) {
         return Ok(());
     }
     let name = live.name_any();
@@ -426,6 +422,13 @@ where
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(Error::kube(format!("delete {} {name}", K::kind(&())))(e)),
     }
+}
+
+/// True when `obj`'s controller owner reference is `fa`.
+pub fn controlled_by<K: Resource>(obj: &K, fa: &FastAgentic) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref())
 }
 
 /// True when autoscaling was just turned on: we no longer send `spec.replicas`, but our field

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::apply::{Live, Stale, is_up_to_date, needs_replicas_handoff};
+use super::apply::{Live, Stale, controlled_by, is_up_to_date, needs_replicas_handoff};
 use crate::FIELD_MANAGER;
 use crate::build::Children;
 
@@ -94,15 +94,6 @@ pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> Stal
     fn stale<K: Resource + serde::Serialize>(desired: &K, live: Option<&K>) -> bool {
         !live.is_some_and(|l| is_up_to_date(desired, l))
     }
-    fn unwanted_but_ours<K: Resource>(live: Option<&K>, fa: &FastAgentic) -> bool {
-        live.is_some_and(|l| {
-            l.meta()
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == fa.metadata.uid.as_ref())
-        })
-    }
     fn wanted_or_gone<K: Resource + serde::Serialize>(
         desired: Option<&K>,
         live: Option<&K>,
@@ -110,7 +101,8 @@ pub fn writes_needed(children: &Children, live: &Live, fa: &FastAgentic) -> Stal
     ) -> bool {
         match desired {
             Some(d) => stale(d, live),
-            None => unwanted_but_ours(live, fa),
+            // Unwanted, and still there as ours: to delete.
+            None => live.is_some_and(|l| controlled_by(l, fa)),
         }
     }
     let handoff = live
