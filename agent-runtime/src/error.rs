@@ -176,6 +176,20 @@ impl From<&RunError> for ApiError {
                 ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "the agent task failed")
                     .with("run_id", run_id.as_str())
             }
+            RunError::BadEventId(e) => {
+                Self::new(StatusCode::BAD_REQUEST, "bad_last_event_id", e.to_string())
+            }
+            RunError::EventsExpired { run_id, after } => Self::new(
+                StatusCode::GONE,
+                "events_expired",
+                format!(
+                    "the events of run {run_id} after {} are no longer kept \
+                     (--stream-events-max, --stream-events-ttl); GET /runs/{run_id} has its \
+                     record",
+                    crate::store::events::event_id(run_id.as_str(), *after)
+                ),
+            )
+            .with("run_id", run_id.as_str()),
             RunError::NotFound { run_id, store } => Self::new(
                 StatusCode::NOT_FOUND,
                 "run_not_found",

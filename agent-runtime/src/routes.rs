@@ -27,6 +27,10 @@ pub enum Route {
     Metrics,
     /// `GET /runs/{run_id}`: a durable run.
     Run,
+    /// `POST /runs`: a background run.
+    Submit,
+    /// `GET /runs/{run_id}/stream`: a run's events, resumable.
+    RunStream,
     /// Anything else; stays last.
     Other,
 }
@@ -105,6 +109,20 @@ impl Route {
             access: Access::Agent,
         },
         RouteInfo {
+            route: Route::Submit,
+            path: Some("/runs"),
+            method: Some(MethodFilter::POST),
+            label: "POST /runs",
+            access: Access::Agent,
+        },
+        RouteInfo {
+            route: Route::RunStream,
+            path: Some("/runs/{run_id}/stream"),
+            method: Some(MethodFilter::GET),
+            label: "/runs/{run_id}/stream",
+            access: Access::Agent,
+        },
+        RouteInfo {
             route: Route::Other,
             path: None,
             method: None,
@@ -117,9 +135,8 @@ impl Route {
     pub const COUNT: usize = Self::ALL.len();
 
     /// The route a request path is counted under: the first row of [`Route::ALL`] whose
-    /// pattern matches, else [`Route::Other`]. A pattern ending in a capture matches every path
-    /// under its prefix: `/runs/`, and `/runs/a/b` (which the router answers with 404), count
-    /// as `/runs`.
+    /// pattern matches, else [`Route::Other`]. A capture matches one path segment, empty or
+    /// not: `/runs/` counts as `/runs` (the router answers it with 404), `/runs/a/b` as other.
     pub fn of_path(path: &str) -> Route {
         Self::ALL
             .iter()
@@ -146,12 +163,17 @@ impl Route {
 impl RouteInfo {
     /// Whether a request path is counted under this row (see [`Route::of_path`]).
     fn matches(&self, path: &str) -> bool {
-        match self.path {
-            None => false,
-            Some(pattern) => match pattern.split_once('{') {
-                Some((prefix, _)) => path.starts_with(prefix),
-                None => path == pattern,
-            },
+        let Some(pattern) = self.path else {
+            return false;
+        };
+        let mut want = pattern.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || w.starts_with('{') => {}
+                _ => return false,
+            }
         }
     }
 }
@@ -189,8 +211,9 @@ mod tests {
         }
         for (path, route) in [
             ("/runs/", Route::Run),
-            ("/runs/a/b", Route::Run),
-            ("/runs", Route::Other),
+            ("/runs/a/b", Route::Other),
+            ("/runs/a/stream/x", Route::Other),
+            ("/runs", Route::Submit),
             ("/chat/", Route::Other),
             ("/chat/stream/x", Route::Other),
             ("/healthz", Route::Other),
@@ -228,6 +251,8 @@ mod tests {
                 "/ready",
                 "/metrics",
                 "/runs",
+                "POST /runs",
+                "/runs/{run_id}/stream",
                 "other"
             ]
         );

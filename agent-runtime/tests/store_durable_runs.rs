@@ -96,6 +96,8 @@ fn store_args(stale_after: Duration) -> StoreArgs {
         durable_store: None,
         run_stale_after: stale_after.as_secs_f64(),
         memory_store_max_bytes: MEMORY_STORE_DEFAULT_MAX_BYTES,
+        stream_events_max: 10_000,
+        stream_events_ttl: 3600.0,
     }
 }
 

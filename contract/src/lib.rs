@@ -58,6 +58,10 @@ pub mod env {
     pub const RUN_STALE_AFTER: &str = "FASTAGENTIC_RUN_STALE_AFTER";
     /// `--memory-store-max-bytes`.
     pub const MEMORY_STORE_MAX_BYTES: &str = "FASTAGENTIC_MEMORY_STORE_MAX_BYTES";
+    /// `--stream-events-max`.
+    pub const STREAM_EVENTS_MAX: &str = "FASTAGENTIC_STREAM_EVENTS_MAX";
+    /// `--stream-events-ttl`.
+    pub const STREAM_EVENTS_TTL: &str = "FASTAGENTIC_STREAM_EVENTS_TTL";
     /// `--agent`.
     pub const AGENT: &str = "FASTAGENTIC_AGENT";
     /// `--agent-url`.

@@ -217,6 +217,18 @@ fn every_bad_value_names_the_flag_its_variable_the_value_and_what_is_accepted() 
             "FASTAGENTIC_MEMORY_STORE_MAX_BYTES",
             "from 0 to 64Gi",
         ),
+        (
+            "--stream-events-max",
+            "0",
+            "FASTAGENTIC_STREAM_EVENTS_MAX",
+            "from 1 to 1000000",
+        ),
+        (
+            "--stream-events-ttl",
+            "-1",
+            "FASTAGENTIC_STREAM_EVENTS_TTL",
+            "> 0",
+        ),
         ("--agent", "gpt", "FASTAGENTIC_AGENT", "echo, http, openai"),
         (
             "--agent-url",

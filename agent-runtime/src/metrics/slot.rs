@@ -31,7 +31,7 @@ pub const SLOT_BYTES: usize = 1024;
 /// `taken_over` run counter; version 4 a word-wise checksum). Supervisor and workers are
 /// the same binary, so a slot is only ever read by the version that wrote it; the magic still
 /// changes with the layout so a mismatch reads as an unusable slot, never as wrong numbers.
-pub(super) const MAGIC: u64 = 0x4641_5f4d_4554_5234; // "FA_METR4"
+pub(super) const MAGIC: u64 = 0x4641_5f4d_4554_5235; // "FA_METR5"
 
 /// Pools reported per slot, in this order.
 pub const POOLS: &[&str] = &[crate::pools::REDIS_POOL, crate::pools::DB_POOL];
@@ -331,10 +331,10 @@ mod tests {
         assert_eq!(Slot::decode(&buf[..8]), None, "a short read is no slot");
     }
 
-    /// The byte layout of format version 4, word by word. A change here changes the format:
+    /// The byte layout of format version 5 (version 4 had 7 routes), word by word. A change here changes the format:
     /// give it a new [`MAGIC`].
     #[test]
-    fn layout_is_format_version_4() {
+    fn layout_is_format_version_5() {
         let at = |offset: usize| offset / 8;
         assert_eq!(at(offset_of!(Slot, magic)), 0);
         assert_eq!(at(offset_of!(Slot, state)), 1);
@@ -346,18 +346,18 @@ mod tests {
         assert_eq!(at(offset_of!(Slot, handled)), 7);
         assert_eq!(at(offset_of!(Slot, duration_sum_us)), 8);
         assert_eq!(at(offset_of!(Slot, routes)), 9);
-        assert_eq!(at(offset_of!(Slot, buckets)), 9 + 7 * 5);
-        assert_eq!(at(offset_of!(Slot, runs)), 9 + 7 * 5 + 13);
-        assert_eq!(at(offset_of!(Slot, pools)), 9 + 7 * 5 + 13 + 5);
-        assert_eq!(at(offset_of!(Slot, checksum)), 9 + 7 * 5 + 13 + 5 + 2 * 6);
-        assert_eq!(WORDS, 75);
-        assert_eq!(MAGIC.to_be_bytes(), *b"FA_METR4");
+        assert_eq!(at(offset_of!(Slot, buckets)), 9 + 9 * 5);
+        assert_eq!(at(offset_of!(Slot, runs)), 9 + 9 * 5 + 13);
+        assert_eq!(at(offset_of!(Slot, pools)), 9 + 9 * 5 + 13 + 5);
+        assert_eq!(at(offset_of!(Slot, checksum)), 9 + 9 * 5 + 13 + 5 + 2 * 6);
+        assert_eq!(WORDS, 85);
+        assert_eq!(MAGIC.to_be_bytes(), *b"FA_METR5");
     }
 
-    /// Version 4 wrote word `i` little-endian at byte `8 * i`, the rest of the slot zero.
+    /// Version 5 writes word `i` little-endian at byte `8 * i`, the rest of the slot zero.
     #[cfg(target_endian = "little")]
     #[test]
-    fn bytes_are_format_version_4s() {
+    fn bytes_are_format_version_5s() {
         let mut s = Slot::empty();
         for (i, w) in s.routes.as_flattened_mut().iter_mut().enumerate() {
             *w = 0x0102_0304_0506_0700 + i as u64;
@@ -366,10 +366,10 @@ mod tests {
         s.pid = 4242;
         s.pools[1][POOL_TIMEOUTS] = 7;
         let s = s.sealed();
-        let mut v4 = [0u8; SLOT_BYTES];
+        let mut v5 = [0u8; SLOT_BYTES];
         for (i, w) in s.words().iter().enumerate() {
-            v4[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            v5[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        assert_eq!(s.encode(), v4);
+        assert_eq!(s.encode(), v5);
     }
 }

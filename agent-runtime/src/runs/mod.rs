@@ -36,18 +36,20 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
 use crate::metrics::{Counters, RunEvent};
-use crate::store::{Begin, DurableStoreKind, RunId, RunRecord, RunStore, StoreError};
+use crate::store::{Begin, DurableStoreKind, RunId, RunRecord, RunStore, StoreError, TakenOver};
 
+mod background;
+mod drive;
 mod heartbeat;
 mod id;
+mod resume;
 
-use heartbeat::Heartbeat;
+pub use background::Submitted;
 pub use id::{BadRunId, resolve_run_id};
 
 /// Chunks buffered between a streaming run and its (possibly slow) client.
@@ -64,6 +66,26 @@ pub struct Runs {
     pub instance_id: String,
     /// Run counters.
     pub counters: Arc<Counters>,
+    /// Set when this process drains and its streams must end (see [`Runs::wrap_up`]).
+    pub wrap_up: Arc<watch::Sender<bool>>,
+    /// Attempts this process drives as streams now.
+    pub driving: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts an attempt as driven while it lives.
+struct Driving(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Driving {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Why a run gave no answer; [`crate::error`] turns each into its HTTP error.
@@ -87,6 +109,15 @@ pub enum RunError {
         /// The run.
         run_id: RunId,
     },
+    /// A `Last-Event-ID` that is not an event of the run (HTTP 400).
+    BadEventId(crate::store::events::BadEventId),
+    /// The events after the client's `Last-Event-ID` are no longer kept (HTTP 410).
+    EventsExpired {
+        /// The run.
+        run_id: RunId,
+        /// The last event the client has.
+        after: u64,
+    },
     /// `GET /runs/{run_id}` of a run the store does not hold.
     NotFound {
         /// The run.
@@ -107,42 +138,82 @@ pub struct Answer {
     pub replayed: bool,
 }
 
-/// One event of a streamed run.
+/// One event of a streamed run. `seq` is its number in the run's event log (the SSE id
+/// `<run_id>:<seq>`); `None` for an event that is not logged (a replay of a stored answer, or
+/// an append the store failed).
 #[derive(Debug)]
 pub enum StreamEvent {
     /// A chunk of output.
-    Delta(String),
+    Delta {
+        /// Its number.
+        seq: Option<u64>,
+        /// The text.
+        text: String,
+    },
+    /// The output so far is `text`, replacing what the client has (see [`crate::store::events`]).
+    Reset {
+        /// Its number.
+        seq: Option<u64>,
+        /// The whole output so far.
+        text: String,
+    },
     /// The run completed (and is recorded), or was replayed.
     Done {
         /// The run.
         run_id: String,
         /// Served from the store.
         replayed: bool,
+        /// Its number.
+        seq: Option<u64>,
     },
     /// The run failed after it began streaming; the stream ends here.
     Failed {
         /// The run.
         run_id: String,
         /// Why.
-        error: RunError,
+        error: Failure,
+        /// Its number.
+        seq: Option<u64>,
     },
+    /// This process is draining and ends the stream: the client resumes with
+    /// `GET /runs/{run_id}/stream` and `Last-Event-ID` set to `last` (from the start without).
+    Resume {
+        /// The run.
+        run_id: String,
+        /// The last event this stream sent.
+        last: Option<u64>,
+    },
+}
+
+/// Why a streamed run failed: this process's error, or the one recorded on the run (read back
+/// by a resumed stream).
+#[derive(Debug)]
+pub enum Failure {
+    /// The error of this process's attempt.
+    Run(RunError),
+    /// The run's recorded `error`: `<code>: <message>`.
+    Recorded(String),
 }
 
 /// The events of a streamed run, as they come.
 #[derive(Debug)]
 pub struct RunEvents {
+    /// The run.
+    pub run_id: String,
     /// Served from the store without running the agent.
     pub replayed: bool,
     /// The events; the last is `Done` or `Failed`.
     pub events: mpsc::Receiver<StreamEvent>,
 }
 
-/// A begun attempt: the request (with its run id set) and the attempt number its outcome is
-/// recorded under.
+/// A begun attempt: the request (with its run id set), the attempt number its outcome is
+/// recorded under, and how it began.
 struct Attempt {
     request: AgentRequest,
     run_id: RunId,
     number: u32,
+    /// It took over a stalled attempt, whose logged output it continues.
+    taken_over: bool,
 }
 
 /// What the store decided at `begin`.
@@ -176,12 +247,46 @@ pub fn answer_body(output: &Value, run_id: &str, instance_id: &str, replayed: bo
     body
 }
 
+/// Resolves when this process wraps up its streams ([`Runs::wrap_up`]).
+async fn wrapped_up(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before anything else awaits.
+    let _ = rx.wait_for(|w| *w).await.map(drop);
+}
+
 /// Logs that the store refused to record the outcome of a taken-over attempt.
 fn log_superseded(run_id: &RunId, attempt: u32, operation: &str) {
     tracing::warn!(event = "run_superseded", run_id = %run_id, attempt, operation);
 }
 
 impl Runs {
+    /// Counts a begun attempt, and logs the takeover when it replaced a stalled one.
+    fn note_started(&self, run_id: &RunId, record: &RunRecord, taken_over: Option<&TakenOver>) {
+        self.counters.run_event(RunEvent::Started);
+        if let Some(previous) = taken_over {
+            self.counters.run_event(RunEvent::TakenOver);
+            tracing::warn!(
+                event = "run_taken_over",
+                run_id = %run_id,
+                previous_instance_id = %previous.instance_id,
+                previous_attempts = previous.attempts,
+                attempt = record.attempts,
+            );
+        }
+    }
+
+    /// Ends this process's streams: each attempt it drives releases its run and each stream
+    /// ends with [`StreamEvent::Resume`]. Called when a drain is about to reach its deadline.
+    pub fn wrap_up(&self) {
+        self.wrap_up.send_replace(true);
+    }
+
+    /// Resolves once this process drives no attempt (polled: only a drain waits on it).
+    pub async fn idle(&self) {
+        while self.driving.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Resolves the run id and asks the store to begin the run.
     async fn begin(&self, mut request: AgentRequest, key: Option<&str>) -> Result<Begun, RunError> {
         let run_id = resolve_run_id(request.run_id.as_deref(), key).map_err(RunError::BadRunId)?;
@@ -189,21 +294,12 @@ impl Runs {
         let input = serde_json::to_value(&request).unwrap_or(Value::Null);
         match self.store.begin(&run_id, &input, &self.instance_id).await {
             Ok(Begin::Started(record, taken_over)) => {
-                self.counters.run_event(RunEvent::Started);
-                if let Some(previous) = taken_over {
-                    self.counters.run_event(RunEvent::TakenOver);
-                    tracing::warn!(
-                        event = "run_taken_over",
-                        run_id = %run_id,
-                        previous_instance_id = %previous.instance_id,
-                        previous_attempts = previous.attempts,
-                        attempt = record.attempts,
-                    );
-                }
+                self.note_started(&run_id, &record, taken_over.as_ref());
                 Ok(Begun::Fresh(Attempt {
                     request,
                     run_id,
                     number: record.attempts,
+                    taken_over: taken_over.is_some(),
                 }))
             }
             Ok(Begin::AlreadyCompleted(record)) => {
@@ -326,7 +422,8 @@ impl Runs {
 
     /// `POST /chat/stream`: the run's events as the agent produces them (or the stored answer
     /// as one chunk). An agent that fails before its first chunk is an error here; a failure
-    /// later ends the events with [`StreamEvent::Failed`].
+    /// later ends the events with [`StreamEvent::Failed`]. The events are logged (see
+    /// [`drive`]), so the stream can be resumed with [`Runs::resume`].
     pub async fn stream(
         &self,
         request: AgentRequest,
@@ -339,59 +436,12 @@ impl Runs {
         let (run_id, number) = (attempt.run_id.clone(), attempt.number);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<(), RunError>>();
         let (tx, rx) = mpsc::channel::<StreamEvent>(STREAM_BUFFER);
-        let this = self.clone();
         // Its own task, like `chat`: the stream is consumed and the run recorded even if the
         // client goes away (sends to a gone client are ignored).
-        tokio::spawn(async move {
-            let Attempt {
-                request,
-                run_id,
-                number,
-            } = attempt;
-            let mut chunks = match this.agent.stream(request).await {
-                Ok(s) => {
-                    let _ = opened_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(this.fail(&run_id, number, e).await));
-                    return;
-                }
-            };
-            // Keeps the run from being taken over while it streams (see the module docs).
-            let heartbeat = Heartbeat::start(this.store.clone(), run_id.clone(), number);
-            let mut text = String::new();
-            while let Some(chunk) = chunks.next().await {
-                match chunk {
-                    Ok(delta) => {
-                        text.push_str(&delta);
-                        let _ = tx.send(StreamEvent::Delta(delta)).await;
-                    }
-                    Err(e) => {
-                        heartbeat.stop().await;
-                        let error = this.fail(&run_id, number, e).await;
-                        let run_id = run_id.to_string();
-                        let _ = tx.send(StreamEvent::Failed { run_id, error }).await;
-                        return;
-                    }
-                }
-            }
-            heartbeat.stop().await;
-            let output = json!({"output": text, "agent": this.agent.name()});
-            let last = match this.finish(&run_id, number, Ok(output)).await {
-                Ok(_) => StreamEvent::Done {
-                    run_id: run_id.to_string(),
-                    replayed: false,
-                },
-                Err(error) => StreamEvent::Failed {
-                    run_id: run_id.to_string(),
-                    error,
-                },
-            };
-            let _ = tx.send(last).await;
-        });
+        tokio::spawn(self.clone().drive(attempt, Some(tx), Some(opened_tx)));
         match opened_rx.await {
             Ok(Ok(())) => Ok(RunEvents {
+                run_id: run_id.to_string(),
                 replayed: false,
                 events: rx,
             }),
@@ -428,12 +478,14 @@ fn replay_events(record: RunRecord) -> RunEvents {
         .unwrap_or_default()
         .to_owned();
     let (tx, rx) = mpsc::channel(2);
-    let _ = tx.try_send(StreamEvent::Delta(text));
+    let _ = tx.try_send(StreamEvent::Delta { seq: None, text });
     let _ = tx.try_send(StreamEvent::Done {
-        run_id: record.run_id,
+        run_id: record.run_id.clone(),
         replayed: true,
+        seq: None,
     });
     RunEvents {
+        run_id: record.run_id,
         replayed: true,
         events: rx,
     }

@@ -1,24 +1,20 @@
 //! The route handlers: thin, each turning its request into a call and the result into a
 //! response. Errors are [`ApiError`]s; run logic is in [`crate::runs`].
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::extract::{IdempotencyKey, JsonBody};
 use super::http::{AppState, READY_CHECK_TIMEOUT};
 use crate::agent::AgentRequest;
 use crate::error::ApiError;
-use crate::runs::{RunError, RunEvents, StreamEvent, answer_body};
-use crate::store::StoreError;
+use crate::runs::answer_body;
 
 /// Response header set (to `true`) on an answer served from the store.
 pub const REPLAYED_HEADER: &str = fastagentic_contract::header::REPLAYED;
@@ -115,7 +111,8 @@ pub async fn metrics(
     .into_response())
 }
 
-fn replayed(mut resp: Response) -> Response {
+/// Marks an answer served from the store.
+pub(super) fn replayed(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         HeaderName::from_static(REPLAYED_HEADER),
         HeaderValue::from_static("true"),
@@ -142,56 +139,6 @@ pub async fn chat(
     } else {
         resp
     })
-}
-
-/// `POST /chat/stream`: server-sent events `data: {"delta": ...}`, then `event: done`
-/// (`{"run_id", "replayed"}`) or `event: error`.
-pub async fn chat_stream(
-    State(st): State<Arc<AppState>>,
-    IdempotencyKey(key): IdempotencyKey,
-    JsonBody(request): JsonBody<AgentRequest>,
-) -> Result<Response, ApiError> {
-    let RunEvents {
-        replayed: was_replayed,
-        events,
-    } = st.runs.stream(request, key.as_deref()).await?;
-    let resp = Sse::new(sse_events(events)).into_response();
-    Ok(if was_replayed { replayed(resp) } else { resp })
-}
-
-/// A run's events as SSE events.
-fn sse_events(
-    rx: tokio::sync::mpsc::Receiver<StreamEvent>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await? {
-            StreamEvent::Delta(delta) => Event::default().data(json!({"delta": delta}).to_string()),
-            StreamEvent::Done { run_id, replayed } => Event::default()
-                .event("done")
-                .data(json!({"run_id": run_id, "replayed": replayed}).to_string()),
-            StreamEvent::Failed { run_id, error } => Event::default()
-                .event("error")
-                .data(stream_error(&run_id, &error).to_string()),
-        };
-        Some((Ok(event), rx))
-    })
-}
-
-/// The `event: error` data of a stream that failed after it began: the agent's error, or
-/// the store's (`run_superseded`, `durable_store_error`) when the outcome was not recorded.
-fn stream_error(run_id: &str, e: &RunError) -> Value {
-    let (code, message) = match e {
-        RunError::Agent { error, .. } => (error.code().to_owned(), error.message.clone()),
-        RunError::Store(s @ StoreError::Superseded { .. }) => {
-            ("run_superseded".into(), s.to_string())
-        }
-        RunError::Store(s) => ("durable_store_error".into(), s.to_string()),
-        other => {
-            let api = ApiError::from(other);
-            (api.error, api.message)
-        }
-    };
-    json!({"error": code, "message": message, "run_id": run_id})
 }
 
 /// `GET /runs/{run_id}`.

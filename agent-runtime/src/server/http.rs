@@ -26,8 +26,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use super::body::GuardedBody;
-use super::handlers;
 use super::limiter::{Limiter, Rejected};
+use super::{handlers, streams};
 use crate::agent::Agent;
 use crate::error::ApiError;
 use crate::metrics::Counters;
@@ -125,11 +125,13 @@ pub fn app(
         };
         let handler = match info.route {
             Route::Chat => on(method, handlers::chat),
-            Route::ChatStream => on(method, handlers::chat_stream),
+            Route::ChatStream => on(method, streams::chat_stream),
             Route::Health => on(method, handlers::health),
             Route::Ready => on(method, handlers::ready),
             Route::Metrics => on(method, handlers::metrics),
             Route::Run => on(method, handlers::get_run),
+            Route::Submit => on(method, streams::submit_run),
+            Route::RunStream => on(method, streams::run_stream),
             Route::Other => continue,
         };
         match info.access {

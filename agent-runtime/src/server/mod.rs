@@ -10,4 +10,5 @@ pub mod prefork;
 pub mod process;
 pub mod reload;
 pub mod serve;
+pub mod streams;
 pub mod supervisor;

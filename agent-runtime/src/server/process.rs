@@ -111,6 +111,7 @@ async fn serve_process(
         return ExitCode::FAILURE;
     };
     publish_pool_metrics(counters.clone(), pools);
+    state.runs.start_sweeper();
     counters.set_state(SlotState::Ready);
     log_startup(&args, &state, &listener, role);
     let shutdown = drain_on_signal(signals, state.clone());
@@ -176,6 +177,8 @@ fn build_app(
             agent: services.agent.clone(),
             instance_id: instance_id.to_owned(),
             counters: counters.clone(),
+            wrap_up: Arc::new(tokio::sync::watch::Sender::new(false)),
+            driving: Arc::default(),
         },
         agent: services.agent,
         pools: services.pools,

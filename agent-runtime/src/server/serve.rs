@@ -4,7 +4,8 @@
 //! than by hyper: a connection with no request in flight for `--timeout-keep-alive` is
 //! closed. On shutdown the listener is closed at once (new connections are refused once no
 //! process holds the socket any more), responses from then on carry `Connection: close`,
-//! idle connections are closed after at most [`DRAIN_IDLE`], and whatever still runs at
+//! idle connections are closed after at most [`DRAIN_IDLE`], open streams end with a `resume`
+//! event [`WRAP_UP_MARGIN`] before `--timeout-graceful`, and whatever still runs at
 //! `--timeout-graceful` is logged and cut.
 
 use std::convert::Infallible;
@@ -34,6 +35,9 @@ use super::http::AppState;
 /// keep-alive timeout, if shorter). Clients that are actively sending get `Connection:
 /// close` on their next response instead, so steady keep-alive traffic sees no reset.
 pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// Open streams are ended this long before `--timeout-graceful` (at most a quarter of it), with
+/// a final `resume` event, so that they finish before the cut.
+pub const WRAP_UP_MARGIN: Duration = Duration::from_secs(2);
 /// Time allowed to receive a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Listen backlog.
@@ -103,9 +107,32 @@ pub async fn serve(
     let started = Instant::now();
     drop(listener);
     let _ = drain_tx.send(true);
-    let all_closed = async { while conns.join_next().await.is_some() {} };
     let deadline = opts.graceful.saturating_sub(started.elapsed());
-    if tokio::time::timeout(deadline, all_closed).await.is_ok() {
+    // Open streams end a little before the deadline, each with a final event telling its
+    // client where to resume, so that none is cut mid-event.
+    let wrap_at = deadline.saturating_sub(WRAP_UP_MARGIN.min(deadline / 4));
+    // Runs driven here without a connection (background runs) count as in flight too.
+    let all_closed = async {
+        while conns.join_next().await.is_some() {}
+        state.runs.idle().await;
+    };
+    if tokio::time::timeout(wrap_at, all_closed).await.is_ok() {
+        return 0;
+    }
+    tracing::info!(
+        event = "streams_wrapped_up",
+        instance_id = %state.instance_id,
+        connections_open = conns.len(),
+    );
+    state.runs.wrap_up();
+    let all_closed = async {
+        while conns.join_next().await.is_some() {}
+        state.runs.idle().await;
+    };
+    if tokio::time::timeout(deadline.saturating_sub(wrap_at), all_closed)
+        .await
+        .is_ok()
+    {
         return 0;
     }
     let cut = state.in_flight.list();

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::{
-    DEFAULT_RUN_STALE_AFTER_SECS, MAX_RUN_STALE_AFTER_SECS, MemoryRunStore, PostgresRunStore,
-    RedisRunStore, RunStore,
+    DEFAULT_RUN_STALE_AFTER_SECS, EventLimits, MAX_RUN_STALE_AFTER_SECS, MemoryRunStore,
+    PostgresRunStore, RedisRunStore, RunStore,
 };
 use crate::pools::{DbPool, RedisPool};
 
@@ -61,12 +61,44 @@ pub struct StoreArgs {
           env = fastagentic_contract::env::MEMORY_STORE_MAX_BYTES,
           default_value = "4Mi", value_parser = crate::parse::byte_size)]
     pub memory_store_max_bytes: u64,
+
+    /// Events of a streamed or background run kept for resuming its stream (the oldest are
+    /// dropped beyond it; a resume from before them gets 410).
+    #[arg(long = "stream-events-max", allow_negative_numbers = true,
+          env = fastagentic_contract::env::STREAM_EVENTS_MAX,
+          default_value_t = super::events::DEFAULT_MAX_EVENTS,
+          value_parser = parse_stream_events_max)]
+    pub stream_events_max: u64,
+
+    /// Seconds a run's events are kept after its last event (Redis; PostgreSQL: after each
+    /// event; the memory store keeps them as long as the run's record).
+    #[arg(long = "stream-events-ttl", allow_negative_numbers = true,
+          env = fastagentic_contract::env::STREAM_EVENTS_TTL,
+          default_value_t = super::events::DEFAULT_EVENTS_TTL_SECS as f64,
+          value_parser = parse_run_stale_after)]
+    pub stream_events_ttl: f64,
 }
 
 impl StoreArgs {
     /// `--run-stale-after` as a duration.
     pub fn stale_after(&self) -> Duration {
         Duration::from_secs_f64(self.run_stale_after)
+    }
+
+    /// `--stream-events-max` and `--stream-events-ttl`.
+    pub fn event_limits(&self) -> EventLimits {
+        EventLimits {
+            max_events: self.stream_events_max,
+            ttl: Duration::from_secs_f64(self.stream_events_ttl),
+        }
+    }
+}
+
+/// Value parser of `--stream-events-max` (1 to 1,000,000).
+fn parse_stream_events_max(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("accepted: an integer from 1 to 1000000".to_owned()),
     }
 }
 
@@ -120,25 +152,32 @@ pub fn build_run_store(
     args: &StoreArgs,
 ) -> Result<Arc<dyn RunStore>, StoreConfigError> {
     let stale_after = args.stale_after();
+    let events = args.event_limits();
     Ok(match kind {
-        DurableStoreKind::Memory => Arc::new(MemoryRunStore::with_limits(
-            args.memory_store_max_bytes,
-            stale_after,
-        )),
-        DurableStoreKind::Redis => Arc::new(RedisRunStore::new(
-            redis.cloned().ok_or(StoreConfigError {
-                kind,
-                missing: "REDIS_URL",
-            })?,
-            stale_after,
-        )),
-        DurableStoreKind::Postgres => Arc::new(PostgresRunStore::new(
-            db.cloned().ok_or(StoreConfigError {
-                kind,
-                missing: "DATABASE_URL",
-            })?,
-            stale_after,
-        )),
+        DurableStoreKind::Memory => Arc::new(
+            MemoryRunStore::with_limits(args.memory_store_max_bytes, stale_after)
+                .with_event_limits(events),
+        ),
+        DurableStoreKind::Redis => Arc::new(
+            RedisRunStore::new(
+                redis.cloned().ok_or(StoreConfigError {
+                    kind,
+                    missing: "REDIS_URL",
+                })?,
+                stale_after,
+            )
+            .with_event_limits(events),
+        ),
+        DurableStoreKind::Postgres => Arc::new(
+            PostgresRunStore::new(
+                db.cloned().ok_or(StoreConfigError {
+                    kind,
+                    missing: "DATABASE_URL",
+                })?,
+                stale_after,
+            )
+            .with_event_limits(events),
+        ),
     })
 }
 

@@ -19,8 +19,8 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::{
-    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus,
-    RunStore, StoreError, TakenOver,
+    Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, EventKind, EventLimits, EventPage,
+    LoggedEvent, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
 };
 
 /// Bytes of records kept per worker by default (4 MiB: about 8,000 runs of a short chat).
@@ -63,6 +63,7 @@ pub struct MemoryRunStore {
     // A std mutex: no await happens while it is held.
     runs: Mutex<Runs>,
     max_bytes: usize,
+    max_events: usize,
     stale_after: chrono::Duration,
     stale_after_std: Duration,
 }
@@ -76,11 +77,28 @@ struct Runs {
     bytes: usize,
 }
 
-/// A record and its [`record_bytes`], computed when it changes.
+/// A record, its event log and their estimated bytes ([`record_bytes`] plus the log's),
+/// computed when they change.
 #[derive(Debug)]
 struct Stored {
     record: RunRecord,
+    log: Log,
     bytes: usize,
+}
+
+/// The event log of one run (see [`super::events`]).
+#[derive(Debug, Default)]
+struct Log {
+    events: VecDeque<LoggedEvent>,
+    /// The last number taken, by an event or a finish.
+    last: u64,
+    /// Estimated bytes of `events`.
+    bytes: usize,
+}
+
+/// Estimated heap bytes of one logged event.
+fn event_bytes(event: &LoggedEvent) -> usize {
+    std::mem::size_of::<LoggedEvent>() + event.data.len()
 }
 
 impl Runs {
@@ -90,9 +108,18 @@ impl Runs {
 
     /// Changes the record of `id` with `f`, keeping the byte count; `None` if there is none.
     fn update<T>(&mut self, id: &str, f: impl FnOnce(&mut RunRecord) -> T) -> Option<T> {
+        self.update_with_log(id, |record, _| f(record))
+    }
+
+    /// Changes the record and event log of `id` with `f`, keeping the byte count.
+    fn update_with_log<T>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut RunRecord, &mut Log) -> T,
+    ) -> Option<T> {
         let stored = self.by_id.get_mut(id)?;
-        let out = f(&mut stored.record);
-        let bytes = record_bytes(&stored.record);
+        let out = f(&mut stored.record, &mut stored.log);
+        let bytes = record_bytes(&stored.record) + stored.log.bytes;
         self.bytes = (self.bytes + bytes).saturating_sub(stored.bytes);
         stored.bytes = bytes;
         Some(out)
@@ -103,7 +130,14 @@ impl Runs {
         let bytes = record_bytes(&record);
         self.bytes += bytes;
         self.order.push_back(id.clone());
-        self.by_id.insert(id, Stored { record, bytes });
+        self.by_id.insert(
+            id,
+            Stored {
+                record,
+                log: Log::default(),
+                bytes,
+            },
+        );
     }
 
     /// Forgets the oldest finished runs until the records fit in `max` bytes; running runs and
@@ -159,10 +193,18 @@ impl MemoryRunStore {
         Self {
             runs: Mutex::new(Runs::default()),
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            max_events: usize::try_from(EventLimits::default().max_events).unwrap_or(usize::MAX),
             // Out of chrono's range only for absurd values: such a run is then never stale.
             stale_after: chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX),
             stale_after_std: stale_after,
         }
+    }
+
+    /// The same store keeping at most `limits.max_events` events per run (the memory store
+    /// keeps events as long as their run's record, so `limits.ttl` does not apply).
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.max_events = usize::try_from(limits.max_events).unwrap_or(usize::MAX);
+        self
     }
 
     /// Number of records held.
@@ -220,11 +262,12 @@ impl RunStore for MemoryRunStore {
         DurableStoreKind::Memory
     }
 
-    async fn begin(
+    async fn begin_as(
         &self,
         run_id: &RunId,
         input: &Value,
         instance_id: &str,
+        _background: bool,
     ) -> Result<Begin, StoreError> {
         let now = Utc::now();
         let max = self.max_bytes;
@@ -288,7 +331,8 @@ impl RunStore for MemoryRunStore {
         let max = self.max_bytes;
         self.with_runs(|runs| {
             Self::check_running(runs.get(id), run_id, attempt)?;
-            let finished = runs.update(id, |record| {
+            let finished = runs.update_with_log(id, |record, log| {
+                log.last += 1;
                 record.status = outcome.status();
                 (record.output, record.error) = match outcome {
                     Outcome::Completed(output) => (Some(output.clone()), None),
@@ -307,6 +351,74 @@ impl RunStore for MemoryRunStore {
         self.with_runs(|runs| {
             Self::check_running(runs.get(id), run_id, attempt)?;
             runs.update(id, |record| record.updated_at = Utc::now());
+            Ok(())
+        })
+    }
+
+    async fn append_event(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        kind: EventKind,
+        data: &str,
+    ) -> Result<u64, StoreError> {
+        let id = run_id.as_str();
+        let (max, max_events) = (self.max_bytes, self.max_events);
+        self.with_runs(|runs| {
+            Self::check_running(runs.get(id), run_id, attempt)?;
+            let seq = runs.update_with_log(id, |_, log| {
+                log.last += 1;
+                let event = LoggedEvent {
+                    seq: log.last,
+                    kind,
+                    data: data.to_owned(),
+                };
+                log.bytes += event_bytes(&event);
+                log.events.push_back(event);
+                while log.events.len() > max_events {
+                    if let Some(old) = log.events.pop_front() {
+                        log.bytes = log.bytes.saturating_sub(event_bytes(&old));
+                    }
+                }
+                log.last
+            });
+            runs.evict(max, id);
+            seq.ok_or_else(|| StoreError::NotFound(run_id.to_string()))
+        })
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        Ok(
+            self.with_runs(|runs| match runs.by_id.get(run_id.as_str()) {
+                None => EventPage::default(),
+                Some(stored) => EventPage {
+                    events: stored
+                        .log
+                        .events
+                        .iter()
+                        .filter(|e| e.seq > after)
+                        .take(limit)
+                        .cloned()
+                        .collect(),
+                    first: stored.log.events.front().map(|e| e.seq),
+                    last: stored.log.last,
+                },
+            }),
+        )
+    }
+
+    async fn release(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        let id = run_id.as_str();
+        self.with_runs(|runs| {
+            Self::check_running(runs.get(id), run_id, attempt)?;
+            runs.update(id, |record| {
+                record.updated_at = chrono::DateTime::UNIX_EPOCH
+            });
             Ok(())
         })
     }

@@ -31,13 +31,25 @@
 //! whose process stopped is taken over. A non-streamed run (`POST /chat`) sends none: it is one
 //! wait on the agent, bounded by `--agent-timeout`, which must be below stale-after.
 //!
-//! Implementations: [`memory`] (per worker, lost on restart, at most 10,000 records per worker;
-//! the default), [`redis`] (a hash per run, updated by Lua scripts, expiring 7 days after its
-//! last change) and [`postgres`] (table `fastagentic_runs`, created by embedded migrations; rows
-//! are kept, and deleting old ones by `updated_at` is left to the operator of the database, see
-//! the crate's README).
+//! **Events**: a streamed or background run's output is logged as numbered events ([`events`]),
+//! so a stream can be resumed on any replica; appends are fenced like `complete`.
+//!
+//! **Releasing**: a draining process that stops an attempt it cannot finish marks the run
+//! stalled at once ([`RunStore::release`]), so another process takes it over without waiting
+//! for stale-after.
+//!
+//! **Background runs** (`POST /runs`) are begun with [`RunStore::begin_as`]; the shared stores
+//! list the stalled ones ([`RunStore::stalled_background`]) so that any process takes them over,
+//! not only a client that asks again.
+//!
+//! Implementations: [`memory`] (per worker, lost on restart, bounded by bytes per worker; the
+//! default), [`redis`] (a hash per run, updated by Lua scripts, expiring 7 days after its last
+//! change) and [`postgres`] (table `fastagentic_runs`, created by embedded migrations; rows are
+//! kept, and deleting old ones by `updated_at` is left to the operator of the database, see the
+//! crate's README).
 
 mod config;
+pub mod events;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
@@ -55,6 +67,7 @@ use crate::pools::PoolError;
 pub use config::{
     DurableStoreKind, StoreArgs, StoreConfigError, build_run_store, resolve_store_kind,
 };
+pub use events::{EventKind, EventLimits, EventPage, LoggedEvent};
 pub use memory::{DEFAULT_MAX_BYTES as MEMORY_STORE_DEFAULT_MAX_BYTES, MemoryRunStore};
 pub use postgres::{MIGRATOR, PostgresRunStore, migrate};
 pub use redis::RedisRunStore;
@@ -279,13 +292,56 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
 
     /// Atomically starts the run unless it exists and is completed, or running and updated
     /// within the stale-after threshold (see [`Begin`]); a failed or stalled run is started
-    /// again.
+    /// again. `background`: a run of `POST /runs`, listed by
+    /// [`RunStore::stalled_background`] while it runs.
+    async fn begin_as(
+        &self,
+        run_id: &RunId,
+        input: &Value,
+        instance_id: &str,
+        background: bool,
+    ) -> Result<Begin, StoreError>;
+
+    /// [`RunStore::begin_as`] for a run a client waits on (`POST /chat`, `/chat/stream`).
     async fn begin(
         &self,
         run_id: &RunId,
         input: &Value,
         instance_id: &str,
-    ) -> Result<Begin, StoreError>;
+    ) -> Result<Begin, StoreError> {
+        self.begin_as(run_id, input, instance_id, false).await
+    }
+
+    /// Appends an event to the run's log if the run is still running at `attempt`, and returns
+    /// its number; refused like [`RunStore::heartbeat`] otherwise. One atomic step.
+    async fn append_event(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        kind: EventKind,
+        data: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` events of the run numbered after `after`, with the oldest kept and the
+    /// last number taken ([`EventPage`]). An unknown run has an empty page.
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError>;
+
+    /// Marks the run stalled now, if it is still running at `attempt`, so that the next
+    /// `begin` (or a sweep of background runs) takes it over without waiting for stale-after.
+    /// Refused like [`RunStore::heartbeat`] otherwise.
+    async fn release(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError>;
+
+    /// Up to `limit` background runs that are running and stalled: their process died or
+    /// released them. Stores private to a process have none to share.
+    async fn stalled_background(&self, limit: usize) -> Result<Vec<RunId>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 
     /// Records how the run ended, if it is still running at `attempt` (the `attempts` of the
     /// record `begin` returned): [`StoreError::Superseded`] when the run is at another attempt,

@@ -28,9 +28,12 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::OnceCell;
 
 use super::{
-    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, RunId, RunRecord,
+    RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::DbPool;
+
+mod events;
 
 /// The embedded schema migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -49,7 +52,8 @@ const SELECT_RUN: &str = concat!(
 );
 
 const FINISH_RUN: &str = concat!(
-    "UPDATE fastagentic_runs SET status = $2, output = $3, error = $4, updated_at = now() ",
+    "UPDATE fastagentic_runs SET status = $2, output = $3, error = $4, updated_at = now(), ",
+    "last_event = last_event + 1 ",
     "WHERE run_id = $1 AND status = 'running' AND attempts = $5 RETURNING ",
     columns!()
 );
@@ -58,15 +62,20 @@ const FINISH_RUN: &str = concat!(
 const HEARTBEAT_RUN: &str = "UPDATE fastagentic_runs SET updated_at = now() \
      WHERE run_id = $1 AND status = 'running' AND attempts = $2";
 
+/// Marks a run still running at attempt $2 stalled: last updated at the epoch.
+const RELEASE_RUN: &str = "UPDATE fastagentic_runs SET updated_at = 'epoch' \
+     WHERE run_id = $1 AND status = 'running' AND attempts = $2";
+
 /// Insert, or restart a failed run or a stalled running one ($4: stale-after, seconds); returns
 /// the row only when this call started the run, with the status, instance and attempt it had
 /// before (`prev_*`, NULL for a new row).
 const BEGIN_RUN: &str = concat!(
     "WITH prev AS (SELECT status, instance_id, attempts FROM fastagentic_runs WHERE run_id = $1), ",
     "started AS (",
-    "INSERT INTO fastagentic_runs AS r (run_id, status, input, instance_id) ",
-    "VALUES ($1, 'running', $2, $3) ",
+    "INSERT INTO fastagentic_runs AS r (run_id, status, input, instance_id, background) ",
+    "VALUES ($1, 'running', $2, $3, $5) ",
     "ON CONFLICT (run_id) DO UPDATE SET status = 'running', input = EXCLUDED.input, ",
+    "background = EXCLUDED.background, ",
     "output = NULL, error = NULL, instance_id = EXCLUDED.instance_id, ",
     "attempts = r.attempts + 1, updated_at = now() ",
     "WHERE (r.status = 'failed' ",
@@ -99,6 +108,9 @@ pub struct PostgresRunStore {
     schema: OnceCell<()>,
     stale_after: Duration,
     stale_after_secs: f64,
+    events: EventLimits,
+    /// When events were last deleted by age (see [`RunStore::stalled_background`]).
+    pruned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl PostgresRunStore {
@@ -110,7 +122,36 @@ impl PostgresRunStore {
             schema: OnceCell::new(),
             stale_after,
             stale_after_secs: stale_after.as_secs_f64(),
+            events: EventLimits::default(),
+            pruned: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The same store with these bounds on each run's events.
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.events = limits;
+        self
+    }
+
+    /// An update fenced by `status = 'running' AND attempts = $2` ([`HEARTBEAT_RUN`],
+    /// [`RELEASE_RUN`]).
+    async fn touch(
+        &self,
+        query: &'static str,
+        run_id: &RunId,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let updated = sqlx::query(query)
+            .bind(run_id.as_str())
+            .bind(i64::from(attempt))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if updated.rows_affected() == 1 {
+            return Ok(());
+        }
+        Err(Self::refused(&mut conn, run_id, attempt).await)
     }
 
     /// Runs the migrations once per store; retried on the next call if they failed.
@@ -221,11 +262,12 @@ impl RunStore for PostgresRunStore {
         DurableStoreKind::Postgres
     }
 
-    async fn begin(
+    async fn begin_as(
         &self,
         run_id: &RunId,
         input: &Value,
         instance_id: &str,
+        background: bool,
     ) -> Result<Begin, StoreError> {
         let mut conn = self.conn().await?;
         for _ in 0..BEGIN_ATTEMPTS {
@@ -234,6 +276,7 @@ impl RunStore for PostgresRunStore {
                 .bind(input)
                 .bind(instance_id)
                 .bind(self.stale_after_secs)
+                .bind(background)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(backend)?;
@@ -287,17 +330,43 @@ impl RunStore for PostgresRunStore {
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        self.touch(HEARTBEAT_RUN, run_id, attempt).await
+    }
+
+    async fn release(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        self.touch(RELEASE_RUN, run_id, attempt).await
+    }
+
+    async fn append_event(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        kind: EventKind,
+        data: &str,
+    ) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
-        let updated = sqlx::query(HEARTBEAT_RUN)
-            .bind(run_id.as_str())
-            .bind(i64::from(attempt))
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-        if updated.rows_affected() == 1 {
-            return Ok(());
+        match events::append(&mut conn, run_id, attempt, kind, data, self.events).await? {
+            Some(seq) => Ok(seq),
+            None => Err(Self::refused(&mut conn, run_id, attempt).await),
         }
-        Err(Self::refused(&mut conn, run_id, attempt).await)
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        let mut conn = self.conn().await?;
+        events::read(&mut conn, run_id, after, limit).await
+    }
+
+    async fn stalled_background(&self, limit: usize) -> Result<Vec<RunId>, StoreError> {
+        let mut conn = self.conn().await?;
+        if self.prune_due() {
+            events::prune(&mut conn, self.events.ttl).await?;
+        }
+        events::stalled(&mut conn, self.stale_after_secs, limit).await
     }
 
     fn stale_after(&self) -> Duration {

@@ -26,17 +26,24 @@ use deadpool_redis::redis::{self, Script};
 use serde_json::Value;
 
 use super::{
-    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, RunId, RunRecord,
+    RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::RedisPool;
 
 /// Prefix of every run key.
 pub const KEY_PREFIX: &str = "fastagentic:run:";
 
+/// The sorted set of running background runs (score: when begun, server milliseconds).
+pub const BACKGROUND_KEY: &str = "fastagentic:background";
+
+mod events;
+
 /// Seconds a run is kept after its last change.
 pub const RUN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
-/// ARGV: run_id, input JSON, instance_id, now, ttl seconds, stale-after milliseconds. Returns
+/// KEYS: the run, the background set. ARGV: run_id, input JSON, instance_id, now, ttl seconds,
+/// stale-after milliseconds, `1` for a background run. Returns
 /// {outcome, HGETALL, previous instance_id, previous attempts} where outcome is `started`,
 /// `taken_over` (a stalled running run was started again) or the existing status.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
@@ -60,6 +67,7 @@ if status == false or status == 'failed' or outcome == 'taken_over' then
   redis.call('HDEL', KEYS[1], 'output', 'error')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  if ARGV[7] == '1' then redis.call('ZADD', KEYS[2], now_ms, ARGV[1]) end
   return {outcome, redis.call('HGETALL', KEYS[1]), prev[3] or '', prev[4] or ''}
 end
 return {status, redis.call('HGETALL', KEYS[1]), '', ''}
@@ -67,9 +75,11 @@ return {status, redis.call('HGETALL', KEYS[1]), '', ''}
     )
 });
 
-/// ARGV: new status, field to set (`output` or `error`), its value, now, ttl seconds, attempt.
+/// KEYS: the run, the background set, the run's events. ARGV: new status, field to set
+/// (`output` or `error`), its value, now, ttl seconds, attempt, run_id, events ttl seconds.
 /// Returns {outcome, HGETALL} where outcome is `done`, `missing`, `superseded` (the run is at
-/// another attempt) or the status of a run that is not running.
+/// another attempt) or the status of a run that is not running. Takes the terminal event's
+/// number and leaves the background set.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -84,15 +94,19 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'status', ARGV[1], ARGV[2], ARGV[3], 'updated_at', ARGV[4],
            'updated_ms', tostring(now_ms))
+redis.call('HINCRBY', KEYS[1], 'events', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[7])
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[3], ARGV[8]) end
 return {'done', redis.call('HGETALL', KEYS[1])}
 ",
     )
 });
 
-/// ARGV: now, ttl seconds, attempt. Stamps `updated_at` and `updated_ms` (and renews the
-/// expiry) of a run still running at the attempt, changing nothing else. Returns `done`,
-/// `missing`, `superseded` or the status of a run that is not running, like [`FINISH`].
+/// ARGV: now, ttl seconds, attempt, `1` to release the run (mark it stalled). Stamps
+/// `updated_at` and `updated_ms` (and renews the expiry) of a run still running at the attempt,
+/// changing nothing else; a release sets `updated_ms` to 0 instead. Returns `done`, `missing`,
+/// `superseded` or the status of a run that is not running, like [`FINISH`].
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -103,6 +117,7 @@ if tonumber(cur[2]) ~= tonumber(ARGV[3]) then return 'superseded' end
 if status ~= 'running' then return status end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] == '1' then now_ms = 0 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'updated_ms', tostring(now_ms))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 'done'
@@ -116,6 +131,7 @@ pub struct RedisRunStore {
     pool: RedisPool,
     stale_after: Duration,
     stale_after_ms: u64,
+    events: EventLimits,
 }
 
 impl RedisRunStore {
@@ -126,11 +142,41 @@ impl RedisRunStore {
             pool,
             stale_after,
             stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+            events: EventLimits::default(),
         }
+    }
+
+    /// The same store with these bounds on each run's events.
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.events = limits;
+        self
     }
 
     fn key(run_id: &RunId) -> String {
         format!("{KEY_PREFIX}{run_id}")
+    }
+
+    /// The key of the run's events (a Redis stream).
+    fn events_key(run_id: &RunId) -> String {
+        format!("{}{run_id}", events::KEY_PREFIX)
+    }
+
+    /// [`HEARTBEAT`] or, with `release`, the release.
+    async fn touch(&self, run_id: &RunId, attempt: u32, release: bool) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let outcome: String = HEARTBEAT
+            .key(Self::key(run_id))
+            .arg(Utc::now().to_rfc3339())
+            .arg(RUN_TTL_SECONDS)
+            .arg(attempt)
+            .arg(if release { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        match outcome.as_str() {
+            "done" => Ok(()),
+            other => Err(refused(run_id, attempt, other)),
+        }
     }
 }
 
@@ -205,22 +251,25 @@ impl RunStore for RedisRunStore {
         DurableStoreKind::Redis
     }
 
-    async fn begin(
+    async fn begin_as(
         &self,
         run_id: &RunId,
         input: &Value,
         instance_id: &str,
+        background: bool,
     ) -> Result<Begin, StoreError> {
         let mut conn = self.pool.get().await?;
         type Reply = (String, HashMap<String, String>, String, String);
         let (outcome, fields, previous_instance, previous_attempts): Reply = BEGIN
             .key(Self::key(run_id))
+            .key(BACKGROUND_KEY)
             .arg(run_id.as_str())
             .arg(input.to_string())
             .arg(instance_id)
             .arg(Utc::now().to_rfc3339())
             .arg(RUN_TTL_SECONDS)
             .arg(self.stale_after_ms)
+            .arg(if background { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -255,12 +304,16 @@ impl RunStore for RedisRunStore {
         let mut conn = self.pool.get().await?;
         let (answer, fields): (String, HashMap<String, String>) = FINISH
             .key(Self::key(run_id))
+            .key(BACKGROUND_KEY)
+            .key(Self::events_key(run_id))
             .arg(outcome.status().as_str())
             .arg(field)
             .arg(value)
             .arg(Utc::now().to_rfc3339())
             .arg(RUN_TTL_SECONDS)
             .arg(attempt)
+            .arg(run_id.as_str())
+            .arg(self.events.ttl.as_secs().max(1))
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -271,19 +324,34 @@ impl RunStore for RedisRunStore {
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await?;
-        let outcome: String = HEARTBEAT
-            .key(Self::key(run_id))
-            .arg(Utc::now().to_rfc3339())
-            .arg(RUN_TTL_SECONDS)
-            .arg(attempt)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(backend)?;
-        match outcome.as_str() {
-            "done" => Ok(()),
-            other => Err(refused(run_id, attempt, other)),
-        }
+        self.touch(run_id, attempt, false).await
+    }
+
+    async fn release(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
+        self.touch(run_id, attempt, true).await
+    }
+
+    async fn append_event(
+        &self,
+        run_id: &RunId,
+        attempt: u32,
+        kind: EventKind,
+        data: &str,
+    ) -> Result<u64, StoreError> {
+        self.append(run_id, attempt, kind, data).await
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        self.read_events(run_id, after, limit).await
+    }
+
+    async fn stalled_background(&self, limit: usize) -> Result<Vec<RunId>, StoreError> {
+        self.stalled(limit).await
     }
 
     fn stale_after(&self) -> Duration {
