@@ -36,6 +36,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+#[path = "e2e/streams.rs"]
+mod streams;
+
 const ENV_E2E: &str = "FASTAGENTIC_E2E";
 const ENV_NODE_SHELL: &str = "FASTAGENTIC_E2E_NODE_SHELL";
 const ENV_HELM: &str = "FASTAGENTIC_HELM";
@@ -137,6 +140,12 @@ async fn real_pods() {
         .run(
             "concurrency autoscaling: an LLM-bound agent scales on in-flight requests (not on CPU), idle pods go first",
             e2e.concurrency_autoscaling(),
+        )
+        .await;
+    steps
+        .run(
+            "a long stream through the Service while the Deployment rolls: resumed with Last-Event-ID, every event once",
+            e2e.streams_survive_a_rollout(),
         )
         .await;
     steps
@@ -1702,6 +1711,7 @@ impl E2e {
             "e2e-limits",
             "e2e-conc",
             "e2e-cpu",
+            "e2e-streams",
             SEED,
         ];
         for n in names {

@@ -164,9 +164,15 @@ impl RedisRunStore {
     /// [`HEARTBEAT`] or, with `release`, the release.
     async fn touch(&self, run_id: &RunId, attempt: u32, release: bool) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
+        // A released run reads as last updated at the epoch, to every clock.
+        let updated_at = if release {
+            DateTime::<Utc>::UNIX_EPOCH
+        } else {
+            Utc::now()
+        };
         let outcome: String = HEARTBEAT
             .key(Self::key(run_id))
-            .arg(Utc::now().to_rfc3339())
+            .arg(updated_at.to_rfc3339())
             .arg(RUN_TTL_SECONDS)
             .arg(attempt)
             .arg(if release { "1" } else { "0" })
