@@ -69,7 +69,17 @@ fn defaults_come_from_the_contract() {
         Duration::from_secs(u64::from(defaults::GRACEFUL_SHUTDOWN_SECONDS))
     );
     assert_eq!(r.agent.agent, AgentKind::Echo);
-    assert_eq!(r.agent.timeout(), Duration::from_secs(60));
+    let sixty = Duration::from_secs(60);
+    assert_eq!(
+        r.agent.limits(),
+        crate::agents::TimeLimits {
+            first_byte: sixty,
+            stream_idle: sixty,
+            run_max: None,
+        },
+        "both waits default to --agent-timeout, the run is unlimited"
+    );
+    assert_eq!(r.stream_heartbeat, Duration::from_secs(15));
     assert_eq!(
         r.store.stale_after(),
         Duration::from_secs(DEFAULT_RUN_STALE_AFTER_SECS)
@@ -226,6 +236,30 @@ fn every_bad_value_names_the_flag_its_variable_the_value_and_what_is_accepted() 
         ),
         ("--agent-timeout", "0", "FASTAGENTIC_AGENT_TIMEOUT", "> 0"),
         (
+            "--agent-first-byte-timeout",
+            "0",
+            "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+            "> 0",
+        ),
+        (
+            "--stream-idle-timeout",
+            "soon",
+            "FASTAGENTIC_STREAM_IDLE_TIMEOUT",
+            "> 0",
+        ),
+        (
+            "--run-max-duration",
+            "-5",
+            "FASTAGENTIC_RUN_MAX_DURATION",
+            "or 0 for unlimited",
+        ),
+        (
+            "--stream-heartbeat",
+            "90000",
+            "FASTAGENTIC_STREAM_HEARTBEAT",
+            "or 0 for off",
+        ),
+        (
             "--openai-base-url",
             "ftp://x",
             "OPENAI_BASE_URL",
@@ -309,7 +343,7 @@ fn defaults_follow_the_seed() {
 }
 
 #[test]
-fn stale_after_must_exceed_agent_timeout_and_echo_delay() {
+fn stale_after_must_exceed_the_first_byte_wait_or_a_shorter_run_limit() {
     for (args, other) in [
         (&["--run-stale-after", "60"][..], "--agent-timeout"),
         (
@@ -322,10 +356,21 @@ fn stale_after_must_exceed_agent_timeout_and_echo_delay() {
                 "2",
                 "--agent-timeout",
                 "1",
-                "--echo-delay-ms",
-                "2000",
+                "--agent-first-byte-timeout",
+                "2",
             ][..],
-            "--echo-delay-ms",
+            "--agent-first-byte-timeout",
+        ),
+        (
+            &[
+                "--run-stale-after",
+                "5",
+                "--agent-first-byte-timeout",
+                "10",
+                "--run-max-duration",
+                "5",
+            ][..],
+            "--run-max-duration",
         ),
     ] {
         let CliOutcome::Usage(line) = run(args) else {
@@ -337,21 +382,72 @@ fn stale_after_must_exceed_agent_timeout_and_echo_delay() {
         );
         assert_eq!(line.lines().count(), 1, "{line}");
     }
-    let CliOutcome::Ok(cli) = run(&[
-        "--run-stale-after",
-        "2.5",
-        "--agent-timeout",
-        "2",
-        "--echo-delay-ms",
-        "2000",
-    ]) else {
-        panic!("must parse")
-    };
-    let Command::Run(r) = cli.command else {
-        panic!("run expected")
-    };
+    // The echo delay is bounded like any backend, so it does not count; the idle wait is
+    // covered by stream heartbeats; a run limit below stale-after caps a longer first-byte wait.
+    for args in [
+        &[
+            "--run-stale-after",
+            "2.5",
+            "--agent-timeout",
+            "2",
+            "--echo-delay-ms",
+            "9000",
+        ][..],
+        &[
+            "--run-stale-after",
+            "2.5",
+            "--agent-timeout",
+            "2",
+            "--stream-idle-timeout",
+            "9",
+        ][..],
+        &[
+            "--run-stale-after",
+            "5",
+            "--agent-first-byte-timeout",
+            "10",
+            "--run-max-duration",
+            "4",
+        ][..],
+    ] {
+        let r = run_args(args);
+        assert!(r.store.stale_after() < Duration::from_secs(6), "{args:?}");
+    }
+    let r = run_args(&["--run-stale-after", "2.5", "--agent-timeout", "2"]);
     assert_eq!(r.store.stale_after(), Duration::from_millis(2500));
     assert_eq!(r.effective_json()["run_stale_after"], 2.5);
+}
+
+#[test]
+fn the_waits_default_to_the_agent_timeout_and_are_reported() {
+    let r = run_args(&["--agent-timeout", "7", "--stream-idle-timeout", "2.5"]);
+    let limits = r.agent.limits();
+    assert_eq!(limits.first_byte, Duration::from_secs(7));
+    assert_eq!(limits.stream_idle, Duration::from_millis(2500));
+    assert_eq!(limits.run_max, None);
+    let r = run_args(&[
+        "--agent-first-byte-timeout",
+        "3",
+        "--run-max-duration",
+        "120",
+        "--stream-heartbeat",
+        "0",
+    ]);
+    let limits = r.agent.limits();
+    assert_eq!(limits.first_byte, Duration::from_secs(3));
+    assert_eq!(limits.stream_idle, Duration::from_secs(60));
+    assert_eq!(limits.run_max, Some(Duration::from_secs(120)));
+    assert_eq!(r.stream_heartbeat, Duration::ZERO);
+    let c = r.effective_json();
+    assert_eq!(
+        (
+            &c["agent_first_byte_timeout"],
+            &c["stream_idle_timeout"],
+            &c["run_max_duration"],
+            &c["stream_heartbeat"],
+        ),
+        (&3.0.into(), &60.0.into(), &120.0.into(), &0.0.into())
+    );
 }
 
 #[test]

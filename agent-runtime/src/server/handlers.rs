@@ -155,7 +155,7 @@ pub async fn chat_stream(
         replayed: was_replayed,
         events,
     } = st.runs.stream(request, key.as_deref()).await?;
-    let resp = Sse::new(sse_events(events)).into_response();
+    let resp = st.with_heartbeat(Sse::new(sse_events(events)));
     Ok(if was_replayed { replayed(resp) } else { resp })
 }
 
