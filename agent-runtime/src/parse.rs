@@ -139,9 +139,27 @@ pub fn positive_seconds(s: &str) -> Result<Duration, String> {
     seconds_f64(s, false, MAX_SECONDS).map(Duration::from_secs_f64)
 }
 
-/// Seconds `> 0`, at most a day, as a float (`--agent-timeout`).
+/// Seconds `> 0`, at most a day, as a float (`--agent-timeout` and the waits it defaults).
 pub fn positive_seconds_f64(s: &str) -> Result<f64, String> {
     seconds_f64(s, false, MAX_SECONDS)
+}
+
+/// Seconds `>= 0`, at most a day, as a float, where 0 turns the limit off; `zero` says what
+/// 0 means in the error.
+fn seconds_or_zero_f64(s: &str, zero: &str) -> Result<f64, String> {
+    seconds_f64(s, true, MAX_SECONDS).map_err(|_| {
+        format!("accepted: a number of seconds > 0 and <= {MAX_SECONDS} (e.g. 5 or 0.5), or 0 for {zero}")
+    })
+}
+
+/// `--run-max-duration`: seconds, or 0 for unlimited.
+pub fn run_max_duration(s: &str) -> Result<f64, String> {
+    seconds_or_zero_f64(s, "unlimited")
+}
+
+/// `--stream-heartbeat`: seconds, or 0 for off.
+pub fn heartbeat(s: &str) -> Result<Duration, String> {
+    seconds_or_zero_f64(s, "off").map(Duration::from_secs_f64)
 }
 
 /// `--host`: an IP address, or `localhost` (127.0.0.1).
@@ -246,6 +264,20 @@ mod tests {
             );
         }
         assert!(seconds("86400.5").is_err());
+        assert_eq!(run_max_duration("0"), Ok(0.0));
+        assert_eq!(heartbeat("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["-1", "x", "86401"] {
+            let err = run_max_duration(bad);
+            assert!(
+                matches!(&err, Err(e) if e.ends_with("or 0 for unlimited")),
+                "{bad}: {err:?}"
+            );
+            let err = heartbeat(bad);
+            assert!(
+                matches!(&err, Err(e) if e.ends_with("or 0 for off")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The `http` and `openai` backends against small local upstreams (axum on 127.0.0.1): success,
 //! upstream down (502), upstream slow (504), bad answers (502), streaming, and the API key kept
-//! out of every log line.
+//! out of every log line. Each backend is inside the [`Timed`] decorator, as the runtime builds
+//! it: the backends keep no timer of their own.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_runtime::agent::{Agent, AgentError, AgentErrorKind, AgentRequest};
-use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent};
+use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent, TimeLimits, Timed};
 use agent_runtime::error::agent_status;
 use axum::Json;
 use axum::Router;
@@ -19,6 +20,16 @@ use serde_json::{Value, json};
 const KEY: &str = "sk-test-0123456789-do-not-log";
 const SLOW: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_millis(300);
+
+/// `agent` under the limits the runtime would give it with `--agent-timeout` [`TIMEOUT`].
+fn timed(agent: impl Agent) -> Timed {
+    let limits = TimeLimits {
+        first_byte: TIMEOUT,
+        stream_idle: TIMEOUT,
+        run_max: None,
+    };
+    Timed::new(Arc::new(agent), limits)
+}
 
 fn request(message: &str) -> AgentRequest {
     AgentRequest {
@@ -104,7 +115,7 @@ fn http_upstream() -> Router {
 async fn http_backend_forwards_and_maps_upstream_failures() {
     let base = serve(http_upstream()).await;
     let agent = |path: &str| match HttpAgent::new(url(&format!("{base}{path}")), TIMEOUT) {
-        Ok(a) => a,
+        Ok(a) => timed(a),
         Err(e) => panic!("{e}"),
     };
 
@@ -146,7 +157,7 @@ async fn http_backend_forwards_and_maps_upstream_failures() {
     );
 
     let down = match HttpAgent::new(url(&format!("{}/agent", closed_port_url())), TIMEOUT) {
-        Ok(a) => a,
+        Ok(a) => timed(a),
         Err(e) => panic!("{e}"),
     };
     let started = Instant::now();
@@ -305,6 +316,7 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
         Err(e) => panic!("{e}"),
     };
     tracing::info!(agent = ?agent, "built the openai agent");
+    let agent = timed(agent);
 
     // Success.
     let reply = agent.run(request("hi")).await;
@@ -378,7 +390,7 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
         "m".into(),
         TIMEOUT,
     ) {
-        Ok(a) => a,
+        Ok(a) => timed(a),
         Err(e) => panic!("{e}"),
     };
     let started = Instant::now();

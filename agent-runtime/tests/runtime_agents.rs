@@ -272,6 +272,12 @@ fn store_and_agent_options_are_listed_and_bad_values_exit_2_naming_them() {
         ("--agent", "FASTAGENTIC_AGENT"),
         ("--agent-url", "FASTAGENTIC_AGENT_URL"),
         ("--agent-timeout", "FASTAGENTIC_AGENT_TIMEOUT"),
+        (
+            "--agent-first-byte-timeout",
+            "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+        ),
+        ("--stream-idle-timeout", "FASTAGENTIC_STREAM_IDLE_TIMEOUT"),
+        ("--run-max-duration", "FASTAGENTIC_RUN_MAX_DURATION"),
         ("--model", "FASTAGENTIC_MODEL"),
     ] {
         assert!(

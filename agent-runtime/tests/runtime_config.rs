@@ -193,8 +193,9 @@ fn bad_values_exit_2_with_one_line_naming_the_option() {
     }
 }
 
-/// `--run-stale-after` must exceed how long a live run may take: the agent timeout and the echo
-/// delay. The one line names both options (flag and variable) and both values.
+/// `--run-stale-after` must exceed how long a live run may go without a store update: the wait
+/// for its first byte (`--agent-first-byte-timeout`, default `--agent-timeout`). The one line
+/// names both options (flag and variable) and both values.
 #[test]
 fn stale_after_not_above_the_run_time_exits_2_naming_both_options() {
     // (args, env, what the line must contain)
@@ -227,13 +228,13 @@ fn stale_after_not_above_the_run_time_exits_2_naming_both_options() {
         ),
         (
             &["--run-stale-after", "5", "--agent-timeout", "1"],
-            &[("FASTAGENTIC_ECHO_DELAY_MS", "5000")],
+            &[("FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT", "6")],
             &[
                 "--run-stale-after",
                 " 5 ",
-                "--echo-delay-ms",
-                "FASTAGENTIC_ECHO_DELAY_MS",
-                "5000",
+                "--agent-first-byte-timeout",
+                "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+                " 6;",
                 "accepted",
             ],
         ),
@@ -249,7 +250,8 @@ fn stale_after_not_above_the_run_time_exits_2_naming_both_options() {
         }
         assert!(!stderr.contains("panicked"), "no panic; {what}");
     }
-    // Just above both is accepted (the server then serves: checked by `Server::start`).
+    // Just above is accepted (the server then serves: checked by `Server::start`); the echo
+    // delay is bounded by the first-byte wait like any backend, so it need not be below.
     let server = Server::start(
         &["--run-stale-after", "5.5", "--agent-timeout", "5"],
         &[("FASTAGENTIC_ECHO_DELAY_MS", "5000")],
@@ -304,6 +306,18 @@ fn help_shows_each_option_with_variable_and_default() {
         ("--title", "FASTAGENTIC_TITLE", "FastAgentic"),
         ("--run-stale-after", "FASTAGENTIC_RUN_STALE_AFTER", "300"),
         ("--agent-timeout", "FASTAGENTIC_AGENT_TIMEOUT", "60"),
+        (
+            "--agent-first-byte-timeout",
+            "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+            "--agent-timeout",
+        ),
+        (
+            "--stream-idle-timeout",
+            "FASTAGENTIC_STREAM_IDLE_TIMEOUT",
+            "--agent-timeout",
+        ),
+        ("--run-max-duration", "FASTAGENTIC_RUN_MAX_DURATION", "0"),
+        ("--stream-heartbeat", "FASTAGENTIC_STREAM_HEARTBEAT", "15"),
     ] {
         // clap prints the option, then its help, then "[env: X=] [default: Y]".
         let section = option_block(&help, flag);
@@ -369,6 +383,18 @@ const ALL_OPTIONS: &[(&str, &str, &str)] = &[
     ("--server", "FASTAGENTIC_SERVER", "gunicorn"),
     ("--host", "FASTAGENTIC_HOST", "127.0.0.1"),
     ("--run-stale-after", "FASTAGENTIC_RUN_STALE_AFTER", "120.5"),
+    (
+        "--agent-first-byte-timeout",
+        "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+        "20",
+    ),
+    (
+        "--stream-idle-timeout",
+        "FASTAGENTIC_STREAM_IDLE_TIMEOUT",
+        "30.5",
+    ),
+    ("--run-max-duration", "FASTAGENTIC_RUN_MAX_DURATION", "600"),
+    ("--stream-heartbeat", "FASTAGENTIC_STREAM_HEARTBEAT", "7"),
 ];
 
 fn assert_all_applied(server: &Server) {
@@ -389,6 +415,10 @@ fn assert_all_applied(server: &Server) {
     assert_eq!(c["server"], "gunicorn");
     assert_eq!(c["host"], "127.0.0.1");
     assert_eq!(c["run_stale_after"], 120.5);
+    assert_eq!(c["agent_first_byte_timeout"], 20.0);
+    assert_eq!(c["stream_idle_timeout"], 30.5);
+    assert_eq!(c["run_max_duration"], 600.0);
+    assert_eq!(c["stream_heartbeat"], 7.0);
     assert_eq!(c["port"], server.port);
     let health = get(server.port, "/health").expect("health").json();
     assert_eq!(health["title"], "Option Agent");

@@ -327,7 +327,7 @@ async fn a_background_run_survives_its_process(store: &str) {
     let submits = (0..20).map(|_| {
         let c = c.clone();
         let url = format!("{}/runs", base(&b));
-        let body = json!({"message": "x", "run_id": run_id});
+        let body = json!({"message": message(), "run_id": run_id});
         async move {
             c.post(url)
                 .json(&body)

@@ -690,8 +690,9 @@ async fn stalled_run_is_taken_over(store: &str, env: &[(&str, &str)], freeze: bo
     let (id_a, id_b) = (instance("sa"), instance("sb"));
     let mut env_a = env.to_vec();
     env_a.push(("FASTAGENTIC_RUN_STALE_AFTER", STALE_AFTER));
-    // Below the stale-after, as the runtime requires.
-    env_a.push(("FASTAGENTIC_AGENT_TIMEOUT", "2"));
+    // Below the stale-after, as the runtime requires, and above the echo delay, which it
+    // bounds: the run is slow, not timed out.
+    env_a.push(("FASTAGENTIC_AGENT_TIMEOUT", "3.5"));
     env_a.push(("FASTAGENTIC_ECHO_DELAY_MS", SLOW_ECHO_MS));
     let mut a = Server::start(&["--durable-store", store, "--instance-id", &id_a], &env_a);
     let c = client();

@@ -68,6 +68,14 @@ pub mod env {
     pub const AGENT_URL: &str = "FASTAGENTIC_AGENT_URL";
     /// `--agent-timeout`.
     pub const AGENT_TIMEOUT: &str = "FASTAGENTIC_AGENT_TIMEOUT";
+    /// `--agent-first-byte-timeout`.
+    pub const AGENT_FIRST_BYTE_TIMEOUT: &str = "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT";
+    /// `--stream-idle-timeout`.
+    pub const STREAM_IDLE_TIMEOUT: &str = "FASTAGENTIC_STREAM_IDLE_TIMEOUT";
+    /// `--run-max-duration`.
+    pub const RUN_MAX_DURATION: &str = "FASTAGENTIC_RUN_MAX_DURATION";
+    /// `--stream-heartbeat`.
+    pub const STREAM_HEARTBEAT: &str = "FASTAGENTIC_STREAM_HEARTBEAT";
     /// `--model`.
     pub const MODEL: &str = "FASTAGENTIC_MODEL";
     /// Testing aid (hidden flag `--enable-test-routes`).

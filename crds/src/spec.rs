@@ -442,6 +442,35 @@ pub struct TimeoutsSpec {
     #[serde(default = "default_drain_delay")]
     #[schemars(range(min = 0, max = 300))]
     pub drain_delay_seconds: i32,
+
+    /// Seconds the runtime waits for the agent's answer, or for the first chunk of a stream
+    /// (`FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT`); past it the request answers 504 `agent_timeout`.
+    /// Unset: the runtime's agent timeout (`FASTAGENTIC_AGENT_TIMEOUT`, 60 s). It must stay below
+    /// the runtime's run stale-after (`FASTAGENTIC_RUN_STALE_AFTER`, 300 s unless set in
+    /// `spec.env`), unless `runMaxSeconds` is below that, or the runtime does not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub agent_first_byte_seconds: Option<i32>,
+
+    /// Longest wait, in seconds, between two chunks of a streamed answer
+    /// (`FASTAGENTIC_STREAM_IDLE_TIMEOUT`); past it the stream ends with an `agent_timeout`
+    /// error event. Unset: the runtime's agent timeout (60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub stream_idle_seconds: Option<i32>,
+
+    /// Seconds a whole run may take, a stream included (`FASTAGENTIC_RUN_MAX_DURATION`); 0 is
+    /// unlimited. Unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub run_max_seconds: Option<i32>,
+
+    /// Seconds without an event after which a stream sends an SSE comment (`: keep-alive`), so
+    /// proxies and load balancers do not cut a quiet stream (`FASTAGENTIC_STREAM_HEARTBEAT`); 0
+    /// turns it off. Unset: 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stream_heartbeat_seconds: Option<i32>,
 }
 
 impl Default for TimeoutsSpec {
@@ -450,6 +479,10 @@ impl Default for TimeoutsSpec {
             keep_alive_seconds: DEFAULT_KEEP_ALIVE_SECONDS,
             graceful_shutdown_seconds: DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
             drain_delay_seconds: DEFAULT_DRAIN_DELAY_SECONDS,
+            agent_first_byte_seconds: None,
+            stream_idle_seconds: None,
+            run_max_seconds: None,
+            stream_heartbeat_seconds: None,
         }
     }
 }

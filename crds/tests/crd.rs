@@ -246,6 +246,21 @@ fn schema_defaults_match_the_guide() {
     let timeouts = &spec["timeouts"]["properties"];
     assert_eq!(timeouts["keepAliveSeconds"]["default"], 5);
     assert_eq!(timeouts["gracefulShutdownSeconds"]["default"], 30);
+    // The agent's time limits have no schema default: unset leaves the runtime's own.
+    for (field, min, max) in [
+        ("agentFirstByteSeconds", 1.0, 3600.0),
+        ("streamIdleSeconds", 1.0, 3600.0),
+        ("runMaxSeconds", 0.0, 86400.0),
+        ("streamHeartbeatSeconds", 0.0, 3600.0),
+    ] {
+        let f = &timeouts[field];
+        assert!(f.get("default").is_none(), "{field}: {f}");
+        assert_eq!(
+            (&f["minimum"], &f["maximum"]),
+            (&min.into(), &max.into()),
+            "{field}"
+        );
+    }
     let hpa = &spec["autoscaling"]["properties"];
     assert_eq!(hpa["targetCPUUtilizationPercentage"]["default"], 70);
     assert_eq!(hpa["targetMemoryUtilizationPercentage"]["default"], 80);

@@ -3,14 +3,15 @@
 //! Contract with the service: `POST FASTAGENTIC_AGENT_URL` with the request body as received
 //! (`{"message": ..., "run_id"?: ..., ...}`); a 2xx answer with a JSON object holding a string
 //! `output` (or `response`). Other fields of that object are passed through to the client.
-//! Anything else is a bad answer (502); no answer within the timeout is a 504.
+//! Anything else is a bad answer (502). How long the answer may take is
+//! [`super::Timed`]'s to bound; this backend only bounds connecting.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{AgentConfigError, bad_response, client, timeout_error, upstream_error};
+use super::{AgentConfigError, bad_response, client, upstream_error};
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
 
 const UPSTREAM: &str = "the agent service";
@@ -19,17 +20,15 @@ const UPSTREAM: &str = "the agent service";
 #[derive(Debug, Clone)]
 pub struct HttpAgent {
     url: reqwest::Url,
-    timeout: Duration,
     client: reqwest::Client,
 }
 
 impl HttpAgent {
-    /// A backend posting to `url`, giving up after `timeout`.
-    pub fn new(url: reqwest::Url, timeout: Duration) -> Result<Self, AgentConfigError> {
+    /// A backend posting to `url`, giving up connecting after `connect_timeout`.
+    pub fn new(url: reqwest::Url, connect_timeout: Duration) -> Result<Self, AgentConfigError> {
         Ok(Self {
             url,
-            timeout,
-            client: client(timeout)?,
+            client: client(connect_timeout)?,
         })
     }
 
@@ -86,9 +85,7 @@ impl Agent for HttpAgent {
 
     async fn run(&self, request: AgentRequest) -> Result<AgentReply, AgentError> {
         tracing::debug!(url = %self.url, "forwarding to the agent service");
-        tokio::time::timeout(self.timeout, self.call(&request))
-            .await
-            .map_err(|_| timeout_error(UPSTREAM))?
+        self.call(&request).await
     }
 }
 

@@ -6,14 +6,18 @@
 //! - `openai`: [`OpenAiAgent`], an OpenAI-compatible chat-completions client (`OPENAI_BASE_URL`,
 //!   `OPENAI_API_KEY`, `FASTAGENTIC_MODEL`), streaming over server-sent events.
 //!
-//! Upstream failures map to HTTP statuses the same way for both remote backends: unreachable or
-//! a bad answer → 502, no answer within `--agent-timeout` → 504 (see [`upstream_error`]). The
-//! API key lives in an [`ApiKey`], whose `Debug` output is redacted and which has no `Display`,
-//! so it cannot end up in a log line by accident.
+//! Every backend is built inside a [`Timed`] decorator, which enforces the time limits
+//! (`--agent-first-byte-timeout`, `--stream-idle-timeout`, `--run-max-duration`; the first two
+//! default to `--agent-timeout`) the same way for all three; a backend itself only bounds
+//! connecting. Upstream failures map to HTTP statuses the same way for both remote backends:
+//! unreachable or a bad answer → 502 (see [`upstream_error`]), a limit → 504. The API key lives
+//! in an [`ApiKey`], whose `Debug` output is redacted and which has no `Display`, so it cannot
+//! end up in a log line by accident.
 
 pub mod http;
 pub mod openai;
 pub mod sse;
+pub mod timed;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use crate::agent::{Agent, AgentError, AgentErrorKind, EchoAgent};
 
 pub use self::http::HttpAgent;
 pub use self::openai::OpenAiAgent;
+pub use self::timed::{TimeLimits, Timed};
 
 /// Default `--agent-timeout`, seconds.
 pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 60;
@@ -88,11 +93,30 @@ pub struct AgentArgs {
           help_heading = "Agent")]
     pub agent_url: Option<reqwest::Url>,
 
-    /// Seconds to wait for the agent backend (504 after that; for streams, between chunks).
+    /// Seconds to wait for the agent backend (504 after that): the default of
+    /// --agent-first-byte-timeout and --stream-idle-timeout.
     #[arg(long = "agent-timeout", allow_negative_numbers = true, env = env::AGENT_TIMEOUT,
           default_value_t = DEFAULT_AGENT_TIMEOUT_SECS as f64, value_parser = parse::positive_seconds_f64,
           help_heading = "Agent")]
     pub agent_timeout: f64,
+
+    /// Seconds until the agent's answer, or the first chunk of a stream (504 after that)
+    /// [default: --agent-timeout].
+    #[arg(long = "agent-first-byte-timeout", allow_negative_numbers = true,
+          env = env::AGENT_FIRST_BYTE_TIMEOUT, value_parser = parse::positive_seconds_f64,
+          help_heading = "Agent")]
+    pub agent_first_byte_timeout: Option<f64>,
+
+    /// Longest wait, in seconds, between two chunks of a stream [default: --agent-timeout].
+    #[arg(long = "stream-idle-timeout", allow_negative_numbers = true,
+          env = env::STREAM_IDLE_TIMEOUT, value_parser = parse::positive_seconds_f64,
+          help_heading = "Agent")]
+    pub stream_idle_timeout: Option<f64>,
+
+    /// Seconds a whole run may take, a stream included (0 = unlimited).
+    #[arg(long = "run-max-duration", allow_negative_numbers = true, env = env::RUN_MAX_DURATION,
+          default_value = "0", value_parser = parse::run_max_duration, help_heading = "Agent")]
+    pub run_max_duration: f64,
 
     /// Base URL of the OpenAI-compatible API (`.../v1`).
     #[arg(long = "openai-base-url", env = env::OPENAI_BASE_URL, default_value = DEFAULT_OPENAI_BASE_URL,
@@ -119,6 +143,9 @@ impl fmt::Debug for AgentArgs {
                 &self.agent_url.as_ref().map(reqwest::Url::as_str),
             )
             .field("agent_timeout", &self.agent_timeout)
+            .field("agent_first_byte_timeout", &self.agent_first_byte_timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("run_max_duration", &self.run_max_duration)
             .field("openai_base_url", &self.openai_base_url.as_str())
             .field("openai_api_key", &self.openai_api_key)
             .field("model", &self.model)
@@ -131,16 +158,84 @@ impl fmt::Debug for AgentArgs {
 #[error("{0}")]
 pub struct AgentConfigError(pub String);
 
+/// How long a live run may go without a store update, and the option that says so (see
+/// [`AgentArgs::live_run_bound`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveRunBound {
+    /// Seconds.
+    pub seconds: f64,
+    /// The flag that set it.
+    pub flag: &'static str,
+    /// Its variable.
+    pub env: &'static str,
+}
+
 impl AgentArgs {
-    /// `--agent-timeout` as a duration.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.agent_timeout)
+    /// `--agent-first-byte-timeout`, or `--agent-timeout` when it is not given, in seconds.
+    pub fn first_byte_secs(&self) -> f64 {
+        self.agent_first_byte_timeout.unwrap_or(self.agent_timeout)
     }
 
-    /// Builds the chosen backend; `echo_delay` is the run command's `--echo-delay-ms`.
-    /// Checks the options that belong together (the `http` backend needs a URL, the OpenAI
-    /// service itself needs a key) and says which variable is missing.
+    /// `--stream-idle-timeout`, or `--agent-timeout` when it is not given, in seconds.
+    pub fn stream_idle_secs(&self) -> f64 {
+        self.stream_idle_timeout.unwrap_or(self.agent_timeout)
+    }
+
+    /// The limits every backend runs under.
+    pub fn limits(&self) -> TimeLimits {
+        TimeLimits {
+            first_byte: Duration::from_secs_f64(self.first_byte_secs()),
+            stream_idle: Duration::from_secs_f64(self.stream_idle_secs()),
+            run_max: (self.run_max_duration > 0.0)
+                .then(|| Duration::from_secs_f64(self.run_max_duration)),
+        }
+    }
+
+    /// The longest a live run goes without a store update: a run is one wait for its first byte
+    /// (a stream then sends heartbeats), cut short by `--run-max-duration` when that is set and
+    /// shorter. Names the option the value comes from, for the start-up check against
+    /// `--run-stale-after`.
+    pub fn live_run_bound(&self) -> LiveRunBound {
+        let first_byte = match self.agent_first_byte_timeout {
+            Some(seconds) => LiveRunBound {
+                seconds,
+                flag: "--agent-first-byte-timeout",
+                env: env::AGENT_FIRST_BYTE_TIMEOUT,
+            },
+            None => LiveRunBound {
+                seconds: self.agent_timeout,
+                flag: "--agent-timeout",
+                env: env::AGENT_TIMEOUT,
+            },
+        };
+        if self.run_max_duration > 0.0 && self.run_max_duration < first_byte.seconds {
+            LiveRunBound {
+                seconds: self.run_max_duration,
+                flag: "--run-max-duration",
+                env: env::RUN_MAX_DURATION,
+            }
+        } else {
+            first_byte
+        }
+    }
+
+    /// Builds the chosen backend inside the [`Timed`] decorator; `echo_delay` is the run
+    /// command's `--echo-delay-ms`. Checks the options that belong together (the `http` backend
+    /// needs a URL, the OpenAI service itself needs a key) and says which variable is missing.
     pub fn build(&self, echo_delay: Duration) -> Result<Arc<dyn Agent>, AgentConfigError> {
+        let limits = self.limits();
+        Ok(Arc::new(Timed::new(
+            self.backend(echo_delay, limits)?,
+            limits,
+        )))
+    }
+
+    /// The chosen backend itself; connecting is bounded by the first-byte limit.
+    fn backend(
+        &self,
+        echo_delay: Duration,
+        limits: TimeLimits,
+    ) -> Result<Arc<dyn Agent>, AgentConfigError> {
         match self.agent {
             AgentKind::Echo => Ok(Arc::new(EchoAgent { delay: echo_delay })),
             AgentKind::Http => {
@@ -151,7 +246,7 @@ impl AgentArgs {
                             .to_owned(),
                     )
                 })?;
-                Ok(Arc::new(HttpAgent::new(url, self.timeout())?))
+                Ok(Arc::new(HttpAgent::new(url, limits.first_byte)?))
             }
             AgentKind::Openai => {
                 if self.openai_api_key.is_none()
@@ -168,7 +263,7 @@ impl AgentArgs {
                     self.openai_base_url.clone(),
                     self.openai_api_key.clone(),
                     self.model.clone(),
-                    self.timeout(),
+                    limits.first_byte,
                 )?))
             }
         }
@@ -203,7 +298,7 @@ pub fn upstream_error(upstream: &str, error: &reqwest::Error) -> AgentError {
     }
 }
 
-/// `upstream` did not answer within the timeout.
+/// `upstream` could not be connected to within the connect timeout.
 pub fn timeout_error(upstream: &str) -> AgentError {
     AgentError::new(
         AgentErrorKind::Timeout,
@@ -230,9 +325,11 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn client(timeout: Duration) -> Result<reqwest::Client, AgentConfigError> {
+/// The HTTP client of a remote backend: it bounds connecting only; every other wait is
+/// [`Timed`]'s.
+fn client(connect_timeout: Duration) -> Result<reqwest::Client, AgentConfigError> {
     reqwest::Client::builder()
-        .connect_timeout(timeout)
+        .connect_timeout(connect_timeout)
         .build()
         .map_err(|e| AgentConfigError(format!("cannot build the HTTP client: {e}")))
 }

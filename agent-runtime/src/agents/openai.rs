@@ -5,6 +5,9 @@
 //! `"stream": true` and reads server-sent events: each `data:` line holds a chunk whose
 //! `choices[0].delta.content` is the next piece of text, and `data: [DONE]` ends the stream.
 //!
+//! How long the answer and the chunks may take is [`super::Timed`]'s to bound; this backend only
+//! bounds connecting.
+//!
 //! The API key is an [`ApiKey`]: it goes into the `Authorization` header and nowhere else
 //! (no log field, no error message, redacted in `Debug`).
 
@@ -16,7 +19,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::sse::SseDecoder;
-use super::{AgentConfigError, ApiKey, bad_response, client, timeout_error, upstream_error};
+use super::{AgentConfigError, ApiKey, bad_response, client, upstream_error};
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest, ChunkStream};
 
 const UPSTREAM: &str = "the OpenAI-compatible API";
@@ -29,17 +32,17 @@ pub struct OpenAiAgent {
     endpoint: reqwest::Url,
     api_key: Option<ApiKey>,
     model: String,
-    timeout: Duration,
     client: reqwest::Client,
 }
 
 impl OpenAiAgent {
-    /// A client of the API at `base_url` (ending in `/v1` for OpenAI itself).
+    /// A client of the API at `base_url` (ending in `/v1` for OpenAI itself), giving up
+    /// connecting after `connect_timeout`.
     pub fn new(
         base_url: reqwest::Url,
         api_key: Option<ApiKey>,
         model: String,
-        timeout: Duration,
+        connect_timeout: Duration,
     ) -> Result<Self, AgentConfigError> {
         let base = base_url.as_str().trim_end_matches('/');
         let endpoint = reqwest::Url::parse(&format!("{base}/chat/completions"))
@@ -48,8 +51,7 @@ impl OpenAiAgent {
             endpoint,
             api_key,
             model,
-            timeout,
-            client: client(timeout)?,
+            client: client(connect_timeout)?,
         })
     }
 
@@ -158,7 +160,6 @@ struct StreamState {
     body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
     decoder: SseDecoder,
     pending: VecDeque<String>,
-    idle_timeout: Duration,
     finished: bool,
 }
 
@@ -183,17 +184,13 @@ impl StreamState {
                     }
                 }
             }
-            match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
-                Err(_) => {
-                    self.finished = true;
-                    return Some(Err(timeout_error(UPSTREAM)));
-                }
-                Ok(Some(Ok(bytes))) => self.pending.extend(self.decoder.push(&bytes)),
-                Ok(Some(Err(e))) => {
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.pending.extend(self.decoder.push(&bytes)),
+                Some(Err(e)) => {
                     self.finished = true;
                     return Some(Err(upstream_error(UPSTREAM, &e)));
                 }
-                Ok(None) => {
+                None => {
                     // The body ended without [DONE]: deliver what is left, then stop.
                     match self.decoder.finish() {
                         Some(data) => self.pending.push_back(data),
@@ -221,15 +218,11 @@ impl Agent for OpenAiAgent {
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentReply, AgentError> {
-        tokio::time::timeout(self.timeout, self.complete(request))
-            .await
-            .map_err(|_| timeout_error(UPSTREAM))?
+        self.complete(request).await
     }
 
     async fn stream(&self, request: AgentRequest) -> Result<ChunkStream, AgentError> {
-        let response = tokio::time::timeout(self.timeout, self.send(&request, true))
-            .await
-            .map_err(|_| timeout_error(UPSTREAM))??;
+        let response = self.send(&request, true).await?;
         let state = StreamState {
             body: response
                 .bytes_stream()
@@ -237,7 +230,6 @@ impl Agent for OpenAiAgent {
                 .boxed(),
             decoder: SseDecoder::default(),
             pending: VecDeque::new(),
-            idle_timeout: self.timeout,
             finished: false,
         };
         Ok(Box::pin(futures::stream::unfold(

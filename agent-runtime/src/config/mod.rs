@@ -26,6 +26,10 @@ pub const EXIT_USAGE: u8 = 2;
 /// Upper bound for `--workers`: far above any useful pod size, low enough to catch typos.
 pub const MAX_WORKERS: u32 = 512;
 
+/// Default `--stream-heartbeat`, seconds: below the 30-60 s idle cut of common proxies and load
+/// balancers.
+pub const DEFAULT_STREAM_HEARTBEAT_SECS: u64 = 15;
+
 /// The `fastagentic` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +183,13 @@ pub struct RunArgs {
           value_parser = parse::positive_seconds, help_heading = "Timeouts")]
     pub timeout_keep_alive: Duration,
 
+    /// Seconds without an event after which `/chat/stream` sends an SSE comment
+    /// (`: keep-alive`), so proxies do not cut a quiet stream (0 = off).
+    #[arg(long, allow_negative_numbers = true, env = env::STREAM_HEARTBEAT,
+          default_value = DEFAULT_STREAM_HEARTBEAT_SECS.to_string(),
+          value_parser = parse::heartbeat, help_heading = "Timeouts")]
+    pub stream_heartbeat: Duration,
+
     /// Largest accepted request body in bytes (larger: HTTP 413).
     #[arg(long, allow_negative_numbers = true, env = env::MAX_BODY_SIZE, default_value = "1048576",
           value_parser = parse::body_size, help_heading = "Server")]
@@ -303,28 +314,21 @@ impl RunArgs {
         Ok(())
     }
 
-    /// `--run-stale-after` must be longer than a live run may take (`--agent-timeout`, and the
-    /// echo agent's `--echo-delay-ms`, which no timeout bounds), or a run that is merely slow
-    /// would be taken over.
+    /// `--run-stale-after` must be longer than a live run may go without a store update, or a
+    /// run that is merely slow would be taken over: the wait for its first byte
+    /// (`--agent-first-byte-timeout`, default `--agent-timeout`), or `--run-max-duration` when
+    /// that is set and shorter (see [`crate::agents::AgentArgs::live_run_bound`]). Every backend,
+    /// the echo agent and its `--echo-delay-ms` included, is bounded by these limits; a stream
+    /// sends heartbeats once it has begun.
     fn stale_after_exceeds_run_time(&self) -> Result<(), String> {
         let stale = self.store.run_stale_after;
-        let agent_timeout = self.agent.agent_timeout;
-        if stale <= agent_timeout {
+        let bound = self.agent.live_run_bound();
+        if stale <= bound.seconds {
+            let (flag, env, seconds) = (bound.flag, bound.env, bound.seconds);
             return Err(format!(
                 "invalid combination: --run-stale-after (FASTAGENTIC_RUN_STALE_AFTER) {stale} \
-                 is not greater than --agent-timeout (FASTAGENTIC_AGENT_TIMEOUT) {agent_timeout}; \
-                 accepted: --run-stale-after greater than --agent-timeout, so that a live run is \
-                 never taken over"
-            ));
-        }
-        let echo_delay = Duration::from_millis(self.echo_delay_ms).as_secs_f64();
-        if stale <= echo_delay {
-            return Err(format!(
-                "invalid combination: --run-stale-after (FASTAGENTIC_RUN_STALE_AFTER) {stale} \
-                 is not greater than --echo-delay-ms (FASTAGENTIC_ECHO_DELAY_MS) {} ({echo_delay} \
-                 s); accepted: --run-stale-after greater than the echo delay, so that a live run \
-                 is never taken over",
-                self.echo_delay_ms
+                 is not greater than {flag} ({env}) {seconds}; accepted: --run-stale-after \
+                 greater than {flag}, so that a live run is never taken over"
             ));
         }
         Ok(())
@@ -388,6 +392,7 @@ impl RunArgs {
             "db_max_overflow": self.db_max_overflow,
             "timeout_graceful": self.timeout_graceful.as_secs_f64(),
             "timeout_keep_alive": self.timeout_keep_alive.as_secs_f64(),
+            "stream_heartbeat": self.stream_heartbeat.as_secs_f64(),
             "max_body_size": self.max_body_size,
             "echo_delay_ms": self.echo_delay_ms,
             "redis_configured": self.pools.redis_url.is_some(),
@@ -400,6 +405,9 @@ impl RunArgs {
             "memory_store_max_bytes": self.store.memory_store_max_bytes,
             "agent": format!("{:?}", self.agent.agent).to_ascii_lowercase(),
             "agent_timeout": self.agent.agent_timeout,
+            "agent_first_byte_timeout": self.agent.first_byte_secs(),
+            "stream_idle_timeout": self.agent.stream_idle_secs(),
+            "run_max_duration": self.agent.run_max_duration,
             "model": self.agent.model,
         })
     }

@@ -21,12 +21,15 @@
 //! `running` forever: the task still records the outcome. During a graceful shutdown the
 //! response (and so the store write before it) completes before the process exits.
 //!
-//! A streamed run may last longer than `--run-stale-after` in total (`--agent-timeout` bounds
-//! each wait for a chunk, not the stream), so while it streams its attempt sends a heartbeat
-//! every stale-after / 3 (see [`crate::store::RunStore::heartbeat`]) and is not taken over while
-//! its process lives. Heartbeats run beside the stream and never delay a chunk; a failed one is
-//! logged as `run_heartbeat_failed` and the stream goes on. A non-streamed run needs none: it is
-//! one wait on the agent, bounded by `--agent-timeout`, which is below stale-after.
+//! A streamed run may last longer than `--run-stale-after` in total (`--stream-idle-timeout`
+//! bounds each wait for a chunk; `--run-max-duration`, unlimited by default, the whole stream),
+//! so while it streams its attempt sends a heartbeat every stale-after / 3 (see
+//! [`crate::store::RunStore::heartbeat`]) and is not taken over while its process lives.
+//! Heartbeats run beside the stream and never delay a chunk; a failed one is logged as
+//! `run_heartbeat_failed` and the stream goes on. A non-streamed run needs none: it is one wait
+//! on the agent, bounded by `--agent-first-byte-timeout` (or a shorter `--run-max-duration`),
+//! which is below stale-after. The limits are the agent's ([`crate::agents::Timed`]): one that
+//! fires is an agent error, so the run is recorded `failed` like any other.
 //!
 //! An attempt records its outcome under its attempt number. When another request took the run
 //! over meanwhile (this attempt was slow, not dead), the store refuses the write: the answer is

@@ -17,6 +17,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, post};
 use prometheus_client::registry::Registry;
@@ -39,6 +40,8 @@ use crate::services::{Pools, ReadinessCheck};
 pub const INSTANCE_HEADER: &str = fastagentic_contract::header::INSTANCE;
 /// Time limit of one readiness check.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Text of the SSE comment a quiet stream sends (`: keep-alive`).
+pub const STREAM_HEARTBEAT_TEXT: &str = "keep-alive";
 
 /// Shared state of one worker's HTTP application.
 pub struct AppState {
@@ -72,6 +75,25 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// Called with the number of requests this process has answered.
     pub on_answered: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// `--stream-heartbeat` (`None`: off).
+    pub stream_heartbeat: Option<Duration>,
+}
+
+impl AppState {
+    /// `sse` as the response, with a `: keep-alive` comment after every `--stream-heartbeat`
+    /// without an event (when it is on), so proxies do not cut a quiet stream.
+    pub fn with_heartbeat<S, E>(&self, sse: Sse<S>) -> Response
+    where
+        S: futures::Stream<Item = Result<Event, E>> + Send + 'static,
+        E: Into<axum::BoxError>,
+    {
+        match self.stream_heartbeat {
+            Some(every) => sse
+                .keep_alive(KeepAlive::new().interval(every).text(STREAM_HEARTBEAT_TEXT))
+                .into_response(),
+            None => sse.into_response(),
+        }
+    }
 }
 
 /// Registry of in-flight requests (method, path, start), for logging what a shutdown cuts.

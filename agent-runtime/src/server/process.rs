@@ -189,6 +189,7 @@ fn build_app(
             .map(|n| Arc::new(Semaphore::new(NonZeroU32::get(n) as usize))),
         in_flight: InFlight::default(),
         on_answered: recycle_hook(role, counters),
+        stream_heartbeat: Some(args.stream_heartbeat).filter(|d| !d.is_zero()),
     });
     let app = http::app(
         state.clone(),

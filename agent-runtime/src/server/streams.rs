@@ -38,7 +38,7 @@ pub async fn chat_stream(
 ) -> Result<Response, ApiError> {
     let events = st.runs.stream(request, key.as_deref()).await?;
     let was_replayed = events.replayed;
-    let resp = Sse::new(sse_events(events)).into_response();
+    let resp = st.with_heartbeat(Sse::new(sse_events(events)));
     Ok(if was_replayed { replayed(resp) } else { resp })
 }
 
@@ -71,7 +71,7 @@ pub async fn run_stream(
     let last = header.or(query.last_event_id.as_deref());
     let events = st.runs.resume(&run_id, last).await?;
     let was_replayed = events.replayed;
-    let resp = Sse::new(sse_events(events)).into_response();
+    let resp = st.with_heartbeat(Sse::new(sse_events(events)));
     Ok(if was_replayed { replayed(resp) } else { resp })
 }
 

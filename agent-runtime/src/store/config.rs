@@ -47,7 +47,8 @@ pub struct StoreArgs {
 
     /// Seconds after its last update a run still recorded `running` counts as stalled (its
     /// process died), so a retry with its run id runs it again instead of answering 409. Must be
-    /// greater than --agent-timeout and --echo-delay-ms; streams send a heartbeat every third.
+    /// greater than --agent-first-byte-timeout (default --agent-timeout), or than a shorter
+    /// --run-max-duration; streams send a heartbeat every third.
     #[arg(long = "run-stale-after", allow_negative_numbers = true,
           env = fastagentic_contract::env::RUN_STALE_AFTER,
           default_value_t = DEFAULT_RUN_STALE_AFTER_SECS as f64,

@@ -24,12 +24,13 @@
 //! of a superseded attempt changes nothing and fails with [`StoreError::Superseded`] (HTTP 409).
 //!
 //! **Heartbeats**: a streamed run (`POST /chat/stream`) may legitimately last longer than
-//! stale-after in total (a long LLM stream; `--agent-timeout` bounds each wait on the agent, not
-//! the whole stream). While it streams, its attempt calls [`RunStore::heartbeat`] every
+//! stale-after in total (a long LLM stream; `--stream-idle-timeout` bounds each wait on the
+//! agent, and only `--run-max-duration`, unlimited by default, the whole stream). While it streams, its attempt calls [`RunStore::heartbeat`] every
 //! stale-after / 3, which refreshes the record's last-update time (the one staleness is judged
 //! by) if it is still `running` at that attempt, and is fenced like `complete`. So only a run
 //! whose process stopped is taken over. A non-streamed run (`POST /chat`) sends none: it is one
-//! wait on the agent, bounded by `--agent-timeout`, which must be below stale-after.
+//! wait on the agent, bounded by `--agent-first-byte-timeout` (default `--agent-timeout`), or a
+//! shorter `--run-max-duration`, which must be below stale-after.
 //!
 //! **Events**: a streamed or background run's output is logged as numbered events ([`events`]),
 //! so a stream can be resumed on any replica; appends are fenced like `complete`.

@@ -325,6 +325,18 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
         env::TIMEOUT_GRACEFUL_SHUTDOWN,
         spec.timeouts.graceful_shutdown_seconds,
     ));
+    // The agent's time limits: only when set, so the runtime's defaults apply otherwise.
+    let t = &spec.timeouts;
+    for (name, seconds) in [
+        (env::AGENT_FIRST_BYTE_TIMEOUT, t.agent_first_byte_seconds),
+        (env::STREAM_IDLE_TIMEOUT, t.stream_idle_seconds),
+        (env::RUN_MAX_DURATION, t.run_max_seconds),
+        (env::STREAM_HEARTBEAT, t.stream_heartbeat_seconds),
+    ] {
+        if let Some(seconds) = seconds {
+            ours.push(value(name, seconds));
+        }
+    }
     if let Some(redis) = v.redis() {
         ours.push(match redis.url {
             RedisUrl::Secret(secret) => from_secret(env::REDIS_URL, secret),

@@ -629,6 +629,58 @@ fn drain_delay_sets_the_pre_stop_sleep_and_the_grace_period() {
 }
 
 #[test]
+fn agent_time_limits_are_rendered_only_when_set() {
+    let env_of = |yaml: &str| {
+        let c = children_of(&load(yaml), &BuildInputs::default());
+        env_pairs(container(&c.deployment))
+    };
+    let limits = [
+        "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT",
+        "FASTAGENTIC_STREAM_IDLE_TIMEOUT",
+        "FASTAGENTIC_RUN_MAX_DURATION",
+        "FASTAGENTIC_STREAM_HEARTBEAT",
+    ];
+    let unset = env_of(BASE);
+    assert!(
+        unset
+            .iter()
+            .all(|(name, _)| !limits.contains(&name.as_str())),
+        "unset fields leave the runtime's defaults: {unset:?}"
+    );
+
+    let all = env_of(&format!(
+        "{BASE}  timeouts: {{agentFirstByteSeconds: 20, streamIdleSeconds: 45, runMaxSeconds: 600, streamHeartbeatSeconds: 10}}\n"
+    ));
+    let rendered: Vec<(String, String)> = all
+        .into_iter()
+        .filter(|(name, _)| limits.contains(&name.as_str()))
+        .collect();
+    assert_eq!(
+        rendered,
+        pairs(&[
+            ("FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT", "20"),
+            ("FASTAGENTIC_STREAM_IDLE_TIMEOUT", "45"),
+            ("FASTAGENTIC_RUN_MAX_DURATION", "600"),
+            ("FASTAGENTIC_STREAM_HEARTBEAT", "10"),
+        ])
+    );
+
+    // 0 is a value (unlimited, off), rendered as such; the other fields stay unset.
+    let zeros = env_of(&format!(
+        "{BASE}  timeouts: {{runMaxSeconds: 0, streamHeartbeatSeconds: 0}}\n"
+    ));
+    assert!(zeros.contains(&("FASTAGENTIC_RUN_MAX_DURATION".into(), "0".into())));
+    assert!(zeros.contains(&("FASTAGENTIC_STREAM_HEARTBEAT".into(), "0".into())));
+    assert!(
+        !zeros
+            .iter()
+            .any(|(name, _)| name == "FASTAGENTIC_AGENT_FIRST_BYTE_TIMEOUT"
+                || name == "FASTAGENTIC_STREAM_IDLE_TIMEOUT"),
+        "{zeros:?}"
+    );
+}
+
+#[test]
 fn replicas_decision() {
     let auto = load(&format!("{BASE}  autoscaling: {{maxReplicas: 5}}\n"));
     let fixed = load(&format!("{BASE}  replicas: 4\n"));
