@@ -481,3 +481,77 @@ async fn bad_resumes_get_clear_4xx_json() {
         "nothing was recorded for the refused requests"
     );
 }
+
+/// A finished background run is POSTed to `--run-webhook-url`, retried after a failed try with
+/// the same idempotency key; runs a client waits on are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_background_run_is_posted_to_the_webhook() {
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((key, body));
+                    // The first try fails: the runtime must try again.
+                    if seen.len() == 1 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let s = Server::start(&["--run-webhook-url", &hook], &[]);
+    let c = client();
+    let resp = c
+        .post(format!("{}/chat", base(&s)))
+        .json(&json!({"message": "not a background run"}))
+        .send()
+        .await
+        .expect("POST /chat");
+    assert_eq!(resp.status(), 200);
+    let run_id = support::unique("hook");
+    let resp = c
+        .post(format!("{}/runs", base(&s)))
+        .json(&json!({"message": "a b c", "run_id": run_id}))
+        .send()
+        .await
+        .expect("POST /runs");
+    assert_eq!(resp.status(), 202);
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one failed try, one delivered: {seen:?}");
+    let key = format!("{run_id}:1");
+    for (k, body) in &seen {
+        assert_eq!(k.as_deref(), Some(key.as_str()));
+        assert_eq!(body["event"], "run.completed");
+        assert_eq!(body["run"]["run_id"], run_id.as_str());
+        assert_eq!(body["run"]["status"], "completed");
+        assert_eq!(body["run"]["background"], true);
+        assert_eq!(body["run"]["output"]["output"], "a b c");
+    }
+    assert_eq!(s.events("run_webhook_delivered")[0]["tries"], 2);
+}

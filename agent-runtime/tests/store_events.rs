@@ -226,6 +226,10 @@ async fn background_suite(store: Arc<dyn RunStore>) {
     let f = started(&*store, &fg, "a", false).await;
     let listed = store.stalled_background(1000).await.expect("list");
     assert!(!listed.contains(&bg), "a live background run is not listed");
+    let record = store.get(&bg).await.expect("get").expect("a record");
+    assert!(record.background);
+    let record = store.get(&fg).await.expect("get").expect("a record");
+    assert!(!record.background);
     store.release(&bg, a).await.expect("release");
     store.release(&fg, f).await.expect("release");
     let listed = store.stalled_background(1000).await.expect("list");

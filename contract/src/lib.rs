@@ -62,6 +62,8 @@ pub mod env {
     pub const STREAM_EVENTS_MAX: &str = "FASTAGENTIC_STREAM_EVENTS_MAX";
     /// `--stream-events-ttl`.
     pub const STREAM_EVENTS_TTL: &str = "FASTAGENTIC_STREAM_EVENTS_TTL";
+    /// `--run-webhook-url`.
+    pub const RUN_WEBHOOK_URL: &str = "FASTAGENTIC_RUN_WEBHOOK_URL";
     /// `--agent`.
     pub const AGENT: &str = "FASTAGENTIC_AGENT";
     /// `--agent-url`.

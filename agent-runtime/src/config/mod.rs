@@ -214,6 +214,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
 
+    /// URL POSTed the record of each finished background run (`POST /runs`), retried 5 times
+    /// over 15 s; unset: none.
+    #[arg(long, env = env::RUN_WEBHOOK_URL, value_parser = parse::http_url,
+          help_heading = "Runs")]
+    pub run_webhook_url: Option<reqwest::Url>,
+
     /// The agent backend.
     #[command(flatten)]
     pub agent: crate::agents::AgentArgs,

@@ -231,6 +231,12 @@ fn every_bad_value_names_the_flag_its_variable_the_value_and_what_is_accepted() 
             "from 0 to 64Gi",
         ),
         (
+            "--run-webhook-url",
+            "ftp://hooks",
+            "FASTAGENTIC_RUN_WEBHOOK_URL",
+            "http://",
+        ),
+        (
             "--stream-events-max",
             "0",
             "FASTAGENTIC_STREAM_EVENTS_MAX",

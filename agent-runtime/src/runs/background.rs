@@ -58,6 +58,7 @@ impl Runs {
                     run_id,
                     number: record.attempts,
                     taken_over: taken_over.is_some(),
+                    background: true,
                 };
                 tokio::spawn(self.clone().drive(attempt, None, None));
                 Ok(Submitted::Accepted(record))

@@ -143,8 +143,31 @@ impl Runs {
 
     /// Runs a begun attempt as a stream (see the module docs). `opened` is told whether the
     /// agent's stream opened; without it (a background run, a takeover nobody waits on), an
-    /// agent that fails at once is recorded and logged only.
+    /// agent that fails at once is recorded and logged only. A background run's outcome, if
+    /// this attempt recorded it, goes to the webhook.
     pub(super) async fn drive(
+        self,
+        attempt: Attempt,
+        live: Option<mpsc::Sender<StreamEvent>>,
+        opened: Option<oneshot::Sender<Result<(), RunError>>>,
+    ) {
+        let (run_id, number) = (attempt.run_id.clone(), attempt.number);
+        let webhook = self.webhook.clone().filter(|_| attempt.background);
+        self.clone().drive_stream(attempt, live, opened).await;
+        let Some(webhook) = webhook else { return };
+        match self.store.get(&run_id).await {
+            // Only the attempt that finished the run reports it (not a released or superseded
+            // one).
+            Ok(Some(record)) if record.attempts == number => {
+                webhook.deliver(&record, &self.instance_id).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(event = "run_webhook_failed", run_id = %run_id, error = %e),
+        }
+    }
+
+    /// [`Runs::drive`] without the webhook.
+    async fn drive_stream(
         self,
         attempt: Attempt,
         live: Option<mpsc::Sender<StreamEvent>>,
@@ -155,6 +178,7 @@ impl Runs {
             run_id,
             number,
             taken_over,
+            ..
         } = attempt;
         let _driving = super::Driving::new(&self.driving);
         let live = Live(live);

@@ -52,11 +52,13 @@ mod events;
 mod heartbeat;
 mod id;
 mod resume;
+mod webhook;
 
 pub use background::Submitted;
 use events::replay_events;
 pub use events::{Failure, RunEvents, StreamEvent};
 pub use id::{BadRunId, resolve_run_id};
+pub use webhook::Webhook;
 
 /// Chunks buffered between a streaming run and its (possibly slow) client.
 const STREAM_BUFFER: usize = 64;
@@ -76,6 +78,8 @@ pub struct Runs {
     pub wrap_up: Arc<watch::Sender<bool>>,
     /// Attempts this process drives as streams now.
     pub driving: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where finished background runs are reported (`--run-webhook-url`).
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 /// Counts an attempt as driven while it lives.
@@ -152,6 +156,8 @@ struct Attempt {
     number: u32,
     /// It took over a stalled attempt, whose logged output it continues.
     taken_over: bool,
+    /// A background run (`POST /runs`): its outcome goes to the webhook.
+    background: bool,
 }
 
 /// What the store decided at `begin`.
@@ -238,6 +244,7 @@ impl Runs {
                     run_id,
                     number: record.attempts,
                     taken_over: taken_over.is_some(),
+                    background: false,
                 }))
             }
             Ok(Begin::AlreadyCompleted(record)) => {

@@ -168,7 +168,7 @@ impl Runs {
         if quiet.to_std().is_ok_and(|q| q <= self.store.stale_after()) {
             return;
         }
-        self.take_over(record, false).await;
+        self.take_over(record, record.background).await;
     }
 
     /// Begins a stalled run again with its recorded input and drives it in its own task; does
@@ -197,6 +197,7 @@ impl Runs {
                     run_id,
                     number: started.attempts,
                     taken_over: taken_over.is_some(),
+                    background,
                 };
                 tokio::spawn(self.clone().drive(attempt, None, None));
             }

@@ -179,6 +179,10 @@ fn build_app(
             counters: counters.clone(),
             wrap_up: Arc::new(tokio::sync::watch::Sender::new(false)),
             driving: Arc::default(),
+            webhook: args
+                .run_webhook_url
+                .clone()
+                .map(|url| Arc::new(crate::runs::Webhook::new(url))),
         },
         agent: services.agent,
         pools: services.pools,

@@ -267,7 +267,7 @@ impl RunStore for MemoryRunStore {
         run_id: &RunId,
         input: &Value,
         instance_id: &str,
-        _background: bool,
+        background: bool,
     ) -> Result<Begin, StoreError> {
         let now = Utc::now();
         let max = self.max_bytes;
@@ -297,6 +297,7 @@ impl RunStore for MemoryRunStore {
                     previous.instance_id = instance_id.to_owned();
                     previous.updated_at = now;
                     previous.attempts = previous.attempts.saturating_add(1);
+                    previous.background = background;
                     Begin::Started(previous.clone(), taken_over)
                 }),
                 None => None,
@@ -312,6 +313,7 @@ impl RunStore for MemoryRunStore {
                     updated_at: now,
                     instance_id: instance_id.to_owned(),
                     attempts: 1,
+                    background,
                 };
                 runs.insert(id.to_owned(), record.clone());
                 Begin::Started(record, None)

@@ -193,6 +193,9 @@ pub struct RunRecord {
     /// How many times the run was begun (1 unless a failed or stalled run was started again).
     /// Also the number of the latest attempt, which `complete` and `fail` must name.
     pub attempts: u32,
+    /// A background run (`POST /runs`; as of its latest `begin`).
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// The stalled attempt a [`Begin::Started`] replaced (see the module docs).
@@ -437,6 +440,7 @@ mod tests {
             updated_at: now,
             instance_id: "i".into(),
             attempts: 1,
+            background: false,
         };
         let json = serde_json::to_value(&record).map_err(|e| e.to_string());
         assert!(

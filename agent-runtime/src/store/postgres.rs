@@ -41,7 +41,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// The columns of a run, in every `SELECT`/`RETURNING` (a macro so the queries stay literals).
 macro_rules! columns {
     () => {
-        "run_id, status, input, output, error, instance_id, attempts, created_at, updated_at"
+        "run_id, status, input, output, error, instance_id, attempts, created_at, updated_at, \
+         background"
     };
 }
 
@@ -226,6 +227,7 @@ fn parse_row(run_id: &RunId, row: &PgRow) -> Result<RunRecord, StoreError> {
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
         instance_id: row.try_get("instance_id").map_err(corrupt)?,
         attempts: u32::try_from(attempts).unwrap_or(0),
+        background: row.try_get("background").map_err(corrupt)?,
     })
 }
 

@@ -67,6 +67,7 @@ if status == false or status == 'failed' or outcome == 'taken_over' then
   redis.call('HDEL', KEYS[1], 'output', 'error')
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('HSET', KEYS[1], 'background', ARGV[7])
   if ARGV[7] == '1' then redis.call('ZADD', KEYS[2], now_ms, ARGV[1]) end
   return {outcome, redis.call('HGETALL', KEYS[1]), prev[3] or '', prev[4] or ''}
 end
@@ -248,6 +249,7 @@ fn parse_record(run_id: &RunId, f: &HashMap<String, String>) -> Result<RunRecord
         attempts: field("attempts")?
             .parse()
             .map_err(|_| corrupt(run_id, "field attempts is not a number"))?,
+        background: f.get("background").is_some_and(|b| b == "1"),
     })
 }
 
