@@ -166,6 +166,9 @@ impl RouteInfo {
         let Some(pattern) = self.path else {
             return false;
         };
+        if !pattern.contains('{') {
+            return path == pattern;
+        }
         let mut want = pattern.split('/');
         let mut got = path.split('/');
         loop {
