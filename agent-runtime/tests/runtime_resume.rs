@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use runtime_support::Server;
+use runtime_support::{Server, client, instance};
 use serde_json::{Value, json};
 
 /// Fifteen words, streamed one per chunk by the echo agent.
@@ -24,18 +24,6 @@ fn message() -> String {
         .map(|i| format!("w{i:02}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn instance(prefix: &str) -> String {
-    format!("{prefix}{:08x}", rand::random::<u32>())
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
 }
 
 fn base(s: &Server) -> String {

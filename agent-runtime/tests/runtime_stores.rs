@@ -23,21 +23,8 @@ use axum::{Json, Router};
 use deadpool_redis::redis;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use runtime_support::{Server, poll};
+use runtime_support::{Server, client, instance, poll};
 use serde_json::{Value, json};
-
-/// A short instance id (PostgreSQL cuts `application_name` at 63 bytes).
-fn instance(prefix: &str) -> String {
-    format!("{prefix}{:08x}", rand::random::<u32>())
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
 
 fn base(s: &Server) -> String {
     format!("http://127.0.0.1:{}", s.port)

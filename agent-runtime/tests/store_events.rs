@@ -252,6 +252,13 @@ async fn background_suite(store: Arc<dyn RunStore>) {
     assert!(!listed.contains(&bg), "finished: not listed");
 }
 
+/// Every suite, on stores made with the given event limits (a store shared between processes).
+async fn shared_store_suites(store: impl Fn(EventLimits) -> Arc<dyn RunStore>) {
+    event_log_suite(store(EventLimits::default()), store(limits(5))).await;
+    writers_suite(store(EventLimits::default())).await;
+    background_suite(store(EventLimits::default())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_keeps_an_event_log() {
     let store = || MemoryRunStore::new(STALE);
@@ -275,13 +282,7 @@ async fn redis_store_keeps_an_event_log() {
         return;
     };
     let store = || RedisRunStore::new(pool.clone(), STALE);
-    event_log_suite(
-        Arc::new(store()),
-        Arc::new(store().with_event_limits(limits(5))),
-    )
-    .await;
-    writers_suite(Arc::new(store())).await;
-    background_suite(Arc::new(store())).await;
+    shared_store_suites(|l| Arc::new(store().with_event_limits(l))).await;
 
     // The age bound: the stream expires its TTL after the last event, renewed by each.
     let store = store().with_event_limits(EventLimits {
@@ -324,13 +325,7 @@ async fn postgres_store_keeps_an_event_log() {
         return;
     };
     let store = || PostgresRunStore::new(pool.clone(), STALE);
-    event_log_suite(
-        Arc::new(store()),
-        Arc::new(store().with_event_limits(limits(5))),
-    )
-    .await;
-    writers_suite(Arc::new(store())).await;
-    background_suite(Arc::new(store())).await;
+    shared_store_suites(|l| Arc::new(store().with_event_limits(l))).await;
 
     // The age bound: events older than the TTL are deleted by the sweep.
     let store = store();
