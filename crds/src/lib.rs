@@ -34,9 +34,10 @@ pub use defaults::{
 };
 pub use network_policy::NetworkPolicySpec;
 pub use spec::{
-    AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, FastAgentic, FastAgenticSpec,
-    ImagePullPolicy, ProbeSpec, ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec,
-    ServiceType, TimeoutsSpec, default_resources,
+    AgentSpec, AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, DurableStore, EchoAgentSpec,
+    FastAgentic, FastAgenticSpec, HttpAgentSpec, ImagePullPolicy, OpenAiAgentSpec, ProbeSpec,
+    ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec, ServiceType, StreamsSpec,
+    TimeoutsSpec, default_resources,
 };
 pub use status::{
     AutoscalingStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY,

@@ -73,6 +73,12 @@ use crate::network_policy::NetworkPolicySpec;
     validation = Rule::new("!has(self.autoscaling) || !has(self.autoscaling.targetConcurrencyUtilizationPercentage) || has(self.maxConcurrent)")
         .message("spec.autoscaling.targetConcurrencyUtilizationPercentage needs spec.maxConcurrent: utilization is in-flight requests over the limit")
         .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.durableStore) || self.durableStore != 'redis' || has(self.redis)")
+        .message("spec.durableStore is redis, which needs spec.redis (its url or urlSecretRef)")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.durableStore) || self.durableStore != 'postgres' || has(self.database)")
+        .message("spec.durableStore is postgres, which needs spec.database (its urlSecretRef)")
+        .reason(Reason::FieldValueRequired),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FastAgenticSpec {
@@ -156,6 +162,25 @@ pub struct FastAgenticSpec {
     /// `FASTAGENTIC_DB_*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
+
+    /// The agent behind the runtime: exactly one of `echo` (built in), `http` (your agent
+    /// service) or `openai` (an OpenAI-compatible API, the key from a Secret). Unset: the
+    /// runtime's default (`echo`), or what `spec.env` sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+
+    /// Where runs are recorded (`FASTAGENTIC_DURABLE_STORE`): `memory` (each worker process's
+    /// own, lost with the pod), `redis` (needs `spec.redis`) or `postgres` (needs
+    /// `spec.database`). Unset: the store whose connection is configured when exactly one of
+    /// `spec.redis` and `spec.database` is, `memory` otherwise. Idempotent replays across pods,
+    /// resumable streams and background runs that survive pods need `redis` or `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_store: Option<DurableStore>,
+
+    /// How long the events of streamed and background runs are kept for resuming their
+    /// streams (`GET /runs/{run_id}/stream` with `Last-Event-ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamsSpec>,
 
     /// Server timeouts.
     #[serde(default)]
@@ -261,6 +286,115 @@ impl ServerKind {
             ServerKind::Gunicorn => "gunicorn",
         }
     }
+}
+
+/// The agent backend (`fastagentic run --agent`): exactly one kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(
+    validation = Rule::new("(has(self.echo) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.openai) ? 1 : 0) == 1")
+        .message("spec.agent needs exactly one of echo, http or openai")
+        .reason(Reason::FieldValueInvalid),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// The built-in agent: answers with the message (`FASTAGENTIC_AGENT=echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<EchoAgentSpec>,
+
+    /// Your agent service: the runtime POSTs each request to `url`
+    /// (`FASTAGENTIC_AGENT=http`, `FASTAGENTIC_AGENT_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAgentSpec>,
+
+    /// An OpenAI-compatible chat-completions API (`FASTAGENTIC_AGENT=openai`); the key comes
+    /// from a Secret, never inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAiAgentSpec>,
+}
+
+/// `spec.agent.echo`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EchoAgentSpec {
+    /// Milliseconds the echo agent waits before answering, spread over the words of a stream
+    /// (`FASTAGENTIC_ECHO_DELAY_MS`), to show load without a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 600_000))]
+    pub delay_ms: Option<i32>,
+}
+
+/// `spec.agent.http`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAgentSpec {
+    /// URL the runtime POSTs each request to, `http://` or `https://`
+    /// (`FASTAGENTIC_AGENT_URL`).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("spec.agent.http.url must start with http:// or https://")
+        .reason(Reason::FieldValueInvalid))]
+    pub url: String,
+}
+
+/// `spec.agent.openai`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenAiAgentSpec {
+    /// Model name (`FASTAGENTIC_MODEL`; runtime default `gpt-4o-mini`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+
+    /// Base URL of the API, `.../v1` (`OPENAI_BASE_URL`; runtime default
+    /// `https://api.openai.com/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("spec.agent.openai.baseUrl must start with http:// or https://")
+        .reason(Reason::FieldValueInvalid))]
+    pub base_url: Option<String>,
+
+    /// The Secret key holding the API key (`OPENAI_API_KEY`, injected by reference). The pods
+    /// do not start without it; a missing Secret sets `Ready=False` naming this field.
+    pub api_key_secret_ref: SecretKeyRef,
+}
+
+/// Where runs are recorded: `fastagentic run --durable-store`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DurableStore {
+    /// In each worker process's memory; lost with the pod, not shared between pods.
+    Memory,
+    /// In Redis (`spec.redis`).
+    Redis,
+    /// In PostgreSQL (`spec.database`).
+    Postgres,
+}
+
+impl DurableStore {
+    /// The value of `--durable-store` / `FASTAGENTIC_DURABLE_STORE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurableStore::Memory => "memory",
+            DurableStore::Redis => "redis",
+            DurableStore::Postgres => "postgres",
+        }
+    }
+}
+
+/// The event logs of streamed and background runs. Fields left out take the runtime's
+/// defaults.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamsSpec {
+    /// Events kept per run (`FASTAGENTIC_STREAM_EVENTS_MAX`, runtime default 10000); the oldest
+    /// are dropped beyond it, and a resume from before them is answered 410.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub events_max: Option<i32>,
+
+    /// Seconds a run's events are kept after its last event (`FASTAGENTIC_STREAM_EVENTS_TTL`,
+    /// runtime default 3600; at most a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604_800))]
+    pub events_ttl_seconds: Option<i32>,
 }
 
 /// Image pull policy of the `agent` container.

@@ -270,3 +270,26 @@ fn schema_defaults_match_the_guide() {
     assert_eq!(resources["limits"]["memory"], "512Mi");
     assert_eq!(resources["limits"]["cpu"], "1000m");
 }
+
+/// `spec.agent.http.url` is required, so its rule has no fixture of its own (a fixture's broken
+/// field put back to the base must be admitted): checked here against the same schema and CEL.
+#[test]
+fn an_http_agent_url_needs_a_scheme() {
+    let object = |url: &str| {
+        serde_json::json!({
+            "apiVersion": "fastagentic.io/v1alpha1",
+            "kind": "FastAgentic",
+            "metadata": {"name": "agent"},
+            "spec": {"image": "registry.example.com/agent:1", "agent": {"http": {"url": url}}}
+        })
+    };
+    assert!(fastagentic_crd::admission::admit(&object("http://agent:9000/chat")).is_ok());
+    let rejected = fastagentic_crd::admission::admit(&object("agent:9000/chat"))
+        .expect_err("a URL without a scheme is refused");
+    assert_eq!(rejected.0.len(), 1, "{rejected:?}");
+    assert_eq!(rejected.0[0].field, "spec.agent.http.url");
+    assert_eq!(
+        rejected.0[0].message,
+        "spec.agent.http.url must start with http:// or https://"
+    );
+}

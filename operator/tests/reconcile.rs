@@ -675,13 +675,22 @@ async fn autoscaling_on_hands_replicas_over_before_dropping_them() {
 async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
     let spec =
         json!({"image": "img:1", "database": {"urlSecretRef": {"name": "db", "key": "url"}}});
+    missing_secret_case(spec, "db", "spec.database.urlSecretRef").await;
+    let spec = json!({"image": "img:1", "agent": {"openai": {
+        "apiKeySecretRef": {"name": "openai", "key": "api-key"}}}});
+    missing_secret_case(spec, "openai", "spec.agent.openai.apiKeySecretRef").await;
+}
+
+/// A FastAgentic with `spec` whose one Secret `secret` is missing: Ready=False and a Warning
+/// Event naming `field`, and nothing applied.
+async fn missing_secret_case(spec: Value, secret: &str, field: &str) {
     let missing = fa(spec, None);
     let (result, seen, written) = run_counting(
         missing.clone(),
         vec![
             step(
                 Method::GET,
-                "/api/v1/namespaces/ns/secrets/db",
+                format!("/api/v1/namespaces/ns/secrets/{secret}").leak(),
                 Reply::NotFound,
             ),
             step(Method::PATCH, STATUS, Reply::StatusOf(Box::new(missing))),
@@ -706,15 +715,11 @@ async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "SecretNotFound");
     let message = ready["message"].as_str().expect("message");
-    assert!(message.contains("spec.database.urlSecretRef"), "{message}");
+    assert!(message.contains(field), "{message}");
     let event = &seen[2].body;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "SecretNotFound");
-    assert!(
-        event["note"]
-            .as_str()
-            .is_some_and(|n| n.contains("spec.database.urlSecretRef"))
-    );
+    assert!(event["note"].as_str().is_some_and(|n| n.contains(field)));
     assert_eq!(event["regarding"]["name"], NAME);
 }
 

@@ -277,6 +277,28 @@ fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
     }
 }
 
+/// The variables of `spec.agent`: the backend and its settings (the OpenAI key by reference).
+fn agent_env(agent: &crd::AgentSpec, ours: &mut Vec<EnvVar>) {
+    if let Some(echo) = &agent.echo {
+        ours.push(value(env::AGENT, "echo"));
+        if let Some(ms) = echo.delay_ms {
+            ours.push(value(env::ECHO_DELAY_MS, ms));
+        }
+    } else if let Some(http) = &agent.http {
+        ours.push(value(env::AGENT, "http"));
+        ours.push(value(env::AGENT_URL, &http.url));
+    } else if let Some(openai) = &agent.openai {
+        ours.push(value(env::AGENT, "openai"));
+        if let Some(model) = &openai.model {
+            ours.push(value(env::MODEL, model));
+        }
+        if let Some(url) = &openai.base_url {
+            ours.push(value(env::OPENAI_BASE_URL, url));
+        }
+        ours.push(from_secret(env::OPENAI_API_KEY, &openai.api_key_secret_ref));
+    }
+}
+
 /// Seconds as the runtime parses them: always with a decimal point (`5.0`, `0.5`).
 fn seconds(value: f64) -> String {
     format!("{value:?}")
@@ -335,6 +357,20 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
     ] {
         if let Some(seconds) = seconds {
             ours.push(value(name, seconds));
+        }
+    }
+    if let Some(agent) = &spec.agent {
+        agent_env(agent, &mut ours);
+    }
+    if let Some(store) = spec.durable_store {
+        ours.push(value(env::DURABLE_STORE, store.as_str()));
+    }
+    if let Some(streams) = &spec.streams {
+        if let Some(n) = streams.events_max {
+            ours.push(value(env::STREAM_EVENTS_MAX, n));
+        }
+        if let Some(seconds) = streams.events_ttl_seconds {
+            ours.push(value(env::STREAM_EVENTS_TTL, seconds));
         }
     }
     if let Some(redis) = v.redis() {

@@ -268,6 +268,14 @@ pub fn referenced_secrets(fa: &FastAgentic) -> Vec<SecretUse> {
             required: true,
         });
     }
+    if let Some(o) = spec.agent.as_ref().and_then(|a| a.openai.as_ref()) {
+        uses.push(SecretUse {
+            field: "spec.agent.openai.apiKeySecretRef".into(),
+            name: o.api_key_secret_ref.name.clone(),
+            key: Some(o.api_key_secret_ref.key.clone()),
+            required: true,
+        });
+    }
     for (i, var) in spec.env.iter().flatten().enumerate() {
         if let Some(sel) = var
             .value_from

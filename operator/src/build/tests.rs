@@ -373,6 +373,7 @@ fn production_large_secrets_by_reference_and_db_pool() {
         ("FASTAGENTIC_INSTANCE_ID", "<field metadata.name>"),
         ("FASTAGENTIC_TIMEOUT_KEEP_ALIVE", "5"),
         ("FASTAGENTIC_TIMEOUT_GRACEFUL_SHUTDOWN", "60"),
+        ("FASTAGENTIC_DURABLE_STORE", "postgres"),
         ("REDIS_URL", "<secret agent-stores/redis-url>"),
         ("FASTAGENTIC_REDIS_POOL_SIZE", "30"),
         ("FASTAGENTIC_REDIS_POOL_TIMEOUT", "5.0"),
@@ -678,6 +679,111 @@ fn agent_time_limits_are_rendered_only_when_set() {
                 || name == "FASTAGENTIC_STREAM_IDLE_TIMEOUT"),
         "{zeros:?}"
     );
+}
+
+#[test]
+fn durable_store_and_stream_bounds_are_rendered_only_when_set() {
+    let env_of = |yaml: &str| {
+        let c = children_of(&load(yaml), &BuildInputs::default());
+        env_pairs(container(&c.deployment))
+    };
+    let ours = [
+        "FASTAGENTIC_DURABLE_STORE",
+        "FASTAGENTIC_STREAM_EVENTS_MAX",
+        "FASTAGENTIC_STREAM_EVENTS_TTL",
+    ];
+    let unset = env_of(BASE);
+    assert!(
+        unset.iter().all(|(name, _)| !ours.contains(&name.as_str())),
+        "unset fields leave the runtime's choice: {unset:?}"
+    );
+    let set = env_of(&format!(
+        "{BASE}  redis: {{url: \"redis://redis:6379\"}}\n  durableStore: redis\n  streams: {{eventsMax: 500, eventsTtlSeconds: 120}}\n"
+    ));
+    let rendered: Vec<(String, String)> = set
+        .into_iter()
+        .filter(|(name, _)| ours.contains(&name.as_str()))
+        .collect();
+    assert_eq!(
+        rendered,
+        pairs(&[
+            ("FASTAGENTIC_DURABLE_STORE", "redis"),
+            ("FASTAGENTIC_STREAM_EVENTS_MAX", "500"),
+            ("FASTAGENTIC_STREAM_EVENTS_TTL", "120"),
+        ])
+    );
+    let memory = env_of(&format!("{BASE}  durableStore: memory\n  streams: {{}}\n"));
+    assert!(memory.contains(&("FASTAGENTIC_DURABLE_STORE".into(), "memory".into())));
+    assert!(
+        !memory
+            .iter()
+            .any(|(name, _)| name.starts_with("FASTAGENTIC_STREAM_EVENTS")),
+        "{memory:?}"
+    );
+}
+
+#[test]
+fn the_agent_is_rendered_with_its_key_by_reference() {
+    let env_of = |agent: &str| {
+        let fa = load(&format!("{BASE}  agent: {agent}\n"));
+        let c = children_of(&fa, &BuildInputs::default());
+        let ours = [
+            "FASTAGENTIC_AGENT",
+            "FASTAGENTIC_ECHO_DELAY_MS",
+            "FASTAGENTIC_AGENT_URL",
+        ];
+        let env: Vec<(String, String)> = env_pairs(container(&c.deployment))
+            .into_iter()
+            .filter(|(n, _)| {
+                ours.contains(&n.as_str()) || n.starts_with("OPENAI_") || n == "FASTAGENTIC_MODEL"
+            })
+            .collect();
+        (env, referenced_secrets(&fa))
+    };
+    let (env, secrets) = env_of("{echo: {delayMs: 250}}");
+    assert_eq!(
+        env,
+        pairs(&[
+            ("FASTAGENTIC_AGENT", "echo"),
+            ("FASTAGENTIC_ECHO_DELAY_MS", "250")
+        ])
+    );
+    assert!(secrets.is_empty());
+    let (env, _) = env_of("{http: {url: \"http://agent:9000/chat\"}}");
+    assert_eq!(
+        env,
+        pairs(&[
+            ("FASTAGENTIC_AGENT", "http"),
+            ("FASTAGENTIC_AGENT_URL", "http://agent:9000/chat")
+        ])
+    );
+    let (env, secrets) = env_of(
+        "{openai: {model: gpt-4.1, baseUrl: \"https://llm.example.com/v1\", apiKeySecretRef: {name: openai, key: api-key}}}",
+    );
+    assert_eq!(
+        env,
+        pairs(&[
+            ("FASTAGENTIC_AGENT", "openai"),
+            ("FASTAGENTIC_MODEL", "gpt-4.1"),
+            ("OPENAI_BASE_URL", "https://llm.example.com/v1"),
+            ("OPENAI_API_KEY", "<secret openai/api-key>"),
+        ])
+    );
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].field, "spec.agent.openai.apiKeySecretRef");
+    assert_eq!(
+        (secrets[0].name.as_str(), secrets[0].key.as_deref()),
+        ("openai", Some("api-key"))
+    );
+    // A variable of spec.env still wins over the rendered one.
+    let fa = load(&format!(
+        "{BASE}  agent: {{echo: {{delayMs: 5}}}}\n  env: [{{name: FASTAGENTIC_ECHO_DELAY_MS, value: \"9\"}}]\n"
+    ));
+    let env = env_pairs(container(
+        &children_of(&fa, &BuildInputs::default()).deployment,
+    ));
+    assert!(env.contains(&("FASTAGENTIC_ECHO_DELAY_MS".into(), "9".into())));
+    assert!(!env.contains(&("FASTAGENTIC_ECHO_DELAY_MS".into(), "5".into())));
 }
 
 #[test]
