@@ -348,6 +348,27 @@ fn helm_binary() -> Result<String, String> {
     }
 }
 
+/// `kubectl wait --for=condition=Established` on the CRD. Right after a CRD is created it has no
+/// `status.conditions` yet, and kubectl's wait then fails at once ("accessor error: <nil> is of
+/// the type <nil>") instead of waiting: that answer is retried for up to 60 s.
+fn wait_established() -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/fastagentics.fastagentic.io",
+            "--timeout=60s",
+        ]) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("accessor error") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Cluster {
     fn set_up() -> Result<Self, String> {
         let root = repo_root();
@@ -362,12 +383,7 @@ impl Cluster {
             "-f",
             crd.to_str().expect("utf-8 path"),
         ])?;
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/fastagentics.fastagentic.io",
-            "--timeout=60s",
-        ])?;
+        wait_established()?;
 
         let helm = helm_binary()?;
         eprintln!(
