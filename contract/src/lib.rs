@@ -68,6 +68,14 @@ pub mod env {
     pub const AGENT: &str = "FASTAGENTIC_AGENT";
     /// `--agent-url`.
     pub const AGENT_URL: &str = "FASTAGENTIC_AGENT_URL";
+    /// `--agent-stream-url`.
+    pub const AGENT_STREAM_URL: &str = "FASTAGENTIC_AGENT_STREAM_URL";
+    /// `--agent-format`.
+    pub const AGENT_FORMAT: &str = "FASTAGENTIC_AGENT_FORMAT";
+    /// `--agent-reply-field`.
+    pub const AGENT_REPLY_FIELD: &str = "FASTAGENTIC_AGENT_REPLY_FIELD";
+    /// `--agent-ready-url`.
+    pub const AGENT_READY_URL: &str = "FASTAGENTIC_AGENT_READY_URL";
     /// `--agent-timeout`.
     pub const AGENT_TIMEOUT: &str = "FASTAGENTIC_AGENT_TIMEOUT";
     /// `--agent-first-byte-timeout`.
