@@ -110,7 +110,7 @@ else
     export FASTAGENTIC_CONTROL_PLANE=1 FASTAGENTIC_REQUIRE_CONTROL_PLANE=1
 fi
 
-step "kubernetes-validate and prometheus_client (PyPI) in the project's virtualenv"
+step "kubernetes-validate, prometheus_client and the Python FastAgentic package (PyPI) in the project's virtualenv"
 venv="${FASTAGENTIC_VENV:-$HOME/.cache/fastagentic/venv}"
 # The render and chart checks need kubernetes-validate: installed here, so this command alone
 # runs what CI runs, and required, so a failed install fails instead of skipping.
@@ -119,6 +119,10 @@ export FASTAGENTIC_REQUIRE_KUBERNETES_VALIDATE=1
 "$venv/bin/pip" install --quiet prometheus_client
 export FASTAGENTIC_PROMETHEUS_PYTHON="$venv/bin/python" FASTAGENTIC_REQUIRE_PROMETHEUS_PARSER=1
 echo "prometheus_client $("$venv/bin/python" -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus_client"))') in $venv"
+# The agent the runtime's Python compatibility test puts behind it (pinned there).
+"$venv/bin/pip" install --quiet -r examples/python-agent/requirements.txt
+export FASTAGENTIC_PYTHON_AGENT="$venv/bin/fastagentic" FASTAGENTIC_REQUIRE_PYTHON_AGENT=1
+echo "fastagentic $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("fastagentic"))') in $venv"
 
 step "cargo build --workspace --bins (the control-plane and contract tests run the binaries)"
 cargo build --workspace --bins

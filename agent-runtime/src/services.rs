@@ -37,6 +37,20 @@ pub trait ReadinessCheck: Send + Sync + 'static {
     async fn check(&self) -> bool;
 }
 
+/// `agent` in `/ready`: `--agent-ready-url`.
+struct AgentCheck(crate::agents::AgentReadyCheck);
+
+#[async_trait]
+impl ReadinessCheck for AgentCheck {
+    fn name(&self) -> &'static str {
+        "agent"
+    }
+
+    async fn check(&self) -> bool {
+        self.0.check().await
+    }
+}
+
 /// Where this worker's connections are named from.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
@@ -177,6 +191,9 @@ pub async fn build_services(args: &RunArgs, worker: &WorkerContext) -> anyhow::R
         checks.push(Arc::new(DatabaseCheck(p.clone())));
     }
     checks.push(Arc::new(DurableStoreCheck(runs.clone())));
+    if let Some(check) = args.agent.ready_check()? {
+        checks.push(Arc::new(AgentCheck(check)));
+    }
 
     let pools = Pools { redis, db };
     let mut routes = axum::Router::new();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_runtime::agent::{Agent, AgentError, AgentErrorKind, AgentRequest};
-use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent, TimeLimits, Timed};
+use agent_runtime::agents::{ApiKey, HttpAgent, OpenAiAgent, ReplyField, TimeLimits, Timed};
 use agent_runtime::error::agent_status;
 use axum::Json;
 use axum::Router;
@@ -114,7 +114,12 @@ fn http_upstream() -> Router {
 #[tokio::test]
 async fn http_backend_forwards_and_maps_upstream_failures() {
     let base = serve(http_upstream()).await;
-    let agent = |path: &str| match HttpAgent::new(url(&format!("{base}{path}")), TIMEOUT) {
+    let agent = |path: &str| match HttpAgent::new(
+        url(&format!("{base}{path}")),
+        None,
+        ReplyField::Default,
+        TIMEOUT,
+    ) {
         Ok(a) => timed(a),
         Err(e) => panic!("{e}"),
     };
@@ -156,7 +161,12 @@ async fn http_backend_forwards_and_maps_upstream_failures() {
         started,
     );
 
-    let down = match HttpAgent::new(url(&format!("{}/agent", closed_port_url())), TIMEOUT) {
+    let down = match HttpAgent::new(
+        url(&format!("{}/agent", closed_port_url())),
+        None,
+        ReplyField::Default,
+        TIMEOUT,
+    ) {
         Ok(a) => timed(a),
         Err(e) => panic!("{e}"),
     };
@@ -437,4 +447,122 @@ async fn openai_backend_completes_streams_maps_failures_and_never_logs_the_key()
         "the API key leaked into the logs:\n{logs}"
     );
     assert!(!logs.contains("0123456789-do-not-log"));
+}
+
+/// An agent service streaming server-sent events the way the Python FastAgentic package does.
+fn sse_upstream() -> Router {
+    fn sse(body: &'static str) -> impl IntoResponse {
+        ([(header::CONTENT_TYPE, "text/event-stream")], body)
+    }
+    Router::new()
+        .route(
+            "/events",
+            post(|| async {
+                sse("event: node_start\r\ndata: {\"type\":\"node_start\",\"data\":{}}\r\n\r\n\
+                     event: token\r\ndata: {\"type\":\"token\",\"data\":{\"content\":\"Hel\"}}\r\n\r\n\
+                     event: token\r\ndata: {\"type\":\"token\",\"data\":{\"content\":\"lo\"}}\r\n\r\n\
+                     event: done\r\ndata: {\"type\":\"done\",\"data\":{\"result\":\"Hello\"}}\r\n\r\n")
+            }),
+        )
+        .route(
+            "/cut",
+            post(|| async { sse("event: token\ndata: {\"type\":\"token\",\"data\":{\"content\":\"Hel\"}}\n\n") }),
+        )
+        .route("/json", post(|| async { Json(json!({"data": {"answer": "deep"}, "cost": 1})) }))
+}
+
+#[tokio::test]
+async fn http_backend_relays_event_streams_and_refuses_a_cut_one() {
+    let base = serve(sse_upstream()).await;
+    let agent = |stream_path: &str, reply: ReplyField| match HttpAgent::new(
+        url(&format!("{base}/json")),
+        Some(url(&format!("{base}{stream_path}"))),
+        reply,
+        TIMEOUT,
+    ) {
+        Ok(a) => timed(a),
+        Err(e) => panic!("{e}"),
+    };
+    let chunks = match agent("/events", ReplyField::Default)
+        .stream(request("hi"))
+        .await
+    {
+        Ok(s) => s.collect::<Vec<_>>().await,
+        Err(e) => panic!("{e:?}"),
+    };
+    let chunks: Vec<String> = chunks
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|e| panic!("{e:?}")))
+        .collect();
+    assert_eq!(chunks, ["Hel", "lo"]);
+
+    // An agent that stops (dies) before `done`: the text so far, then an error, never a
+    // short answer that looks complete.
+    let chunks = match agent("/cut", ReplyField::Default)
+        .stream(request("hi"))
+        .await
+    {
+        Ok(s) => s.collect::<Vec<_>>().await,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert!(
+        matches!(chunks.first(), Some(Ok(t)) if t == "Hel"),
+        "{chunks:?}"
+    );
+    assert!(
+        matches!(chunks.last(), Some(Err(e)) if e.kind == AgentErrorKind::BadResponse && e.message.contains("without a done event")),
+        "{chunks:?}"
+    );
+
+    // The reply field, followed through nested objects.
+    let deep = agent(
+        "/events",
+        ReplyField::Path(vec!["data".into(), "answer".into()]),
+    );
+    let reply = deep.run(request("hi")).await;
+    assert!(
+        matches!(&reply, Ok(r) if r.output == "deep" && r.extra.get("cost") == Some(&json!(1))),
+        "{reply:?}"
+    );
+}
+
+/// `--agent http --agent-format chat-completions`: the chat-completions client posting to the
+/// whole URL given, with the model, and without a key.
+#[tokio::test]
+async fn http_backend_speaks_chat_completions() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let base = serve(openai_upstream(Arc::clone(&seen))).await;
+    let agent = match OpenAiAgent::at_endpoint(
+        url(&format!("{base}/v1/chat/completions")),
+        "gateway-model".into(),
+        TIMEOUT,
+    ) {
+        Ok(a) => timed(a),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(agent.name(), "http");
+    let reply = agent.run(request("hi")).await;
+    assert!(
+        matches!(&reply, Ok(r) if r.output == "you said: hi"),
+        "{reply:?}"
+    );
+    let chunks = match agent.stream(request("hi")).await {
+        Ok(s) => s.collect::<Vec<_>>().await,
+        Err(e) => panic!("{e:?}"),
+    };
+    let text: String = chunks
+        .into_iter()
+        .map(|c| c.unwrap_or_else(|e| panic!("{e:?}")))
+        .collect();
+    assert_eq!(text, "Hello world");
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        seen.authorizations.iter().all(String::is_empty),
+        "no key is sent"
+    );
+    assert_eq!(seen.bodies[0]["model"], "gateway-model");
+    assert_eq!(
+        seen.bodies[0]["messages"][0],
+        json!({"role": "user", "content": "hi"})
+    );
 }

@@ -15,7 +15,9 @@
 //! end up in a log line by accident.
 
 pub mod http;
+pub mod http_stream;
 pub mod openai;
+pub mod ready;
 pub mod sse;
 pub mod timed;
 
@@ -30,8 +32,9 @@ use crate::parse;
 
 use crate::agent::{Agent, AgentError, AgentErrorKind, EchoAgent};
 
-pub use self::http::HttpAgent;
+pub use self::http::{HttpAgent, ReplyField};
 pub use self::openai::OpenAiAgent;
+pub use self::ready::{AgentReadyCheck, ReadyTarget};
 pub use self::timed::{TimeLimits, Timed};
 
 /// Default `--agent-timeout`, seconds.
@@ -75,6 +78,18 @@ pub enum AgentKind {
     Openai,
 }
 
+/// `FASTAGENTIC_AGENT_FORMAT`: the shape of the `http` backend's requests and replies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AgentFormat {
+    /// The request body as received; the reply text from a JSON field
+    /// (`--agent-reply-field`).
+    #[default]
+    Json,
+    /// OpenAI chat completions: `{"model", "messages"}` in, `choices[0].message.content` out,
+    /// streamed as `choices[0].delta.content` events.
+    ChatCompletions,
+}
+
 /// Agent backend options.
 #[derive(Clone, Args)]
 pub struct AgentArgs {
@@ -92,6 +107,30 @@ pub struct AgentArgs {
     #[arg(long = "agent-url", env = env::AGENT_URL, value_parser = parse::http_url,
           help_heading = "Agent")]
     pub agent_url: Option<reqwest::Url>,
+
+    /// Where the `http` backend sends `/chat/stream` requests; the service answers with
+    /// server-sent events (`json` format). Unset: a stream is the reply in one chunk.
+    #[arg(long = "agent-stream-url", env = env::AGENT_STREAM_URL, value_parser = parse::http_url,
+          help_heading = "Agent")]
+    pub agent_stream_url: Option<reqwest::Url>,
+
+    /// Shape of the `http` backend's requests and replies: json (the request as received,
+    /// the reply from a field) or chat-completions (OpenAI's).
+    #[arg(long = "agent-format", env = env::AGENT_FORMAT, value_enum, default_value = "json",
+          help_heading = "Agent")]
+    pub agent_format: AgentFormat,
+
+    /// Dotted path of the reply text in the `http` service's JSON answer (json format)
+    /// [default: the first string among output, response and result].
+    #[arg(long = "agent-reply-field", env = env::AGENT_REPLY_FIELD,
+          value_parser = http::parse_reply_field, help_heading = "Agent")]
+    pub agent_reply_field: Option<ReplyField>,
+
+    /// The agent's readiness, checked by /ready: an http(s):// URL answering 2xx to GET, or
+    /// tcp://host:port accepting connections.
+    #[arg(long = "agent-ready-url", env = env::AGENT_READY_URL, value_parser = ready::parse_ready_url,
+          help_heading = "Agent")]
+    pub agent_ready_url: Option<ReadyTarget>,
 
     /// Seconds to wait for the agent backend (504 after that): the default of
     /// --agent-first-byte-timeout and --stream-idle-timeout.
@@ -142,6 +181,13 @@ impl fmt::Debug for AgentArgs {
                 "agent_url",
                 &self.agent_url.as_ref().map(reqwest::Url::as_str),
             )
+            .field(
+                "agent_stream_url",
+                &self.agent_stream_url.as_ref().map(reqwest::Url::as_str),
+            )
+            .field("agent_format", &self.agent_format)
+            .field("agent_reply_field", &self.agent_reply_field)
+            .field("agent_ready_url", &self.agent_ready_url)
             .field("agent_timeout", &self.agent_timeout)
             .field("agent_first_byte_timeout", &self.agent_first_byte_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
@@ -246,7 +292,19 @@ impl AgentArgs {
                             .to_owned(),
                     )
                 })?;
-                Ok(Arc::new(HttpAgent::new(url, limits.first_byte)?))
+                match self.agent_format {
+                    AgentFormat::Json => Ok(Arc::new(HttpAgent::new(
+                        url,
+                        self.agent_stream_url.clone(),
+                        self.agent_reply_field.clone().unwrap_or_default(),
+                        limits.first_byte,
+                    )?)),
+                    AgentFormat::ChatCompletions => Ok(Arc::new(OpenAiAgent::at_endpoint(
+                        url,
+                        self.model.clone(),
+                        limits.first_byte,
+                    )?)),
+                }
             }
             AgentKind::Openai => {
                 if self.openai_api_key.is_none()
@@ -267,6 +325,16 @@ impl AgentArgs {
                 )?))
             }
         }
+    }
+}
+
+impl AgentArgs {
+    /// The `agent` check of `/ready`, when `--agent-ready-url` is set.
+    pub fn ready_check(&self) -> Result<Option<AgentReadyCheck>, AgentConfigError> {
+        self.agent_ready_url
+            .clone()
+            .map(AgentReadyCheck::new)
+            .transpose()
     }
 }
 

@@ -29,6 +29,7 @@ pub const DONE: &str = "[DONE]";
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct OpenAiAgent {
+    name: &'static str,
     endpoint: reqwest::Url,
     api_key: Option<ApiKey>,
     model: String,
@@ -48,8 +49,25 @@ impl OpenAiAgent {
         let endpoint = reqwest::Url::parse(&format!("{base}/chat/completions"))
             .map_err(|e| AgentConfigError(format!("OPENAI_BASE_URL {base:?}: {e}")))?;
         Ok(Self {
+            name: "openai",
             endpoint,
             api_key,
+            model,
+            client: client(connect_timeout)?,
+        })
+    }
+
+    /// The `http` backend in its `chat-completions` format: the same client, POSTing to the
+    /// whole `endpoint` URL the user gave (`FASTAGENTIC_AGENT_URL`), without a key.
+    pub fn at_endpoint(
+        endpoint: reqwest::Url,
+        model: String,
+        connect_timeout: Duration,
+    ) -> Result<Self, AgentConfigError> {
+        Ok(Self {
+            name: "http",
+            endpoint,
+            api_key: None,
             model,
             client: client(connect_timeout)?,
         })
@@ -214,7 +232,7 @@ impl StreamState {
 #[async_trait]
 impl Agent for OpenAiAgent {
     fn name(&self) -> &'static str {
-        "openai"
+        self.name
     }
 
     async fn run(&self, request: AgentRequest) -> Result<AgentReply, AgentError> {

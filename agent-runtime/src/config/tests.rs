@@ -255,6 +255,30 @@ fn every_bad_value_names_the_flag_its_variable_the_value_and_what_is_accepted() 
             "FASTAGENTIC_AGENT_URL",
             "http://",
         ),
+        (
+            "--agent-stream-url",
+            "/chat/stream",
+            "FASTAGENTIC_AGENT_STREAM_URL",
+            "http://",
+        ),
+        (
+            "--agent-format",
+            "xml",
+            "FASTAGENTIC_AGENT_FORMAT",
+            "json, chat-completions",
+        ),
+        (
+            "--agent-reply-field",
+            "a..b",
+            "FASTAGENTIC_AGENT_REPLY_FIELD",
+            "data.answer",
+        ),
+        (
+            "--agent-ready-url",
+            "udp://h:1",
+            "FASTAGENTIC_AGENT_READY_URL",
+            "tcp://host:port",
+        ),
         ("--agent-timeout", "0", "FASTAGENTIC_AGENT_TIMEOUT", "> 0"),
         (
             "--agent-first-byte-timeout",

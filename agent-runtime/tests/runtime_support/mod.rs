@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod sse;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_fastagentic");
 
