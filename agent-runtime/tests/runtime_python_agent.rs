@@ -157,7 +157,13 @@ async fn stream(s: &Server, message: &str, run_id: &str) -> Vec<Sse> {
         .send()
         .await
         .expect("POST /chat/stream");
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        let status = r.status();
+        panic!(
+            "POST /chat/stream {run_id}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
     SseReader::new(r).rest().await
 }
 

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::http_stream::stream_events;
-use super::{AgentConfigError, bad_response, client, upstream_error};
+use super::{AgentConfigError, bad_response, client, send, upstream_error};
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest, ChunkStream};
 
 pub(super) const UPSTREAM: &str = "the agent service";
@@ -92,13 +92,7 @@ impl HttpAgent {
         url: &reqwest::Url,
         request: &AgentRequest,
     ) -> Result<reqwest::Response, AgentError> {
-        let response = self
-            .client
-            .post(url.clone())
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| upstream_error(UPSTREAM, &e))?;
+        let response = send(UPSTREAM, self.client.post(url.clone()).json(request)).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

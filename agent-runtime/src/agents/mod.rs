@@ -366,6 +366,28 @@ pub fn upstream_error(upstream: &str, error: &reqwest::Error) -> AgentError {
     }
 }
 
+/// Sends `request` to `upstream`. A request whose connection fails before any answer came
+/// (most often a pooled keep-alive connection the server closed a moment before, as uvicorn
+/// does after a 500) is sent once more, on another connection. The agent may then see a
+/// request twice, as it does when a run is taken over; an answer that began is never retried.
+pub async fn send(
+    upstream: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, AgentError> {
+    let again = request.try_clone();
+    match request.send().await {
+        Ok(response) => Ok(response),
+        Err(e) if !e.is_timeout() && (e.is_connect() || e.is_request()) => {
+            let Some(again) = again else {
+                return Err(upstream_error(upstream, &e));
+            };
+            tracing::debug!(upstream, error = %error_chain(&e), "sending again on another connection");
+            again.send().await.map_err(|e| upstream_error(upstream, &e))
+        }
+        Err(e) => Err(upstream_error(upstream, &e)),
+    }
+}
+
 /// `upstream` could not be connected to within the connect timeout.
 pub fn timeout_error(upstream: &str) -> AgentError {
     AgentError::new(

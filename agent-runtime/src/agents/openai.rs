@@ -94,11 +94,7 @@ impl OpenAiAgent {
         stream: bool,
     ) -> Result<reqwest::Response, AgentError> {
         tracing::debug!(endpoint = %self.endpoint, model = %self.model, stream, "calling chat completions");
-        let response = self
-            .request(request, stream)
-            .send()
-            .await
-            .map_err(|e| upstream_error(UPSTREAM, &e))?;
+        let response = super::send(UPSTREAM, self.request(request, stream)).await?;
         let status = response.status();
         if status.is_success() {
             Ok(response)
