@@ -17,6 +17,8 @@
 #   docker.io/library/your-agent:latest                          the runtime image again, under the
 #                                                                 name examples/kubernetes-seed.yaml
 #                                                                 uses
+#   docker.io/library/python-agent:1.2.2                         examples/python-agent/Dockerfile's
+#                                                                 image (examples/python-agent.yaml)
 #   docker.io/library/redis:7                                    Debian's redis-server and the
 #                                                                 libraries it links, for the e2e
 #                                                                 `redis` Service (on kind the real
@@ -49,6 +51,7 @@ OPERATOR_IMAGE="ghcr.io/fastagentic/fastagentic-operator:$APP_VERSION"
 RUNTIME_IMAGE="ghcr.io/fastagentic/fastagentic-runtime:$VERSION"
 SEED_IMAGE="docker.io/library/your-agent:latest"
 REDIS_IMAGE="docker.io/library/redis:7"
+PYTHON_AGENT_IMAGE="docker.io/library/python-agent:1.2.2"
 
 # registry_ref NAME: where the local registry keeps NAME (the mirror keeps the repository path).
 registry_ref() {
@@ -139,19 +142,55 @@ build_binaries() {
 }
 
 build_redis_rootfs() {
-  local d="$1" server lib
+  local d="$1" server
   server="$(command -v redis-server)" || die "redis-server is missing (apt-get install redis-server)"
   server="$(readlink -f "$server")"
   base_rootfs "$d"
   mkdir -p "$d/usr/bin" "$d/data"
   chmod 1777 "$d/data"
   cp "$server" "$d/usr/bin/redis-server"
-  # the binary's shared libraries and the dynamic loader, at the paths it asks for
+  copy_libs "$d" "$server"
+}
+
+# copy_libs DIR FILE...: the shared libraries FILEs need, and the dynamic loader, into DIR at
+# the paths they are asked for.
+copy_libs() {
+  local d="$1" lib
+  shift
   while read -r lib; do
-    [[ -n "$lib" && -e "$lib" ]] || continue
+    [[ -n "$lib" && -e "$lib" && ! -e "$d$lib" ]] || continue
     mkdir -p "$d$(dirname "$lib")"
     cp -L "$lib" "$d$lib"
-  done < <(ldd "$server" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }')
+  done < <(for f in "$@"; do ldd "$f" 2>/dev/null || true; done |
+    awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u)
+}
+
+# build_python_agent_rootfs DIR: what examples/python-agent/Dockerfile gives, from Debian's
+# python3.11 (its standard library without tests and GUI modules), the pinned requirements
+# installed by pip, and the example app in /app.
+build_python_agent_rootfs() {
+  local d="$1" python=/usr/bin/python3.11 venv="${FASTAGENTIC_VENV:-$CACHE_DIR/venv}"
+  [[ -x "$python" ]] || die "$python is missing (apt-get install python3)"
+  [[ -x "$venv/bin/pip" ]] || die "no pip in $venv (scripts/test.sh makes it)"
+  base_rootfs "$d"
+  mkdir -p "$d/usr/bin" "$d/usr/lib" "$d/app"
+  cp "$python" "$d/usr/bin/python3.11"
+  ln -s python3.11 "$d/usr/bin/python3"
+  tar -C /usr/lib --exclude='__pycache__' --exclude='python3.11/test' --exclude='python3.11/idlelib' \
+    --exclude='python3.11/tkinter' --exclude='python3.11/turtledemo' --exclude='python3.11/ensurepip' \
+    --exclude='python3.11/dist-packages' --exclude='python3.11/site-packages' -cf - python3.11 |
+    tar -C "$d/usr/lib" -xf -
+  local site="$d/usr/local/lib/python3.11/dist-packages"
+  quiet "$venv/bin/pip" install --quiet --no-compile --only-binary=:all: --target "$site" \
+    -r "$ROOT/examples/python-agent/requirements.txt"
+  rm -rf "$site/bin"
+  printf '#!/usr/bin/python3.11\nimport sys\nfrom fastagentic.cli import app\nsys.exit(app())\n' \
+    >"$d/usr/local/bin/fastagentic"
+  chmod 0755 "$d/usr/local/bin/fastagentic"
+  install -m 0644 "$ROOT/examples/python-agent/app.py" "$d/app/app.py"
+  local sos=()
+  mapfile -t sos < <(find "$d/usr/lib/python3.11" "$site" -name '*.so*' -type f)
+  copy_libs "$d" "$python" "${sos[@]}"
 }
 
 cmd_build() {
@@ -185,11 +224,19 @@ cmd_build() {
   push_image "$REDIS_IMAGE" "$WORK/redis.tar" -l "org.opencontainers.image.title=redis-server (Debian)" \
     -u 999:999 -w /data --entrypoint /usr/bin/redis-server \
     --cmd --protected-mode,no,--save,,--appendonly,no,--dir,/data --exposed-ports 6379/tcp
-  log "pushed to $REGISTRY: $OPERATOR_IMAGE, $RUNTIME_IMAGE, $SEED_IMAGE, $REDIS_IMAGE"
+
+  build_python_agent_rootfs "$WORK/python-agent"
+  layer "$WORK/python-agent" "$WORK/python-agent.tar"
+  push_image "$PYTHON_AGENT_IMAGE" "$WORK/python-agent.tar" \
+    -l "org.opencontainers.image.title=python-agent (examples/python-agent)" \
+    -u "$NONROOT:$NONROOT" -w /app -e PATH=/usr/local/bin:/usr/bin:/bin \
+    -e PYTHONDONTWRITEBYTECODE=1 -e PYTHONUNBUFFERED=1 \
+    --cmd fastagentic,run,app:app,--host,127.0.0.1,--port,8000 --exposed-ports 8000/tcp
+  log "pushed to $REGISTRY: $OPERATOR_IMAGE, $RUNTIME_IMAGE, $SEED_IMAGE, $REDIS_IMAGE, $PYTHON_AGENT_IMAGE"
 }
 
 cmd_list() {
-  printf '%s\n' "$OPERATOR_IMAGE" "$RUNTIME_IMAGE" "$SEED_IMAGE" "$REDIS_IMAGE"
+  printf '%s\n' "$OPERATOR_IMAGE" "$RUNTIME_IMAGE" "$SEED_IMAGE" "$REDIS_IMAGE" "$PYTHON_AGENT_IMAGE"
 }
 
 case "${1:-}" in
