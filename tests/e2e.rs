@@ -36,6 +36,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+#[path = "e2e/python_agent.rs"]
+mod python_agent;
 #[path = "e2e/streams.rs"]
 mod streams;
 
@@ -146,6 +148,12 @@ async fn real_pods() {
         .run(
             "a long stream through the Service while the Deployment rolls: resumed with Last-Event-ID, every event once",
             e2e.streams_survive_a_rollout(),
+        )
+        .await;
+    steps
+        .run(
+            "examples/python-agent.yaml: the Python FastAgentic agent as a native sidecar answers /chat and /chat/stream through the Service",
+            e2e.python_agent_example(),
         )
         .await;
     steps

@@ -135,12 +135,14 @@ push() { # local-tag name-in-registry
     docker push -q "127.0.0.1:${REGISTRY_PORT}/$2" >/dev/null
     printf '    pushed %s\n' "$2"
 }
-step "building the images (Dockerfile.operator, Dockerfile.runtime) and pushing them to the registry"
+step "building the images (Dockerfile.operator, Dockerfile.runtime, examples/python-agent) and pushing them to the registry"
 docker build -f Dockerfile.operator -t "fastagentic-operator:kind-e2e" .
 docker build -f Dockerfile.runtime --target runtime -t "fastagentic-runtime:kind-e2e" .
 push fastagentic-operator:kind-e2e "fastagentic/fastagentic-operator:${APP_VERSION}"
 push fastagentic-runtime:kind-e2e "fastagentic/fastagentic-runtime:${VERSION}"
 push fastagentic-runtime:kind-e2e "library/your-agent:latest"
+docker build -t "python-agent:kind-e2e" examples/python-agent
+push python-agent:kind-e2e "library/python-agent:1.2.2"
 
 # ---- metrics-server ----------------------------------------------------------------------------
 step "metrics-server (${METRICS_SERVER_MANIFEST})"
