@@ -410,6 +410,12 @@ impl RunArgs {
             "run_stale_after": self.store.run_stale_after,
             "memory_store_max_bytes": self.store.memory_store_max_bytes,
             "agent": format!("{:?}", self.agent.agent).to_ascii_lowercase(),
+            "agent_format": match self.agent.agent_format {
+                crate::agents::AgentFormat::Json => "json",
+                crate::agents::AgentFormat::ChatCompletions => "chat-completions",
+            },
+            "agent_streams": self.agent.agent_stream_url.is_some(),
+            "agent_ready_check": self.agent.agent_ready_url.is_some(),
             "agent_timeout": self.agent.agent_timeout,
             "agent_first_byte_timeout": self.agent.first_byte_secs(),
             "stream_idle_timeout": self.agent.stream_idle_secs(),

@@ -107,3 +107,49 @@ fn the_waits_default_to_the_agent_timeout_and_are_reported() {
         (&3.0.into(), &60.0.into(), &120.0.into(), &0.0.into())
     );
 }
+
+#[test]
+fn the_http_agent_options_are_read_and_reported_without_urls() {
+    let r = run_args(&[
+        "--agent",
+        "http",
+        "--agent-url",
+        "http://user:pw@agent:8000/chat",
+        "--agent-stream-url",
+        "http://agent:8000/chat/stream",
+        "--agent-format",
+        "chat-completions",
+        "--agent-reply-field",
+        "data.answer",
+        "--agent-ready-url",
+        "tcp://127.0.0.1:8000",
+    ]);
+    assert_eq!(
+        r.agent.agent_format,
+        crate::agents::AgentFormat::ChatCompletions
+    );
+    assert_eq!(
+        r.agent.agent_reply_field,
+        Some(crate::agents::ReplyField::Path(vec![
+            "data".into(),
+            "answer".into()
+        ]))
+    );
+    assert_eq!(
+        r.agent.agent_ready_url,
+        Some(crate::agents::ReadyTarget::Tcp("127.0.0.1:8000".into()))
+    );
+    let c = r.effective_json();
+    assert_eq!(
+        (
+            &c["agent_format"],
+            &c["agent_streams"],
+            &c["agent_ready_check"]
+        ),
+        (&"chat-completions".into(), &true.into(), &true.into())
+    );
+    assert!(
+        !c.to_string().contains("pw@"),
+        "no URL, so no credentials: {c}"
+    );
+}
