@@ -13,11 +13,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+mod agent;
 mod defaults;
 mod network_policy;
 mod spec;
 mod status;
 
+pub use agent::{AgentSpec, EchoAgentSpec, HttpAgentSpec, OpenAiAgentSpec};
 pub use defaults::{
     CONCURRENCY_METRIC, DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS,
     DEFAULT_DB_POOL_SIZE, DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
@@ -34,10 +36,9 @@ pub use defaults::{
 };
 pub use network_policy::NetworkPolicySpec;
 pub use spec::{
-    AgentSpec, AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, DurableStore, EchoAgentSpec,
-    FastAgentic, FastAgenticSpec, HttpAgentSpec, ImagePullPolicy, OpenAiAgentSpec, ProbeSpec,
-    ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec, ServiceType, StreamsSpec,
-    TimeoutsSpec, default_resources,
+    AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, DurableStore, FastAgentic,
+    FastAgenticSpec, ImagePullPolicy, ProbeSpec, ProbesSpec, RedisSpec, SecretKeyRef, ServerKind,
+    ServiceSpec, ServiceType, StreamsSpec, TimeoutsSpec, default_resources,
 };
 pub use status::{
     AutoscalingStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY,
