@@ -19,7 +19,7 @@ mod network_policy;
 mod spec;
 mod status;
 
-pub use agent::{AgentSpec, EchoAgentSpec, HttpAgentSpec, OpenAiAgentSpec};
+pub use agent::{AgentFormat, AgentSpec, EchoAgentSpec, HttpAgentSpec, OpenAiAgentSpec};
 pub use defaults::{
     CONCURRENCY_METRIC, DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS,
     DEFAULT_DB_POOL_SIZE, DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,

@@ -262,6 +262,27 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
             ]}}),
         ),
         (
+            "an http agent with every option at its edge",
+            json!({"agent": {"http": {
+                "url": "https://agent.example.com/chat",
+                "streamUrl": "http://agent:9000/chat/stream",
+                "readyUrl": "tcp://agent:9000",
+                "format": "chat-completions",
+                "replyField": "data_2.answer-text",
+                "timeoutSeconds": 3600,
+            }}}),
+        ),
+        (
+            "an http agent: one-word reply field, an https ready URL, timeout 1",
+            json!({"agent": {"http": {
+                "url": "http://agent:9000/chat",
+                "readyUrl": "https://agent:9000/ready",
+                "format": "json",
+                "replyField": "result",
+                "timeoutSeconds": 1,
+            }}}),
+        ),
+        (
             "64 network policy peers",
             json!({"networkPolicy": {"from": vec![json!({"podSelector": {}}); 64]}}),
         ),

@@ -254,7 +254,7 @@ fn drain_delay(spec: &FastAgenticSpec) -> Option<Lifecycle> {
     })
 }
 
-fn value(name: &str, value: impl ToString) -> EnvVar {
+pub(super) fn value(name: &str, value: impl ToString) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.to_string()),
@@ -262,7 +262,7 @@ fn value(name: &str, value: impl ToString) -> EnvVar {
     }
 }
 
-fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
+pub(super) fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -277,30 +277,8 @@ fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
     }
 }
 
-/// The variables of `spec.agent`: the backend and its settings (the OpenAI key by reference).
-fn agent_env(agent: &crd::AgentSpec, ours: &mut Vec<EnvVar>) {
-    if let Some(echo) = &agent.echo {
-        ours.push(value(env::AGENT, "echo"));
-        if let Some(ms) = echo.delay_ms {
-            ours.push(value(env::ECHO_DELAY_MS, ms));
-        }
-    } else if let Some(http) = &agent.http {
-        ours.push(value(env::AGENT, "http"));
-        ours.push(value(env::AGENT_URL, &http.url));
-    } else if let Some(openai) = &agent.openai {
-        ours.push(value(env::AGENT, "openai"));
-        if let Some(model) = &openai.model {
-            ours.push(value(env::MODEL, model));
-        }
-        if let Some(url) = &openai.base_url {
-            ours.push(value(env::OPENAI_BASE_URL, url));
-        }
-        ours.push(from_secret(env::OPENAI_API_KEY, &openai.api_key_secret_ref));
-    }
-}
-
 /// Seconds as the runtime parses them: always with a decimal point (`5.0`, `0.5`).
-fn seconds(value: f64) -> String {
+pub(super) fn seconds(value: f64) -> String {
     format!("{value:?}")
 }
 
@@ -360,7 +338,7 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
         }
     }
     if let Some(agent) = &spec.agent {
-        agent_env(agent, &mut ours);
+        super::agent::agent_env(agent, &mut ours);
     }
     if let Some(store) = spec.durable_store {
         ours.push(value(env::DURABLE_STORE, store.as_str()));

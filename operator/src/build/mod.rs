@@ -8,6 +8,7 @@
 //! `fastagentic.io/applied-hash`. Nothing here does I/O: the controller passes in what it read
 //! from the cluster ([`BuildInputs`]) and `render` passes in what it cannot know as "unknown".
 
+mod agent;
 mod deployment;
 mod hash;
 mod hpa;
