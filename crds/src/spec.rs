@@ -77,6 +77,10 @@ use crate::network_policy::NetworkPolicySpec;
     validation = Rule::new("!has(self.durableStore) || self.durableStore != 'redis' || has(self.redis)")
         .message("spec.durableStore is redis, which needs spec.redis (its url or urlSecretRef)")
         .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.agent) || !has(self.agent.container) || self.agent.container.port != self.port")
+        .field_path(".agent.container.port")
+        .message("spec.agent.container.port must differ from spec.port, the runtime's port: the agent's container and the runtime share the pod's network, and both ports default to 8000 (set spec.port, for example to 8080)")
+        .reason(Reason::FieldValueDuplicate),
     validation = Rule::new("!has(self.durableStore) || self.durableStore != 'postgres' || has(self.database)")
         .message("spec.durableStore is postgres, which needs spec.database (its urlSecretRef)")
         .reason(Reason::FieldValueRequired),
@@ -84,7 +88,8 @@ use crate::network_policy::NetworkPolicySpec;
 #[serde(rename_all = "camelCase")]
 pub struct FastAgenticSpec {
     /// Container image that contains the `fastagentic` binary and your agent, for example
-    /// `registry.example.com/my-agent:1.4.2`.
+    /// `registry.example.com/my-agent:1.4.2`. With `spec.agent.container`, the runtime's image
+    /// (`ghcr.io/fastagentic/fastagentic-runtime:<version>`); your agent's image goes there.
     #[x_kube(validation = Rule::new("self.size() > 0").message("spec.image must not be empty"))]
     pub image: String,
 
@@ -122,6 +127,7 @@ pub struct FastAgenticSpec {
     pub max_concurrent: Option<i32>,
 
     /// Container port the server listens on (`--port`); the Service and the probes use it.
+    /// With `spec.agent.container` it must differ from the agent's port.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -165,8 +171,9 @@ pub struct FastAgenticSpec {
     pub database: Option<DatabaseSpec>,
 
     /// The agent behind the runtime: exactly one of `echo` (built in), `http` (your agent
-    /// service) or `openai` (an OpenAI-compatible API, the key from a Secret). Unset: the
-    /// runtime's default (`echo`), or what `spec.env` sets.
+    /// service), `openai` (an OpenAI-compatible API, the key from a Secret) or `container` (your
+    /// agent's image, run in every pod next to the runtime). Unset: the runtime's default
+    /// (`echo`), or what `spec.env` sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentSpec>,
 
@@ -330,7 +337,10 @@ pub struct StreamsSpec {
     pub events_ttl_seconds: Option<i32>,
 }
 
-/// Image pull policy of the `agent` container.
+/// When the kubelet pulls the image: `Always`, `IfNotPresent` or `Never`. Unset: Kubernetes'
+/// default (`Always` for a `:latest` tag, otherwise `IfNotPresent`).
+// This doc is the description `kubectl explain` shows for every `imagePullPolicy` field: the CRD
+// generator puts an optional enum's own doc in place of the field's.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImagePullPolicy {
     /// Pull on every start.
