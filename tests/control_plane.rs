@@ -273,6 +273,7 @@ async fn examples_become_deployment_service_and_hpa() {
     let (client, n) = (&t.client, t.ns());
     let redis_secret = "redis://:s3cret-redis@redis.invalid:6379/0";
     let db_secret = "postgres://agent:s3cret-db@postgres.invalid:5432/agent";
+    let openai_secret = "sk-s3cret-openai";
     create_secret(
         client,
         n,
@@ -280,6 +281,8 @@ async fn examples_become_deployment_service_and_hpa() {
         &[("redis-url", redis_secret), ("database-url", db_secret)],
     )
     .await;
+    // examples/openai.yaml's key.
+    create_secret(client, n, "openai", &[("api-key", openai_secret)]).await;
 
     let examples = examples();
     assert!(
@@ -305,7 +308,15 @@ async fn examples_become_deployment_service_and_hpa() {
             name,
             RECONCILE,
             &format!("fields of {file}"),
-            |d| check_deployment(example, &rendered, fa_ref, d, &[redis_secret, db_secret]),
+            |d| {
+                check_deployment(
+                    example,
+                    &rendered,
+                    fa_ref,
+                    d,
+                    &[redis_secret, db_secret, openai_secret],
+                )
+            },
         )
         .await;
 
@@ -691,6 +702,7 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         ],
     )
     .await;
+    create_secret(client, n, "openai", &[("api-key", "sk-test")]).await;
     let examples = examples();
     for (_, obj) in &examples {
         apply_fastagentic(client, n, obj).await;

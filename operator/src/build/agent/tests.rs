@@ -453,3 +453,41 @@ fn duplicate_container_env_names_are_refused_naming_the_entry() {
     assert_eq!(err.field, "spec.agent.container.env[1].name");
     assert!(err.message.contains("\"A\""), "{}", err.message);
 }
+
+#[test]
+fn the_python_example_runs_its_agent_as_a_sidecar_behind_the_runtime() {
+    const PYTHON_EXAMPLE: &str = include_str!("../../../../examples/python-agent.yaml");
+    let fa = load(PYTHON_EXAMPLE);
+    let c = children_of(&fa, &BuildInputs::default());
+    let pod = c
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    let agent = sidecar_of(&pod);
+    assert_eq!(agent.image.as_deref(), Some("python-agent:1.2.2"));
+    assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
+    let startup = agent.startup_probe.as_ref().expect("startup probe");
+    assert_eq!(
+        startup.http_get.as_ref().map(|g| &g.port),
+        Some(&IntOrString::String("agent".into()))
+    );
+    let env = env_pairs(container(&c.deployment));
+    for want in [
+        ("FASTAGENTIC_AGENT", "http"),
+        ("FASTAGENTIC_AGENT_URL", "http://127.0.0.1:8000/chat"),
+        (
+            "FASTAGENTIC_AGENT_STREAM_URL",
+            "http://127.0.0.1:8000/chat/stream",
+        ),
+        ("FASTAGENTIC_AGENT_READY_URL", "http://127.0.0.1:8000/ready"),
+        ("FASTAGENTIC_PORT", "8080"),
+        ("FASTAGENTIC_DURABLE_STORE", "redis"),
+    ] {
+        assert!(
+            env.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {env:?}"
+        );
+    }
+}
