@@ -80,7 +80,8 @@ use crate::network_policy::NetworkPolicySpec;
     validation = Rule::new("!has(self.agent) || !has(self.agent.container) || self.agent.container.port != self.port")
         .field_path(".agent.container.port")
         .message("spec.agent.container.port must differ from spec.port, the runtime's port: the agent's container and the runtime share the pod's network, and both ports default to 8000 (set spec.port, for example to 8080)")
-        .reason(Reason::FieldValueDuplicate),
+        // Not FieldValueDuplicate: the API server reports that reason without the message.
+        .reason(Reason::FieldValueInvalid),
     validation = Rule::new("!has(self.durableStore) || self.durableStore != 'postgres' || has(self.database)")
         .message("spec.durableStore is postgres, which needs spec.database (its urlSecretRef)")
         .reason(Reason::FieldValueRequired),
