@@ -15,6 +15,7 @@
 pub mod admission;
 mod agent;
 mod defaults;
+mod description;
 mod network_policy;
 mod spec;
 mod status;
@@ -70,9 +71,20 @@ pub const CRD_FILE_NAME: &str = "fastagentic.io_fastagentics.yaml";
 /// label) and a label value are limited to 63 characters.
 pub const MAX_NAME_LENGTH: usize = 63;
 
-/// The CustomResourceDefinition generated from the Rust types.
+/// The CustomResourceDefinition generated from the Rust types, its descriptions unwrapped for
+/// `kubectl explain` (see `description.rs`).
 pub fn crd() -> CustomResourceDefinition {
-    FastAgentic::crd()
+    let mut crd = FastAgentic::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            description::unwrap_descriptions(schema);
+        }
+    }
+    crd
 }
 
 /// The CRD as the YAML document that is committed to the repository.
