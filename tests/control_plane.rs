@@ -30,6 +30,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -273,6 +274,7 @@ async fn examples_become_deployment_service_and_hpa() {
     let (client, n) = (&t.client, t.ns());
     let redis_secret = "redis://:s3cret-redis@redis.invalid:6379/0";
     let db_secret = "postgres://agent:s3cret-db@postgres.invalid:5432/agent";
+    let openai_secret = "sk-s3cret-openai";
     create_secret(
         client,
         n,
@@ -280,6 +282,8 @@ async fn examples_become_deployment_service_and_hpa() {
         &[("redis-url", redis_secret), ("database-url", db_secret)],
     )
     .await;
+    // examples/openai.yaml's key.
+    create_secret(client, n, "openai", &[("api-key", openai_secret)]).await;
 
     let examples = examples();
     assert!(
@@ -305,7 +309,15 @@ async fn examples_become_deployment_service_and_hpa() {
             name,
             RECONCILE,
             &format!("fields of {file}"),
-            |d| check_deployment(example, &rendered, fa_ref, d, &[redis_secret, db_secret]),
+            |d| {
+                check_deployment(
+                    example,
+                    &rendered,
+                    fa_ref,
+                    d,
+                    &[redis_secret, db_secret, openai_secret],
+                )
+            },
         )
         .await;
 
@@ -691,6 +703,7 @@ async fn unchanged_resources_are_not_written_across_a_restart() {
         ],
     )
     .await;
+    create_secret(client, n, "openai", &[("api-key", "sk-test")]).await;
     let examples = examples();
     for (_, obj) in &examples {
         apply_fastagentic(client, n, obj).await;
@@ -979,6 +992,208 @@ async fn secret_rotation_scale_and_autoscaling_toggle() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The agent's own container in the pods.
+const AGENT_APP: &str = "agent-app";
+
+/// The pod template's `agent-app` init container, if any.
+fn agent_app(d: &Deployment) -> Option<&k8s_openapi::api::core::v1::Container> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == AGENT_APP)
+}
+
+/// `spec.agent.container`: the API server stores the Deployment with the agent as a native
+/// sidecar (init container `agent-app`, `restartPolicy: Always`) and the runtime's env pointing
+/// at it, as `render` builds it, and a Service on the runtime's port only; a new agent image
+/// rolls the pods (new config hash, new Deployment generation); an env var of the agent read
+/// from a missing Secret is `Ready=False` `SecretNotFound` naming that entry, with nothing
+/// applied, until the Secret is created.
+#[tokio::test]
+async fn agent_container_is_a_sidecar_and_its_secrets_are_checked() {
+    let Some(t) =
+        ControlPlaneTest::start("agent_container_is_a_sidecar_and_its_secrets_are_checked").await
+    else {
+        return;
+    };
+    let (client, n) = (&t.client, t.ns());
+    let container = json!({
+        "image": "registry.example.com/python-agent:1",
+        "readyPath": "/ready",
+        "env": [{"name": "LOG_LEVEL", "value": "info"}],
+    });
+    let fa = fastagentic(
+        "agent",
+        json!({"replicas": 1, "port": 8080, "agent": {"container": container}}),
+    );
+    apply_fastagentic(client, n, &fa).await;
+    let rendered = Rendered::of(&fa);
+    let d = wait_deployment(
+        client,
+        n,
+        "agent",
+        RECONCILE,
+        "the agent as a sidecar",
+        |d| {
+            matches_rendered(&serde_json::to_value(d).unwrap(), rendered.deployment())?;
+            let app = agent_app(d).ok_or("no agent-app init container")?;
+            if app.restart_policy.as_deref() != Some("Always") {
+                return Err(format!("restartPolicy {:?}", app.restart_policy));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    for (var, want) in [
+        ("FASTAGENTIC_AGENT", "http"),
+        ("FASTAGENTIC_AGENT_URL", "http://127.0.0.1:8000/chat"),
+        ("FASTAGENTIC_AGENT_READY_URL", "http://127.0.0.1:8000/ready"),
+        ("FASTAGENTIC_PORT", "8080"),
+    ] {
+        assert_eq!(env_value(&d, var).as_deref(), Some(want), "{var}");
+    }
+    let app = agent_app(&d).unwrap();
+    assert_eq!(
+        app.ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect::<Vec<_>>(),
+        [(Some("agent"), 8000)]
+    );
+    let svc = Api::<Service>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    let ports: Vec<(i32, Option<IntOrString>)> = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| (p.port, p.target_port.clone()))
+        .collect();
+    assert_eq!(
+        ports,
+        [(8080, Some(IntOrString::String("http".into())))],
+        "the Service reaches the runtime's port only"
+    );
+
+    // A new agent image rolls the pods.
+    let hash = config_hash(&d).expect("config hash");
+    merge_patch_spec(
+        client,
+        n,
+        "agent",
+        json!({"agent": {"container": {"image": "registry.example.com/python-agent:2"}}}),
+    )
+    .await;
+    let d2 = wait_deployment(client, n, "agent", RECONCILE, "the new agent image", |d| {
+        let image = agent_app(d).and_then(|c| c.image.clone());
+        let h = config_hash(d);
+        if image.as_deref() == Some("registry.example.com/python-agent:2")
+            && h.as_ref().is_some_and(|h| h != &hash)
+        {
+            Ok(())
+        } else {
+            Err(format!("image {image:?}, hash {h:?} (was {hash})"))
+        }
+    })
+    .await;
+    assert!(
+        d2.metadata.generation > d.metadata.generation,
+        "a new template is a new Deployment generation"
+    );
+    eprintln!(
+        "agent image 1 -> 2: hash {hash} -> {}, generation {:?} -> {:?}",
+        config_hash(&d2).unwrap(),
+        d.metadata.generation,
+        d2.metadata.generation
+    );
+
+    // An env var of the agent from a Secret that does not exist yet.
+    let field = "spec.agent.container.env[1].valueFrom.secretKeyRef";
+    merge_patch_spec(
+        client,
+        n,
+        "agent",
+        json!({"agent": {"container": {"env": [
+            {"name": "LOG_LEVEL", "value": "info"},
+            {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "agent-llm", "key": "api-key"}}},
+        ]}}}),
+    )
+    .await;
+    let fa_now = wait_for("Ready=False SecretNotFound", RECONCILE, || async {
+        let fa = get_fastagentic(client, n, "agent").await;
+        match condition(&fa, "Ready") {
+            Some(c) if c["status"] == "False" && c["reason"] == "SecretNotFound" => Ok(fa),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let message = condition(&fa_now, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains(field) && message.contains("agent-llm"),
+        "{message}"
+    );
+    wait_event(client, n, "agent", "Warning", "SecretNotFound", field).await;
+    let live = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("agent")
+        .await
+        .unwrap();
+    assert!(
+        agent_app(&live)
+            .and_then(|c| c.env.as_ref())
+            .is_some_and(|env| env.iter().all(|e| e.name != "OPENAI_API_KEY")),
+        "nothing is applied while the Secret is missing"
+    );
+
+    // The Secret appears: the watch brings the resource back, the env is applied by reference.
+    let key = "sk-s3cret-agent";
+    create_secret(client, n, "agent-llm", &[("api-key", key)]).await;
+    let d3 = wait_deployment(
+        client,
+        n,
+        "agent",
+        RECONCILE,
+        "the agent's Secret env",
+        |d| {
+            let from = agent_app(d)
+                .and_then(|c| c.env.as_ref())
+                .and_then(|env| env.iter().find(|e| e.name == "OPENAI_API_KEY"))
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()));
+            if from == Some(("agent-llm".into(), "api-key".into())) {
+                Ok(())
+            } else {
+                Err(format!("{from:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        !serde_json::to_string(&d3).unwrap().contains(key),
+        "the Secret's value is not copied into the Deployment"
+    );
+    // The status is written after the Deployment: wait for it rather than read it once.
+    let ready = wait_for("Ready no longer SecretNotFound", RECONCILE, || async {
+        let fa = get_fastagentic(client, n, "agent").await;
+        match condition(&fa, "Ready") {
+            Some(c) if c["reason"] != "SecretNotFound" => Ok(c.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!("with the Secret: Ready {ready}");
 }
 
 /// `spec.networkPolicy`: the NetworkPolicy is created with the given peers plus the operator's

@@ -30,6 +30,12 @@ pub const DEFAULT_GRACEFUL_SHUTDOWN_SECONDS: i32 = shared::GRACEFUL_SHUTDOWN_SEC
 /// e2e (a rolling update under load): without it, connections reach a pod that already closed its
 /// listener; see the README's "Draining" section.
 pub const DEFAULT_DRAIN_DELAY_SECONDS: i32 = 5;
+/// Port of the agent's container (`spec.agent.container.port`): the usual port of a Python
+/// agent server. It must differ from `spec.port`, so a resource with a container agent sets one
+/// of the two.
+pub const DEFAULT_AGENT_CONTAINER_PORT: i32 = 8000;
+/// Path the runtime POSTs requests to on the agent's container (`spec.agent.container.path`).
+pub const DEFAULT_AGENT_CONTAINER_PATH: &str = "/chat";
 /// HPA CPU target, percent.
 pub const DEFAULT_TARGET_CPU_PERCENT: i32 = 70;
 /// HPA memory target, percent.

@@ -13,14 +13,20 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+mod agent;
 mod defaults;
+mod description;
 mod network_policy;
 mod spec;
 mod status;
 
+pub use agent::{
+    AgentFormat, AgentSpec, ContainerAgentSpec, EchoAgentSpec, HttpAgentSpec, OpenAiAgentSpec,
+};
 pub use defaults::{
-    CONCURRENCY_METRIC, DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS,
-    DEFAULT_DB_POOL_SIZE, DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
+    CONCURRENCY_METRIC, DEFAULT_AGENT_CONTAINER_PATH, DEFAULT_AGENT_CONTAINER_PORT,
+    DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS, DEFAULT_DB_POOL_SIZE,
+    DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
     DEFAULT_GRACEFUL_SHUTDOWN_SECONDS, DEFAULT_KEEP_ALIVE_SECONDS, DEFAULT_LIMIT_CPU,
     DEFAULT_LIMIT_EPHEMERAL_STORAGE, DEFAULT_LIMIT_MEMORY, DEFAULT_MIN_REPLICAS, DEFAULT_PORT,
     DEFAULT_REDIS_POOL_SIZE, DEFAULT_REDIS_POOL_TIMEOUT_SECONDS, DEFAULT_REQUEST_CPU,
@@ -34,10 +40,9 @@ pub use defaults::{
 };
 pub use network_policy::NetworkPolicySpec;
 pub use spec::{
-    AgentSpec, AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, DurableStore, EchoAgentSpec,
-    FastAgentic, FastAgenticSpec, HttpAgentSpec, ImagePullPolicy, OpenAiAgentSpec, ProbeSpec,
-    ProbesSpec, RedisSpec, SecretKeyRef, ServerKind, ServiceSpec, ServiceType, StreamsSpec,
-    TimeoutsSpec, default_resources,
+    AutoscalingSpec, DatabaseSpec, DisruptionBudgetSpec, DurableStore, FastAgentic,
+    FastAgenticSpec, ImagePullPolicy, ProbeSpec, ProbesSpec, RedisSpec, SecretKeyRef, ServerKind,
+    ServiceSpec, ServiceType, StreamsSpec, TimeoutsSpec, default_resources,
 };
 pub use status::{
     AutoscalingStatus, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY,
@@ -66,9 +71,20 @@ pub const CRD_FILE_NAME: &str = "fastagentic.io_fastagentics.yaml";
 /// label) and a label value are limited to 63 characters.
 pub const MAX_NAME_LENGTH: usize = 63;
 
-/// The CustomResourceDefinition generated from the Rust types.
+/// The CustomResourceDefinition generated from the Rust types, its descriptions unwrapped for
+/// `kubectl explain` (see `description.rs`).
 pub fn crd() -> CustomResourceDefinition {
-    FastAgentic::crd()
+    let mut crd = FastAgentic::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            description::unwrap_descriptions(schema);
+        }
+    }
+    crd
 }
 
 /// The CRD as the YAML document that is committed to the repository.

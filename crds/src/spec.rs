@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::FastAgenticStatus;
+use crate::agent::AgentSpec;
 use crate::defaults::{
     DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_RECYCLE_SECONDS, DEFAULT_DB_POOL_SIZE,
     DEFAULT_DB_POOL_TIMEOUT_SECONDS, DEFAULT_DRAIN_DELAY_SECONDS,
@@ -76,6 +77,11 @@ use crate::network_policy::NetworkPolicySpec;
     validation = Rule::new("!has(self.durableStore) || self.durableStore != 'redis' || has(self.redis)")
         .message("spec.durableStore is redis, which needs spec.redis (its url or urlSecretRef)")
         .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.agent) || !has(self.agent.container) || self.agent.container.port != self.port")
+        .field_path(".agent.container.port")
+        .message("spec.agent.container.port must differ from spec.port, the runtime's port: the agent's container and the runtime share the pod's network, and both ports default to 8000 (set spec.port, for example to 8080)")
+        // Not FieldValueDuplicate: the API server reports that reason without the message.
+        .reason(Reason::FieldValueInvalid),
     validation = Rule::new("!has(self.durableStore) || self.durableStore != 'postgres' || has(self.database)")
         .message("spec.durableStore is postgres, which needs spec.database (its urlSecretRef)")
         .reason(Reason::FieldValueRequired),
@@ -83,7 +89,8 @@ use crate::network_policy::NetworkPolicySpec;
 #[serde(rename_all = "camelCase")]
 pub struct FastAgenticSpec {
     /// Container image that contains the `fastagentic` binary and your agent, for example
-    /// `registry.example.com/my-agent:1.4.2`.
+    /// `registry.example.com/my-agent:1.4.2`. With `spec.agent.container`, the runtime's image
+    /// (`ghcr.io/fastagentic/fastagentic-runtime:<version>`); your agent's image goes there.
     #[x_kube(validation = Rule::new("self.size() > 0").message("spec.image must not be empty"))]
     pub image: String,
 
@@ -121,6 +128,7 @@ pub struct FastAgenticSpec {
     pub max_concurrent: Option<i32>,
 
     /// Container port the server listens on (`--port`); the Service and the probes use it.
+    /// With `spec.agent.container` it must differ from the agent's port.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -164,8 +172,9 @@ pub struct FastAgenticSpec {
     pub database: Option<DatabaseSpec>,
 
     /// The agent behind the runtime: exactly one of `echo` (built in), `http` (your agent
-    /// service) or `openai` (an OpenAI-compatible API, the key from a Secret). Unset: the
-    /// runtime's default (`echo`), or what `spec.env` sets.
+    /// service), `openai` (an OpenAI-compatible API, the key from a Secret) or `container` (your
+    /// agent's image, run in every pod next to the runtime). Unset: the runtime's default
+    /// (`echo`), or what `spec.env` sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentSpec>,
 
@@ -288,74 +297,6 @@ impl ServerKind {
     }
 }
 
-/// The agent backend (`fastagentic run --agent`): exactly one kind.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(
-    validation = Rule::new("(has(self.echo) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.openai) ? 1 : 0) == 1")
-        .message("spec.agent needs exactly one of echo, http or openai")
-        .reason(Reason::FieldValueInvalid),
-)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentSpec {
-    /// The built-in agent: answers with the message (`FASTAGENTIC_AGENT=echo`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub echo: Option<EchoAgentSpec>,
-
-    /// Your agent service: the runtime POSTs each request to `url`
-    /// (`FASTAGENTIC_AGENT=http`, `FASTAGENTIC_AGENT_URL`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpAgentSpec>,
-
-    /// An OpenAI-compatible chat-completions API (`FASTAGENTIC_AGENT=openai`); the key comes
-    /// from a Secret, never inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub openai: Option<OpenAiAgentSpec>,
-}
-
-/// `spec.agent.echo`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EchoAgentSpec {
-    /// Milliseconds the echo agent waits before answering, spread over the words of a stream
-    /// (`FASTAGENTIC_ECHO_DELAY_MS`), to show load without a model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 600_000))]
-    pub delay_ms: Option<i32>,
-}
-
-/// `spec.agent.http`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpAgentSpec {
-    /// URL the runtime POSTs each request to, `http://` or `https://`
-    /// (`FASTAGENTIC_AGENT_URL`).
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
-        .message("spec.agent.http.url must start with http:// or https://")
-        .reason(Reason::FieldValueInvalid))]
-    pub url: String,
-}
-
-/// `spec.agent.openai`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OpenAiAgentSpec {
-    /// Model name (`FASTAGENTIC_MODEL`; runtime default `gpt-4o-mini`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-
-    /// Base URL of the API, `.../v1` (`OPENAI_BASE_URL`; runtime default
-    /// `https://api.openai.com/v1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
-        .message("spec.agent.openai.baseUrl must start with http:// or https://")
-        .reason(Reason::FieldValueInvalid))]
-    pub base_url: Option<String>,
-
-    /// The Secret key holding the API key (`OPENAI_API_KEY`, injected by reference). The pods
-    /// do not start without it; a missing Secret sets `Ready=False` naming this field.
-    pub api_key_secret_ref: SecretKeyRef,
-}
-
 /// Where runs are recorded: `fastagentic run --durable-store`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -397,7 +338,10 @@ pub struct StreamsSpec {
     pub events_ttl_seconds: Option<i32>,
 }
 
-/// Image pull policy of the `agent` container.
+/// When the kubelet pulls the image: `Always`, `IfNotPresent` or `Never`. Unset: Kubernetes'
+/// default (`Always` for a `:latest` tag, otherwise `IfNotPresent`).
+// This doc is the description `kubectl explain` shows for every `imagePullPolicy` field: the CRD
+// generator puts an optional enum's own doc in place of the field's.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImagePullPolicy {
     /// Pull on every start.

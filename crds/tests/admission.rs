@@ -214,7 +214,10 @@ fn each_invalid_case_differs_from_the_base_by_one_rule() {
             if at(&object, path) == at(&base, path) {
                 failures.push(format!("{name}: breaks {path}, which is the base's value"));
             }
-            if !within(path, &field) {
+            // A missing required field is broken by the object that lacks it: that object may
+            // be the `breaks` path, above the error's field.
+            let lacks_it = message == "Required value" && within(&field, path);
+            if !within(path, &field) && !lacks_it {
                 failures.push(format!(
                     "{name}: breaks {path}, outside the rule's field {field}"
                 ));
@@ -260,6 +263,52 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
                 {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}},
                 {"ipBlock": {"cidr": "203.0.113.0/24"}},
             ]}}),
+        ),
+        (
+            "an http agent with every option at its edge",
+            json!({"agent": {"http": {
+                "url": "https://agent.example.com/chat",
+                "streamUrl": "http://agent:9000/chat/stream",
+                "readyUrl": "tcp://agent:9000",
+                "format": "chat-completions",
+                "replyField": "data_2.answer-text",
+                "timeoutSeconds": 3600,
+            }}}),
+        ),
+        (
+            "an http agent: one-word reply field, an https ready URL, timeout 1",
+            json!({"agent": {"http": {
+                "url": "http://agent:9000/chat",
+                "readyUrl": "https://agent:9000/ready",
+                "format": "json",
+                "replyField": "result",
+                "timeoutSeconds": 1,
+            }}}),
+        ),
+        (
+            "a container agent on a port of its own (the runtime's stays the default 8000)",
+            json!({"agent": {"container": {"image": "registry.example.com/python-agent:1", "port": 8001}}}),
+        ),
+        (
+            "a container agent with every field",
+            json!({"port": 8080, "agent": {"container": {
+                "image": "registry.example.com/python-agent:1",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["fastagentic", "run", "app:app"],
+                "args": ["--port", "8000"],
+                "env": [{"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}],
+                "port": 1,
+                "path": "/",
+                "streamPath": "/chat/stream",
+                "readyPath": "/ready",
+                "format": "json",
+                "replyField": "output",
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "agent"}},
+                "livenessProbe": {"tcpSocket": {"port": 8000}},
+                "startupProbe": {"httpGet": {"path": "/ready", "port": 8000}, "failureThreshold": 60},
+                "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": false},
+            }}}),
         ),
         (
             "64 network policy peers",

@@ -10,13 +10,15 @@ use common::{examples_dir, read_example, yaml_to_json};
 use fastagentic_crd::admission::admit;
 use fastagentic_crd::{FastAgentic, ServerKind};
 
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 8] = [
     "dev.yaml",
     "model-agent.yaml",
     "staging.yaml",
     "production-small.yaml",
     "production-large.yaml",
     "kubernetes-seed.yaml",
+    "python-agent.yaml",
+    "openai.yaml",
 ];
 
 fn load(name: &str) -> FastAgentic {
@@ -174,5 +176,72 @@ fn model_agent_scales_on_concurrency_alone() {
     assert!(
         a.behavior.is_none(),
         "the operator's default behavior applies"
+    );
+}
+
+#[test]
+fn python_agent_runs_its_container_next_to_the_runtime_with_redis() {
+    let s = load("python-agent.yaml").spec;
+    let c = s
+        .agent
+        .as_ref()
+        .and_then(|a| a.container.as_ref())
+        .expect("agent.container");
+    assert_eq!(c.image, "python-agent:1.2.2");
+    assert_eq!(
+        c.command.as_deref().unwrap_or_default(),
+        [
+            "fastagentic",
+            "run",
+            "app:app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000"
+        ]
+    );
+    assert_eq!(c.port, 8000);
+    assert_ne!(s.port, c.port, "the runtime has a port of its own");
+    assert_eq!(c.path, "/chat");
+    assert_eq!(c.stream_path.as_deref(), Some("/chat/stream"));
+    assert_eq!(c.ready_path.as_deref(), Some("/ready"));
+    let startup = c.startup_probe.as_ref().expect("a startup probe");
+    let patience = startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+    assert!(
+        patience >= 60,
+        "{patience} s is short for a Python start-up"
+    );
+    assert!(c.resources.as_ref().is_some_and(|r| r.limits.is_some()));
+    assert_eq!(s.durable_store, Some(fastagentic_crd::DurableStore::Redis));
+    assert_eq!(
+        s.redis.and_then(|r| r.url).as_deref(),
+        Some("redis://redis:6379")
+    );
+}
+
+#[test]
+fn openai_takes_its_key_from_a_secret() {
+    let text = read_example("openai.yaml");
+    let s = load("openai.yaml").spec;
+    let o = s
+        .agent
+        .as_ref()
+        .and_then(|a| a.openai.as_ref())
+        .expect("agent.openai");
+    assert!(o.model.is_some());
+    assert_eq!(
+        (
+            o.api_key_secret_ref.name.as_str(),
+            o.api_key_secret_ref.key.as_str()
+        ),
+        ("openai", "api-key")
+    );
+    assert!(
+        text.contains("kubectl create secret generic openai --from-literal=api-key="),
+        "the example shows how to create the Secret"
+    );
+    assert!(
+        !text.contains("kind: Secret"),
+        "no Secret with a key in the example"
     );
 }

@@ -15,12 +15,14 @@
 use std::path::{Path, PathBuf};
 
 /// The examples the acceptance criteria name; each must exist and have a golden file.
-const REQUIRED: [&str; 5] = [
+const REQUIRED: [&str; 7] = [
     "dev",
     "staging",
     "production-small",
     "production-large",
     "kubernetes-seed",
+    "python-agent",
+    "openai",
 ];
 
 fn repo() -> PathBuf {

@@ -679,6 +679,19 @@ async fn missing_secret_sets_ready_false_emits_event_and_applies_nothing() {
     let spec = json!({"image": "img:1", "agent": {"openai": {
         "apiKeySecretRef": {"name": "openai", "key": "api-key"}}}});
     missing_secret_case(spec, "openai", "spec.agent.openai.apiKeySecretRef").await;
+    let spec = json!({"image": "img:1", "port": 8080, "agent": {"container": {
+    "image": "py:1",
+    "env": [
+        {"name": "A", "value": "b"},
+        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+        {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm", "key": "api-key"}}},
+    ]}}});
+    missing_secret_case(
+        spec,
+        "llm",
+        "spec.agent.container.env[2].valueFrom.secretKeyRef",
+    )
+    .await;
 }
 
 /// A FastAgentic with `spec` whose one Secret `secret` is missing: Ready=False and a Warning

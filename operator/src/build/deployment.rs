@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use super::hash::{ANNOTATION_CONFIG_HASH, sha256_hex};
-use super::{BuildError, BuildInputs, PORT_NAME, RedisUrl, Validated, child_meta};
+use super::{BuildError, BuildInputs, PORT_NAME, RedisUrl, Validated, agent, child_meta};
 use crate::labels::{selector_labels, standard_labels};
 
 /// Name of the agent container in the pod template.
@@ -107,6 +107,7 @@ pub fn build_deployment(v: &Validated<'_>, inputs: &BuildInputs) -> Result<Deplo
 fn pod_spec(v: &Validated<'_>) -> PodSpec {
     let spec = &v.fa().spec;
     PodSpec {
+        init_containers: agent::sidecar(v.fa()).map(|c| vec![c]),
         containers: vec![container(v)],
         termination_grace_period_seconds: Some(
             i64::from(spec.timeouts.drain_delay_seconds)
@@ -123,14 +124,11 @@ fn pod_spec(v: &Validated<'_>) -> PodSpec {
             }),
             ..Default::default()
         }),
-        volumes: Some(vec![Volume {
-            name: TMP_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity(crd::TMP_SIZE_LIMIT.into())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        volumes: Some(
+            std::iter::once(tmp_volume(TMP_VOLUME))
+                .chain(agent::sidecar_volume(v.fa()))
+                .collect(),
+        ),
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
         affinity: spec.affinity.clone(),
@@ -190,36 +188,60 @@ fn container(v: &Validated<'_>) -> Container {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        resources: Some(resources(spec)),
+        resources: Some(with_ephemeral_storage(spec.resources.clone())),
         liveness_probe: liveness,
         readiness_probe: readiness,
         startup_probe: startup,
         lifecycle: drain_delay(spec),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: TMP_VOLUME.into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        }]),
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(vec![tmp_mount(TMP_VOLUME)]),
         ..Default::default()
     }
 }
 
-/// `spec.resources`, with the default `ephemeral-storage` request and limit when neither its
-/// requests nor its limits name one (a user's request alone must not meet a smaller default
-/// limit).
-fn resources(spec: &FastAgenticSpec) -> ResourceRequirements {
+/// The container security context of the runtime (and the default of the agent's container):
+/// non-root, no privilege escalation, a read-only root filesystem, no capabilities. The pod's
+/// security context adds the user, group and seccomp profile.
+pub(super) fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A writable scratch volume for `/tmp` (the root filesystem is read-only), bounded so a
+/// container filling it is evicted instead of the node's disk.
+pub(super) fn tmp_volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(crd::TMP_SIZE_LIMIT.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The mount of a [`tmp_volume`] at `/tmp`.
+pub(super) fn tmp_mount(volume: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }
+}
+
+/// A container's resources, with the default `ephemeral-storage` request and limit when
+/// neither its requests nor its limits name one (a user's request alone must not meet a smaller
+/// default limit).
+pub(super) fn with_ephemeral_storage(mut r: ResourceRequirements) -> ResourceRequirements {
     const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
-    let mut r = spec.resources.clone();
     let named = |m: &Option<BTreeMap<String, Quantity>>| {
         m.as_ref()
             .is_some_and(|m| m.contains_key(EPHEMERAL_STORAGE))
@@ -254,7 +276,7 @@ fn drain_delay(spec: &FastAgenticSpec) -> Option<Lifecycle> {
     })
 }
 
-fn value(name: &str, value: impl ToString) -> EnvVar {
+pub(super) fn value(name: &str, value: impl ToString) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.to_string()),
@@ -262,7 +284,7 @@ fn value(name: &str, value: impl ToString) -> EnvVar {
     }
 }
 
-fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
+pub(super) fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -277,30 +299,8 @@ fn from_secret(name: &str, secret: &crd::SecretKeyRef) -> EnvVar {
     }
 }
 
-/// The variables of `spec.agent`: the backend and its settings (the OpenAI key by reference).
-fn agent_env(agent: &crd::AgentSpec, ours: &mut Vec<EnvVar>) {
-    if let Some(echo) = &agent.echo {
-        ours.push(value(env::AGENT, "echo"));
-        if let Some(ms) = echo.delay_ms {
-            ours.push(value(env::ECHO_DELAY_MS, ms));
-        }
-    } else if let Some(http) = &agent.http {
-        ours.push(value(env::AGENT, "http"));
-        ours.push(value(env::AGENT_URL, &http.url));
-    } else if let Some(openai) = &agent.openai {
-        ours.push(value(env::AGENT, "openai"));
-        if let Some(model) = &openai.model {
-            ours.push(value(env::MODEL, model));
-        }
-        if let Some(url) = &openai.base_url {
-            ours.push(value(env::OPENAI_BASE_URL, url));
-        }
-        ours.push(from_secret(env::OPENAI_API_KEY, &openai.api_key_secret_ref));
-    }
-}
-
 /// Seconds as the runtime parses them: always with a decimal point (`5.0`, `0.5`).
-fn seconds(value: f64) -> String {
+pub(super) fn seconds(value: f64) -> String {
     format!("{value:?}")
 }
 
@@ -359,8 +359,8 @@ fn env(v: &Validated<'_>) -> Vec<EnvVar> {
             ours.push(value(name, seconds));
         }
     }
-    if let Some(agent) = &spec.agent {
-        agent_env(agent, &mut ours);
+    if let Some(spec_agent) = &spec.agent {
+        agent::agent_env(spec_agent, &mut ours);
     }
     if let Some(store) = spec.durable_store {
         ours.push(value(env::DURABLE_STORE, store.as_str()));

@@ -4,10 +4,13 @@
 //! express, and returns a [`Validated`] value carrying the decisions (replica mode, where the
 //! Redis URL comes from, the command, the disruption budget, the Service port, the network
 //! policy); the builders ([`build_deployment`], [`build_service`], [`build_hpa`], [`build_pdb`],
-//! [`build_network_policy`]) turn it into Kubernetes objects; [`build_children`] runs them all and stamps each object with its
-//! `fastagentic.io/applied-hash`. Nothing here does I/O: the controller passes in what it read
-//! from the cluster ([`BuildInputs`]) and `render` passes in what it cannot know as "unknown".
+//! [`build_network_policy`]) turn it into Kubernetes objects (`agent.rs` renders `spec.agent`:
+//! the runtime's agent variables and the agent's own container); [`build_children`] runs them
+//! all and stamps each object with its `fastagentic.io/applied-hash`. Nothing here does I/O:
+//! the controller passes in what it read from the cluster ([`BuildInputs`]) and `render` passes
+//! in what it cannot know as "unknown".
 
+mod agent;
 mod deployment;
 mod hash;
 mod hpa;
@@ -28,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+pub use agent::{AGENT_APP_CONTAINER_NAME, AGENT_PORT_NAME};
 pub use deployment::{
     CONTAINER_NAME, DEFAULT_COMMAND, RUN_AS_USER, TERMINATION_GRACE_EXTRA_SECONDS, build_deployment,
 };
@@ -246,9 +250,9 @@ pub struct SecretUse {
     pub required: bool,
 }
 
-/// Every Secret the pods of `fa` read: Redis and database URLs, and the user's `env` and
-/// `envFrom` references. Their resourceVersions go into the pod-template hash, so rotating any
-/// of them rolls the pods.
+/// Every Secret the pods of `fa` read: Redis and database URLs, the OpenAI key, the agent
+/// container's `env` references, and the user's `env` and `envFrom` references. Their
+/// resourceVersions go into the pod-template hash, so rotating any of them rolls the pods.
 pub fn referenced_secrets(fa: &FastAgentic) -> Vec<SecretUse> {
     let spec = &fa.spec;
     let mut uses = Vec::new();
@@ -276,6 +280,7 @@ pub fn referenced_secrets(fa: &FastAgentic) -> Vec<SecretUse> {
             required: true,
         });
     }
+    uses.extend(agent::secret_uses(fa));
     for (i, var) in spec.env.iter().flatten().enumerate() {
         if let Some(sel) = var
             .value_from
@@ -342,6 +347,7 @@ pub fn validate(fa: &FastAgentic) -> Result<Validated<'_>, SpecError> {
             ));
         }
     }
+    agent::check(fa)?;
     let replicas = match (&spec.autoscaling, spec.replicas) {
         (Some(a), _) => ReplicaMode::Autoscaled(Autoscaling {
             spec: a,

@@ -21,18 +21,18 @@ const PROD_LARGE: &str = include_str!("../../../examples/production-large.yaml")
 const MODEL_AGENT: &str = include_str!("../../../examples/model-agent.yaml");
 
 /// Parses one document the way `render` does (admission checks and schema defaults).
-fn load(yaml: &str) -> FastAgentic {
+pub(super) fn load(yaml: &str) -> FastAgentic {
     let mut docs = crate::render::parse(yaml).expect("test resource must be admitted");
     assert_eq!(docs.len(), 1, "one document per test resource");
     docs.remove(0)
 }
 
-fn children_of(fa: &FastAgentic, inputs: &BuildInputs) -> Children {
+pub(super) fn children_of(fa: &FastAgentic, inputs: &BuildInputs) -> Children {
     let v = validate(fa).expect("test resource must validate");
     build_children(&v, inputs).expect("build must succeed")
 }
 
-fn container(d: &Deployment) -> &Container {
+pub(super) fn container(d: &Deployment) -> &Container {
     let pod = d
         .spec
         .as_ref()
@@ -43,7 +43,7 @@ fn container(d: &Deployment) -> &Container {
 }
 
 /// `(name, value)` for plain variables, `(name, "<from ...>")` for references.
-fn env_pairs(c: &Container) -> Vec<(String, String)> {
+pub(super) fn env_pairs(c: &Container) -> Vec<(String, String)> {
     c.env
         .iter()
         .flatten()
@@ -62,7 +62,7 @@ fn env_pairs(c: &Container) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(super) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
@@ -486,7 +486,7 @@ fn applied_hash_is_stamped_and_tracks_content() {
     );
 }
 
-const BASE: &str = "apiVersion: fastagentic.io/v1alpha1\nkind: FastAgentic\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  image: img:1\n";
+pub(super) const BASE: &str = "apiVersion: fastagentic.io/v1alpha1\nkind: FastAgentic\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  image: img:1\n";
 
 #[test]
 fn user_env_comes_after_ours_and_replaces_same_name() {
