@@ -231,7 +231,7 @@ cmd_build() {
     -l "org.opencontainers.image.title=python-agent (examples/python-agent)" \
     -u "$NONROOT:$NONROOT" -w /app -e PATH=/usr/local/bin:/usr/bin:/bin \
     -e PYTHONDONTWRITEBYTECODE=1 -e PYTHONUNBUFFERED=1 \
-    --cmd fastagentic,run,app:app,--host,127.0.0.1,--port,8000 --exposed-ports 8000/tcp
+    --cmd fastagentic,run,app:app,--host,0.0.0.0,--port,8000 --exposed-ports 8000/tcp
   log "pushed to $REGISTRY: $OPERATOR_IMAGE, $RUNTIME_IMAGE, $SEED_IMAGE, $REDIS_IMAGE, $PYTHON_AGENT_IMAGE"
 }
 

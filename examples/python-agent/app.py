@@ -1,6 +1,6 @@
 """An echo agent written with the Python FastAgentic package (PyPI `fastagentic`, 1.2.2).
 
-Served by the package's own CLI (`fastagentic run app:app --host 127.0.0.1 --port 8000`), it runs
+Served by the package's own CLI (`fastagentic run app:app --host 0.0.0.0 --port 8000`), it runs
 unchanged behind the FastAgentic runtime: `examples/python-agent.yaml` runs it as the
 `container` agent of a FastAgentic. Replace `EchoAdapter` with your framework's adapter (the
 package ships LangGraph, PydanticAI, CrewAI, ... adapters with the same `invoke` / `stream`).

@@ -12,17 +12,17 @@ use serde_json::{Value, json};
 use super::{E2e, pod_names, repo_root};
 
 /// `metadata.name` in examples/python-agent.yaml.
-const NAME: &str = "python-agent";
+const NAME: &str = "agent-python";
 
-/// The pod's `agent` sidecar: a restartable init container, started and ready.
+/// The pod's `agent-app` sidecar: a restartable init container, started and ready.
 fn assert_agent_sidecar(pod: &Pod) {
     let spec = pod.spec.as_ref().expect("spec");
     let sidecar = spec
         .init_containers
         .iter()
         .flatten()
-        .find(|c| c.name == "agent")
-        .unwrap_or_else(|| panic!("{}: no `agent` init container", pod.name_any()));
+        .find(|c| c.name == "agent-app")
+        .unwrap_or_else(|| panic!("{}: no `agent-app` init container", pod.name_any()));
     assert_eq!(
         sidecar.restart_policy.as_deref(),
         Some("Always"),
@@ -38,7 +38,7 @@ fn assert_agent_sidecar(pod: &Pod) {
         .status
         .as_ref()
         .and_then(|s| s.init_container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == "agent"))
+        .and_then(|cs| cs.iter().find(|c| c.name == "agent-app"))
         .unwrap_or_else(|| panic!("{}: no status of the agent container", pod.name_any()));
     assert!(status.ready && status.started == Some(true), "{status:?}");
     assert_eq!(status.restart_count, 0, "{status:?}");
