@@ -9,10 +9,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use super::{E2e, pod_names, repo_root};
+use super::{E2e, pod_names, pod_ready, repo_root, wait_for};
 
 /// `metadata.name` in examples/python-agent.yaml.
 const NAME: &str = "agent-python";
+/// `spec.replicas` in examples/python-agent.yaml.
+const REPLICAS: usize = 2;
 
 /// The pod's `agent-app` sidecar: a restartable init container, started and ready.
 fn assert_agent_sidecar(pod: &Pod) {
@@ -44,7 +46,82 @@ fn assert_agent_sidecar(pod: &Pod) {
     assert_eq!(status.restart_count, 0, "{status:?}");
 }
 
+/// Restarts of container `name` of `pod` (regular or init).
+fn restarts(pod: &Pod, name: &str) -> i32 {
+    let status = pod.status.as_ref();
+    status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .chain(status.and_then(|s| s.init_container_statuses.as_ref()))
+        .flatten()
+        .find(|c| c.name == name)
+        .map_or(-1, |c| c.restart_count)
+}
+
 impl E2e {
+    /// Kills the agent's process in `pod`: the pod turns unready (the agent's readiness and the
+    /// runtime's `/ready`), the kubelet restarts the agent's container and the pod is Ready
+    /// again, the runtime's container untouched.
+    async fn agent_crash(&self, pod: &Pod) {
+        let name = pod.name_any();
+        let agent = self
+            .runtime_procs(pod)
+            .into_iter()
+            .find(|p| p.cmdline.contains("app:app"))
+            .unwrap_or_else(|| panic!("no Python agent process in {name}"));
+        self.kill_in_pod(pod, "KILL", agent.pid);
+        let started = std::time::Instant::now();
+        wait_for(
+            &format!("{name} unready after its agent was killed"),
+            Duration::from_secs(60),
+            || async {
+                let p = self
+                    .pods_api()
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pod_ready(&p) {
+                    Err("still Ready".to_owned())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        let unready_after = started.elapsed();
+        let p = wait_for(
+            &format!("{name} Ready again, its agent restarted"),
+            Duration::from_secs(120),
+            || async {
+                let p = self
+                    .pods_api()
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pod_ready(&p) && restarts(&p, "agent-app") == 1 {
+                    Ok(p)
+                } else {
+                    Err(format!(
+                        "ready {}, agent-app restarts {}",
+                        pod_ready(&p),
+                        restarts(&p, "agent-app")
+                    ))
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            restarts(&p, "agent"),
+            0,
+            "the runtime's container was not restarted"
+        );
+        eprintln!(
+            "    agent killed in {name}: unready after {:.1}s, Ready again after {:.1}s, the runtime not restarted",
+            unready_after.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
     pub(super) async fn python_agent_example(&self) {
         let example = repo_root().join("examples/python-agent.yaml");
         self.kubectl(&["apply", "-f", example.to_str().expect("utf-8 path")]);
@@ -55,7 +132,7 @@ impl E2e {
             "--timeout=300s",
         ]);
         eprintln!("    {}", out.trim());
-        let pods = self.ready_pods(NAME, 1).await;
+        let pods = self.ready_pods(NAME, REPLICAS).await;
         for pod in &pods {
             assert_agent_sidecar(pod);
         }
@@ -103,6 +180,16 @@ impl E2e {
         eprintln!(
             "    /chat and /chat/stream answered by the Python agent in {:?}",
             reply.instance
+        );
+        self.agent_crash(&pods[0]).await;
+        let reply = self
+            .chat(&base, &json!({"message": "after the crash"}))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (reply.status, &reply.body["output"]),
+            (200, &json!("echo: after the crash")),
+            "{reply:?}"
         );
         self.kubectl(&[
             "delete",
