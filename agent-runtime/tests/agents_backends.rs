@@ -510,7 +510,7 @@ async fn http_backend_relays_event_streams_and_refuses_a_cut_one() {
         "{chunks:?}"
     );
     assert!(
-        matches!(chunks.last(), Some(Err(e)) if e.kind == AgentErrorKind::BadResponse && e.message.contains("without a done event")),
+        matches!(chunks.last(), Some(Err(e)) if e.kind == AgentErrorKind::BadResponse && e.message.contains("ended before its end event")),
         "{chunks:?}"
     );
 

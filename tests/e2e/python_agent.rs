@@ -59,6 +59,10 @@ fn restarts(pod: &Pod, name: &str) -> i32 {
 }
 
 impl E2e {
+    async fn pod(&self, name: &str) -> Result<Pod, String> {
+        self.pods_api().get(name).await.map_err(|e| e.to_string())
+    }
+
     /// Kills the agent's process in `pod`: the pod turns unready (the agent's readiness and the
     /// runtime's `/ready`), the kubelet restarts the agent's container and the pod is Ready
     /// again, the runtime's container untouched.
@@ -75,11 +79,7 @@ impl E2e {
             &format!("{name} unready after its agent was killed"),
             Duration::from_secs(60),
             || async {
-                let p = self
-                    .pods_api()
-                    .get(&name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let p = self.pod(&name).await?;
                 if pod_ready(&p) {
                     Err("still Ready".to_owned())
                 } else {
@@ -93,11 +93,7 @@ impl E2e {
             &format!("{name} Ready again, its agent restarted"),
             Duration::from_secs(120),
             || async {
-                let p = self
-                    .pods_api()
-                    .get(&name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let p = self.pod(&name).await?;
                 if pod_ready(&p) && restarts(&p, "agent-app") == 1 {
                     Ok(p)
                 } else {

@@ -12,29 +12,16 @@
 //! | `data: [DONE]` | | the end |
 //! | any other (`tool_call`, `node_start`, `checkpoint`, ...) | | skipped |
 //!
-//! A stream that ends without `done` is an error: an agent killed halfway must not look like
-//! a short answer.
+//! A stream that ends without `done` is an error (see [`super::event_stream`]): an agent killed
+//! halfway must not look like a short answer.
 
-use std::collections::VecDeque;
-
-use futures::StreamExt;
 use serde_json::Value;
 
+use super::bad_response;
+use super::event_stream::{EventReader, Step, chunks};
 use super::http::{ReplyField, UPSTREAM, reply_from};
-use super::sse::{SseDecoder, SseEvent};
-use super::{bad_response, upstream_error};
+use super::sse::SseEvent;
 use crate::agent::{AgentError, ChunkStream};
-
-/// What one event means (pure).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    /// The next piece of text.
-    Text(String),
-    /// Nothing for the client.
-    Skip,
-    /// The end, with the reply text when it only came now.
-    Done(Option<String>),
-}
 
 /// Reads the events of one stream; remembers whether text came already.
 #[derive(Debug)]
@@ -51,9 +38,10 @@ impl StreamReader {
             sent_text: false,
         }
     }
+}
 
-    /// What `event` means for the client.
-    pub fn on_event(&mut self, event: &SseEvent) -> Result<Step, AgentError> {
+impl EventReader for StreamReader {
+    fn on_event(&mut self, event: &SseEvent) -> Result<Step, AgentError> {
         if event.data.trim() == "[DONE]" {
             return Ok(Step::Done(None));
         }
@@ -100,7 +88,9 @@ impl StreamReader {
         }
         Ok(step)
     }
+}
 
+impl StreamReader {
     /// The reply text carried by a `done` event that came without tokens before it.
     fn final_text(&self, json: Option<Value>, raw: &str) -> Result<String, AgentError> {
         let Some(value) = json else {
@@ -135,71 +125,9 @@ fn text_of(v: &Value) -> Option<String> {
     .find_map(|f| f.as_str().map(str::to_owned))
 }
 
-struct State {
-    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    decoder: SseDecoder,
-    reader: StreamReader,
-    pending: VecDeque<SseEvent>,
-    finished: bool,
-}
-
-impl State {
-    async fn next_chunk(&mut self) -> Option<Result<String, AgentError>> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            while let Some(event) = self.pending.pop_front() {
-                match self.reader.on_event(&event) {
-                    Ok(Step::Text(text)) => return Some(Ok(text)),
-                    Ok(Step::Skip) => {}
-                    Ok(Step::Done(text)) => {
-                        self.finished = true;
-                        return text.filter(|t| !t.is_empty()).map(Ok);
-                    }
-                    Err(e) => {
-                        self.finished = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => self.pending.extend(self.decoder.push_events(&bytes)),
-                Some(Err(e)) => {
-                    self.finished = true;
-                    return Some(Err(upstream_error(UPSTREAM, &e)));
-                }
-                None => match self.decoder.finish_event() {
-                    Some(event) => self.pending.push_back(event),
-                    None => {
-                        self.finished = true;
-                        return Some(Err(bad_response(
-                            UPSTREAM,
-                            "its stream ended without a done event",
-                        )));
-                    }
-                },
-            }
-        }
-    }
-}
-
 /// The chunks of `response`, an event stream (see the module docs).
 pub fn stream_events(response: reqwest::Response, reply: ReplyField) -> ChunkStream {
-    let state = State {
-        body: response
-            .bytes_stream()
-            .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
-            .boxed(),
-        decoder: SseDecoder::default(),
-        reader: StreamReader::new(reply),
-        pending: VecDeque::new(),
-        finished: false,
-    };
-    Box::pin(futures::stream::unfold(state, |mut state| async move {
-        let item = state.next_chunk().await?;
-        Some((item, state))
-    }))
+    chunks(UPSTREAM, response, StreamReader::new(reply))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! in an [`ApiKey`], whose `Debug` output is redacted and which has no `Display`, so it cannot
 //! end up in a log line by accident.
 
+pub mod event_stream;
 pub mod http;
 pub mod http_stream;
 pub mod openai;

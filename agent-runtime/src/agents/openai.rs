@@ -11,14 +11,13 @@
 //! The API key is an [`ApiKey`]: it goes into the `Authorization` header and nowhere else
 //! (no log field, no error message, redacted in `Debug`).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::sse::SseDecoder;
+use super::event_stream::{EventReader, Step, chunks};
+use super::sse::SseEvent;
 use super::{AgentConfigError, ApiKey, bad_response, client, upstream_error};
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest, ChunkStream};
 
@@ -170,58 +169,16 @@ pub fn parse_stream_event(data: &str) -> Result<StreamEvent, AgentError> {
     })
 }
 
-struct StreamState {
-    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    decoder: SseDecoder,
-    pending: VecDeque<String>,
-    finished: bool,
-}
+/// The events of a chat-completions stream, for [`chunks`].
+struct CompletionEvents;
 
-impl StreamState {
-    /// The next chunk of text, an error (which ends the stream), or `None` at the end.
-    async fn next_chunk(&mut self) -> Option<Result<String, AgentError>> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            while let Some(data) = self.pending.pop_front() {
-                match parse_stream_event(&data) {
-                    Ok(StreamEvent::Text(text)) => return Some(Ok(text)),
-                    Ok(StreamEvent::Empty) => {}
-                    Ok(StreamEvent::Done) => {
-                        self.finished = true;
-                        return None;
-                    }
-                    Err(e) => {
-                        self.finished = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => self.pending.extend(self.decoder.push(&bytes)),
-                Some(Err(e)) => {
-                    self.finished = true;
-                    return Some(Err(upstream_error(UPSTREAM, &e)));
-                }
-                None => {
-                    // The body ended without [DONE]: deliver what is left, then stop.
-                    match self.decoder.finish() {
-                        Some(data) => self.pending.push_back(data),
-                        None => {
-                            self.finished = true;
-                            return Some(Err(bad_response(
-                                UPSTREAM,
-                                "the stream ended without [DONE]",
-                            )));
-                        }
-                    }
-                    if self.pending.back().map(|d| d.trim()) != Some(DONE) {
-                        self.pending.push_back(DONE.to_owned());
-                    }
-                }
-            }
-        }
+impl EventReader for CompletionEvents {
+    fn on_event(&mut self, event: &SseEvent) -> Result<Step, AgentError> {
+        Ok(match parse_stream_event(&event.data)? {
+            StreamEvent::Text(text) => Step::Text(text),
+            StreamEvent::Empty => Step::Skip,
+            StreamEvent::Done => Step::Done(None),
+        })
     }
 }
 
@@ -237,22 +194,7 @@ impl Agent for OpenAiAgent {
 
     async fn stream(&self, request: AgentRequest) -> Result<ChunkStream, AgentError> {
         let response = self.send(&request, true).await?;
-        let state = StreamState {
-            body: response
-                .bytes_stream()
-                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
-                .boxed(),
-            decoder: SseDecoder::default(),
-            pending: VecDeque::new(),
-            finished: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut state| async move {
-                let item = state.next_chunk().await?;
-                Some((item, state))
-            },
-        )))
+        Ok(chunks(UPSTREAM, response, CompletionEvents))
     }
 }
 
