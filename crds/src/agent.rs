@@ -56,6 +56,11 @@ pub struct EchoAgentSpec {
 
 /// `spec.agent.http`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.format) || self.format != 'chat-completions' || (!has(self.replyField) && !has(self.streamUrl))")
+        .message("spec.agent.http.replyField and streamUrl belong to the json format: chat-completions reads choices[0].message.content and streams from url")
+        .reason(Reason::FieldValueInvalid),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpAgentSpec {
     /// URL the runtime POSTs each request to, `http://` or `https://`
@@ -116,6 +121,11 @@ pub struct HttpAgentSpec {
 /// (`FASTAGENTIC_AGENT_READY_URL`). (`kubectl explain` shows the doc of `AgentSpec::container`,
 /// not this one.)
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.format) || self.format != 'chat-completions' || (!has(self.replyField) && !has(self.streamPath))")
+        .message("spec.agent.container.replyField and streamPath belong to the json format: chat-completions reads choices[0].message.content and streams from path")
+        .reason(Reason::FieldValueInvalid),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerAgentSpec {
     /// Image of your agent, for example `registry.example.com/my-agent:1.2.2`. (`spec.image` is

@@ -270,9 +270,25 @@ fn the_valid_neighbours_of_the_invalid_cases_are_admitted() {
                 "url": "https://agent.example.com/chat",
                 "streamUrl": "http://agent:9000/chat/stream",
                 "readyUrl": "tcp://agent:9000",
-                "format": "chat-completions",
+                "format": "json",
                 "replyField": "data_2.answer-text",
                 "timeoutSeconds": 3600,
+            }}}),
+        ),
+        (
+            "a chat-completions http agent (no replyField, no streamUrl)",
+            json!({"agent": {"http": {
+                "url": "http://gateway:4000/v1/chat/completions",
+                "readyUrl": "http://gateway:4000/health",
+                "format": "chat-completions",
+            }}}),
+        ),
+        (
+            "a chat-completions container agent (no replyField, no streamPath)",
+            json!({"port": 8080, "agent": {"container": {
+                "image": "registry.example.com/gateway:1",
+                "path": "/v1/chat/completions",
+                "format": "chat-completions",
             }}}),
         ),
         (

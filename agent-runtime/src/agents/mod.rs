@@ -300,6 +300,17 @@ impl AgentArgs {
                         self.agent_reply_field.clone().unwrap_or_default(),
                         limits.first_byte,
                     )?)),
+                    AgentFormat::ChatCompletions
+                        if self.agent_reply_field.is_some() || self.agent_stream_url.is_some() =>
+                    {
+                        Err(AgentConfigError(
+                            "--agent-reply-field (FASTAGENTIC_AGENT_REPLY_FIELD) and \
+                             --agent-stream-url (FASTAGENTIC_AGENT_STREAM_URL) belong to \
+                             --agent-format json; chat-completions reads \
+                             choices[0].message.content and streams from --agent-url"
+                                .to_owned(),
+                        ))
+                    }
                     AgentFormat::ChatCompletions => Ok(Arc::new(OpenAiAgent::at_endpoint(
                         url,
                         self.model.clone(),

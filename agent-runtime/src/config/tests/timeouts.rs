@@ -118,16 +118,13 @@ fn the_http_agent_options_are_read_and_reported_without_urls() {
         "--agent-stream-url",
         "http://agent:8000/chat/stream",
         "--agent-format",
-        "chat-completions",
+        "json",
         "--agent-reply-field",
         "data.answer",
         "--agent-ready-url",
         "tcp://127.0.0.1:8000",
     ]);
-    assert_eq!(
-        r.agent.agent_format,
-        crate::agents::AgentFormat::ChatCompletions
-    );
+    assert_eq!(r.agent.agent_format, crate::agents::AgentFormat::Json);
     assert_eq!(
         r.agent.agent_reply_field,
         Some(crate::agents::ReplyField::Path(vec![
@@ -146,10 +143,36 @@ fn the_http_agent_options_are_read_and_reported_without_urls() {
             &c["agent_streams"],
             &c["agent_ready_check"]
         ),
-        (&"chat-completions".into(), &true.into(), &true.into())
+        (&"json".into(), &true.into(), &true.into())
     );
     assert!(
         !c.to_string().contains("pw@"),
         "no URL, so no credentials: {c}"
     );
+}
+
+#[test]
+fn chat_completions_refuses_the_json_formats_options() {
+    let base = [
+        "--agent",
+        "http",
+        "--agent-url",
+        "http://gateway:4000/v1/chat/completions",
+        "--agent-format",
+        "chat-completions",
+    ];
+    let r = run_args(&base);
+    assert_eq!(r.effective_json()["agent_format"], "chat-completions");
+    assert_eq!(r.agent.build(Duration::ZERO).map(|a| a.name()), Ok("http"));
+    for extra in [
+        ["--agent-reply-field", "result"],
+        ["--agent-stream-url", "http://gateway:4000/stream"],
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let line = usage(&args);
+        assert!(
+            line.contains(extra[0]) && line.contains("--agent-format json"),
+            "{extra:?}: {line}"
+        );
+    }
 }
