@@ -183,7 +183,7 @@ build_python_agent_rootfs() {
   local site="$d/usr/local/lib/python3.11/dist-packages"
   quiet "$venv/bin/pip" install --quiet --no-compile --only-binary=:all: --target "$site" \
     -r "$ROOT/examples/python-agent/requirements.txt"
-  rm -rf "$site/bin"
+  rm -rf "${site:?}/bin"
   printf '#!/usr/bin/python3.11\nimport sys\nfrom fastagentic.cli import app\nsys.exit(app())\n' \
     >"$d/usr/local/bin/fastagentic"
   chmod 0755 "$d/usr/local/bin/fastagentic"
