@@ -58,12 +58,10 @@ declare -A TARGET_IGNORES=(
     [render-staging]="deployment-has-poddisruptionbudget pod-networkpolicy"
     [render-model-agent]="deployment-has-poddisruptionbudget pod-networkpolicy"
     [render-production-small]="pod-networkpolicy"
-    # The OpenAI example shows the smallest resource for its case; its NetworkPolicy is opt-in
-    # as everywhere (examples/python-agent.yaml sets one: its agent's port must stay closed).
+    # The OpenAI and Python examples show the smallest resource for their case; a NetworkPolicy
+    # is opt-in as everywhere (the Python agent listens on the pod's loopback only, so its port is
+    # closed to other pods without one).
     [render-openai]="pod-networkpolicy"
-    # The Python agent's NetworkPolicy restricts ingress (its agent's port stays closed to
-    # other pods) and leaves egress open: what the agent calls (model APIs, tools) is its code's
-    # to decide. kube-score reports the open egress under the same test name.
     [render-python-agent]="pod-networkpolicy"
     # The development example runs one replica on purpose.
     [render-dev]="deployment-replicas pod-networkpolicy"

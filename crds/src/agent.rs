@@ -36,9 +36,9 @@ pub struct AgentSpec {
     /// `127.0.0.1` (`FASTAGENTIC_AGENT=http`). It runs as a Kubernetes native sidecar (an init
     /// container named `agent-app` with `restartPolicy: Always`; Kubernetes 1.29 or later):
     /// started before the runtime, and on shutdown stopped only after the runtime has drained
-    /// and exited, so the requests still in flight reach it. Its readiness probe counts toward
-    /// the pod's readiness, and the runtime's `/ready` checks the agent too. Only the runtime's
-    /// port is in the Service.
+    /// and exited, so the requests still in flight reach it. The runtime's `/ready` checks the
+    /// agent, so the pod is ready only while the agent is. Only the runtime's port is in the
+    /// Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerAgentSpec>,
 }
@@ -116,9 +116,8 @@ pub struct HttpAgentSpec {
 /// starts once it has started (once its `startupProbe` succeeds, when it has one). On shutdown
 /// the kubelet stops the runtime first (preStop delay, then SIGTERM: it drains within
 /// `spec.timeouts.gracefulShutdownSeconds`) and this container only after the runtime has
-/// exited, within the pod's `terminationGracePeriodSeconds`. Its readiness probe counts toward
-/// the pod's readiness, and the runtime's `/ready` checks the agent too
-/// (`FASTAGENTIC_AGENT_READY_URL`). (`kubectl explain` shows the doc of `AgentSpec::container`,
+/// exited, within the pod's `terminationGracePeriodSeconds`. The runtime's `/ready` checks the
+/// agent (`FASTAGENTIC_AGENT_READY_URL`), so the pod is ready only while the agent is. (`kubectl explain` shows the doc of `AgentSpec::container`,
 /// not this one.)
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
@@ -155,9 +154,11 @@ pub struct ContainerAgentSpec {
     pub env: Option<Vec<EnvVar>>,
 
     /// Port the agent listens on (the container port named `agent`); it must differ from
-    /// `spec.port`, the runtime's. Listen on every address (`0.0.0.0`), not only `127.0.0.1`:
-    /// the runtime calls `127.0.0.1`, but the kubelet's probes connect to the pod's IP. The
-    /// Service does not expose this port, and `spec.networkPolicy` admits only the runtime's.
+    /// `spec.port`, the runtime's. The runtime calls `127.0.0.1:<port>`: an agent listening on
+    /// `127.0.0.1` only is out of reach of every other pod. Probes of your own (`readinessProbe`,
+    /// `livenessProbe`, `startupProbe`) connect to the pod's IP, so an agent with probes must
+    /// listen on `0.0.0.0`; `spec.networkPolicy` then keeps its port closed (it admits only the
+    /// runtime's). The Service does not expose this port.
     #[serde(default = "default_agent_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -176,8 +177,8 @@ pub struct ContainerAgentSpec {
     pub stream_path: Option<String>,
 
     /// Path that answers 2xx once the agent can serve, for example `/ready`: the runtime's
-    /// `/ready` GETs it (`FASTAGENTIC_AGENT_READY_URL`) and the default readiness probe of this
-    /// container uses it. Unset: both only check that the port accepts TCP connections.
+    /// `/ready` GETs it on `127.0.0.1` (`FASTAGENTIC_AGENT_READY_URL`). Unset: it checks that the
+    /// port accepts TCP connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = path_rule("spec.agent.container.readyPath", "/ready"))]
     pub ready_path: Option<String>,
@@ -202,9 +203,10 @@ pub struct ContainerAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Readiness probe of the agent's container; it counts toward the pod's readiness. Default:
-    /// `GET readyPath` on the port `agent` (a TCP connect when `readyPath` is unset), after 5 s,
-    /// every 5 s.
+    /// Readiness probe of the agent's container; it counts toward the pod's readiness. Unset:
+    /// none, as the runtime's `/ready` already checks the agent on the pod's loopback (see
+    /// `readyPath`); a probe connects to the pod's IP, so the agent must then listen on
+    /// `0.0.0.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
 

@@ -10,10 +10,7 @@
 
 use fastagentic_contract::env;
 use fastagentic_crd::{self as crd, ContainerAgentSpec, FastAgentic};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, Probe, TCPSocketAction, Volume,
-};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Volume};
 
 use super::deployment::{
     from_secret, restricted_security_context, seconds, tmp_mount, tmp_volume, value,
@@ -96,9 +93,10 @@ fn container_spec(fa: &FastAgentic) -> Option<&ContainerAgentSpec> {
 }
 
 /// The agent's container, when `spec.agent.container` is set: a native sidecar (see the
-/// module docs) with the user's image, command, env and resources, the port `agent`, a
-/// readiness probe on it unless the user gives one, the runtime's restricted security context
-/// unless the user gives one, and a `/tmp` of its own.
+/// module docs) with the user's image, command, env, resources and probes (none invented: the
+/// runtime's `/ready` checks the agent on the pod's loopback, so the agent may listen on
+/// `127.0.0.1`, out of reach of every other pod), the port `agent`, the runtime's restricted
+/// security context unless the user gives one, and a `/tmp` of its own.
 pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
     let c = container_spec(fa)?;
     Some(Container {
@@ -117,11 +115,7 @@ pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
         resources: Some(with_ephemeral_storage(
             c.resources.clone().unwrap_or_default(),
         )),
-        readiness_probe: Some(
-            c.readiness_probe
-                .clone()
-                .unwrap_or_else(|| default_readiness(c)),
-        ),
+        readiness_probe: c.readiness_probe.clone(),
         liveness_probe: c.liveness_probe.clone(),
         startup_probe: c.startup_probe.clone(),
         security_context: Some(
@@ -138,40 +132,6 @@ pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
 /// The agent container's `/tmp` volume, when it has a container.
 pub(super) fn sidecar_volume(fa: &FastAgentic) -> Option<Volume> {
     container_spec(fa).map(|_| tmp_volume(AGENT_TMP_VOLUME))
-}
-
-/// `GET readyPath` on the port `agent`, or a TCP connect to it without a `readyPath`, with the
-/// timings of the runtime's readiness probe.
-fn default_readiness(c: &ContainerAgentSpec) -> Probe {
-    let port = IntOrString::String(AGENT_PORT_NAME.into());
-    let (http_get, tcp_socket) = match &c.ready_path {
-        Some(path) => (
-            Some(HTTPGetAction {
-                path: Some(path.clone()),
-                port,
-                scheme: Some("HTTP".into()),
-                ..Default::default()
-            }),
-            None,
-        ),
-        None => (
-            None,
-            Some(TCPSocketAction {
-                port,
-                ..Default::default()
-            }),
-        ),
-    };
-    Probe {
-        http_get,
-        tcp_socket,
-        initial_delay_seconds: Some(crd::READINESS_INITIAL_DELAY_SECONDS),
-        period_seconds: Some(crd::READINESS_PERIOD_SECONDS),
-        timeout_seconds: Some(crd::PROBE_TIMEOUT_SECONDS),
-        failure_threshold: Some(crd::PROBE_FAILURE_THRESHOLD),
-        success_threshold: Some(1),
-        ..Default::default()
-    }
 }
 
 /// The Secrets the agent's container reads through `env[].valueFrom.secretKeyRef`.

@@ -26,7 +26,7 @@ fn the_http_agent_renders_every_option_that_is_set() {
     assert_eq!(
         agent_env_of(
             "{http: {url: \"http://agent:9000/run\", streamUrl: \"http://agent:9000/run/stream\", \
-             readyUrl: \"tcp://agent:9000\", format: chat-completions, replyField: data.answer, \
+             readyUrl: \"tcp://agent:9000\", format: json, replyField: data.answer, \
              timeoutSeconds: 30}}"
         ),
         pairs(&[
@@ -36,7 +36,7 @@ fn the_http_agent_renders_every_option_that_is_set() {
                 "FASTAGENTIC_AGENT_STREAM_URL",
                 "http://agent:9000/run/stream"
             ),
-            ("FASTAGENTIC_AGENT_FORMAT", "chat-completions"),
+            ("FASTAGENTIC_AGENT_FORMAT", "json"),
             ("FASTAGENTIC_AGENT_REPLY_FIELD", "data.answer"),
             ("FASTAGENTIC_AGENT_READY_URL", "tcp://agent:9000"),
             // Seconds as the runtime parses them, with a decimal point.
@@ -45,12 +45,12 @@ fn the_http_agent_renders_every_option_that_is_set() {
     );
     assert_eq!(
         agent_env_of(
-            "{http: {url: \"https://agent.example.com/chat\", format: json, readyUrl: \"https://agent.example.com/ready\"}}"
+            "{http: {url: \"https://agent.example.com/chat\", format: chat-completions, readyUrl: \"https://agent.example.com/ready\"}}"
         ),
         pairs(&[
             ("FASTAGENTIC_AGENT", "http"),
             ("FASTAGENTIC_AGENT_URL", "https://agent.example.com/chat"),
-            ("FASTAGENTIC_AGENT_FORMAT", "json"),
+            ("FASTAGENTIC_AGENT_FORMAT", "chat-completions"),
             (
                 "FASTAGENTIC_AGENT_READY_URL",
                 "https://agent.example.com/ready"
@@ -194,7 +194,7 @@ fn the_runtime_calls_the_container_agent_on_loopback() {
     assert_eq!(
         agent_env_of(
             "{container: {image: py:1, port: 9000, readyPath: /ready, streamPath: /chat/stream, \
-             format: chat-completions, replyField: data.answer}}"
+             format: json, replyField: data.answer}}"
         ),
         pairs(&[
             ("FASTAGENTIC_AGENT", "http"),
@@ -203,7 +203,7 @@ fn the_runtime_calls_the_container_agent_on_loopback() {
                 "FASTAGENTIC_AGENT_STREAM_URL",
                 "http://127.0.0.1:9000/chat/stream"
             ),
-            ("FASTAGENTIC_AGENT_FORMAT", "chat-completions"),
+            ("FASTAGENTIC_AGENT_FORMAT", "json"),
             ("FASTAGENTIC_AGENT_REPLY_FIELD", "data.answer"),
             ("FASTAGENTIC_AGENT_READY_URL", "http://127.0.0.1:9000/ready"),
         ])
@@ -220,39 +220,38 @@ fn the_runtime_calls_the_container_agent_on_loopback() {
 }
 
 #[test]
-fn the_default_readiness_probe_is_http_on_the_ready_path_else_tcp() {
-    let probe_of = |container: &str| {
-        let pod = pod(&with_container(container, ""), &BuildInputs::default());
-        sidecar_of(&pod)
-            .readiness_probe
-            .clone()
-            .expect("readiness probe")
-    };
-    let named = IntOrString::String("agent".into());
-    let http = probe_of("{image: py:1, readyPath: /ready}");
-    let get = http
-        .http_get
-        .as_ref()
-        .expect("an HTTP probe with a readyPath");
-    assert_eq!(
-        (get.path.as_deref(), &get.port, get.scheme.as_deref()),
-        (Some("/ready"), &named, Some("HTTP"))
-    );
-    assert_eq!(http.tcp_socket, None);
-    assert_eq!(
+fn no_probe_is_invented_the_runtimes_ready_checks_the_agent() {
+    for (container, ready_url) in [
         (
-            http.initial_delay_seconds,
-            http.period_seconds,
-            http.timeout_seconds,
-            http.failure_threshold,
-            http.success_threshold
+            "{image: py:1, readyPath: /ready}",
+            "http://127.0.0.1:8000/ready",
         ),
-        (Some(5), Some(5), Some(1), Some(3), Some(1)),
-        "the runtime's readiness timings"
-    );
-    let tcp = probe_of("{image: py:1}");
-    assert_eq!(tcp.http_get, None);
-    assert_eq!(tcp.tcp_socket.expect("a TCP probe").port, named);
+        ("{image: py:1}", "tcp://127.0.0.1:8000"),
+    ] {
+        let pod = pod(&with_container(container, ""), &BuildInputs::default());
+        let agent = sidecar_of(&pod);
+        assert_eq!(
+            (
+                &agent.readiness_probe,
+                &agent.liveness_probe,
+                &agent.startup_probe
+            ),
+            (&None, &None, &None),
+            "{container}: the agent may listen on 127.0.0.1, out of the kubelet's reach"
+        );
+        let runtime = &pod.containers[0];
+        let ready = runtime
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "FASTAGENTIC_AGENT_READY_URL")
+            .and_then(|e| e.value.as_deref());
+        assert_eq!(ready, Some(ready_url), "{container}");
+        assert!(
+            runtime.readiness_probe.is_some(),
+            "the runtime's /ready gates the pod"
+        );
+    }
 }
 
 #[test]
@@ -272,10 +271,7 @@ fn probes_given_for_the_container_are_used_as_given() {
         ready.exec.as_ref().and_then(|e| e.command.clone()),
         Some(vec!["check".to_string()])
     );
-    assert_eq!(
-        ready.http_get, None,
-        "the user's probe replaces the default"
-    );
+    assert_eq!(ready.http_get, None, "the user's probe, as given");
     assert_eq!(ready.period_seconds, Some(7));
     let live = agent.liveness_probe.as_ref().expect("liveness");
     assert_eq!(
@@ -287,9 +283,10 @@ fn probes_given_for_the_container_are_used_as_given() {
         (startup.period_seconds, startup.failure_threshold),
         (Some(2), Some(90))
     );
-    // Without them: no liveness or startup probe is invented.
+    // Without them: no probe is invented.
     let pod = pod_of_plain_container();
     let agent = sidecar_of(&pod);
+    assert_eq!(agent.readiness_probe, None);
     assert_eq!(agent.liveness_probe, None);
     assert_eq!(agent.startup_probe, None);
 }
@@ -468,10 +465,13 @@ fn the_python_example_runs_its_agent_as_a_sidecar_behind_the_runtime() {
     let agent = sidecar_of(&pod);
     assert_eq!(agent.image.as_deref(), Some("python-agent:1.2.2"));
     assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
-    let startup = agent.startup_probe.as_ref().expect("startup probe");
+    // It listens on the pod's loopback only, so no kubelet probe can reach it: the runtime's
+    // /ready checks it.
+    let command = agent.command.clone().unwrap_or_default().join(" ");
+    assert!(command.contains("--host 127.0.0.1"), "{command}");
     assert_eq!(
-        startup.http_get.as_ref().map(|g| &g.port),
-        Some(&IntOrString::String("agent".into()))
+        (&agent.readiness_probe, &agent.startup_probe),
+        (&None, &None)
     );
     let env = env_pairs(container(&c.deployment));
     for want in [
