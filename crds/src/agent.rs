@@ -155,10 +155,10 @@ pub struct ContainerAgentSpec {
 
     /// Port the agent listens on (the container port named `agent`); it must differ from
     /// `spec.port`, the runtime's. The runtime calls `127.0.0.1:<port>`: an agent listening on
-    /// `127.0.0.1` only is out of reach of every other pod. Probes of your own (`readinessProbe`,
-    /// `livenessProbe`, `startupProbe`) connect to the pod's IP, so an agent with probes must
-    /// listen on `0.0.0.0`; `spec.networkPolicy` then keeps its port closed (it admits only the
-    /// runtime's). The Service does not expose this port.
+    /// `127.0.0.1` only is out of reach of every other pod. Probes of your own on this port
+    /// connect to the pod's IP, so an agent with such probes must listen on `0.0.0.0`;
+    /// `spec.networkPolicy` then keeps its port closed (it admits only the runtime's). The
+    /// Service does not expose this port.
     #[serde(default = "default_agent_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
@@ -203,10 +203,12 @@ pub struct ContainerAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Readiness probe of the agent's container; it counts toward the pod's readiness. Unset:
-    /// none, as the runtime's `/ready` already checks the agent on the pod's loopback (see
-    /// `readyPath`); a probe connects to the pod's IP, so the agent must then listen on
-    /// `0.0.0.0`.
+    /// Readiness probe of the agent's container; it counts toward the pod's readiness. Default:
+    /// `GET /ready` on the runtime's port, after 5 s, every 5 s: the runtime's `/ready` checks
+    /// the agent on the pod's loopback (see `readyPath`), so the agent can listen on
+    /// `127.0.0.1` alone, and after a restart the container is not ready until the agent
+    /// answers. A probe of the agent's own port connects to the pod's IP: the agent must then
+    /// listen on `0.0.0.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
 

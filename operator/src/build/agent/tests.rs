@@ -220,7 +220,7 @@ fn the_runtime_calls_the_container_agent_on_loopback() {
 }
 
 #[test]
-fn no_probe_is_invented_the_runtimes_ready_checks_the_agent() {
+fn the_default_readiness_probe_asks_the_runtimes_ready_which_checks_the_agent() {
     for (container, ready_url) in [
         (
             "{image: py:1, readyPath: /ready}",
@@ -230,14 +230,31 @@ fn no_probe_is_invented_the_runtimes_ready_checks_the_agent() {
     ] {
         let pod = pod(&with_container(container, ""), &BuildInputs::default());
         let agent = sidecar_of(&pod);
+        let probe = agent.readiness_probe.clone().expect("a readiness probe");
+        let get = probe.http_get.as_ref().expect("an HTTP probe");
+        assert_eq!(
+            (get.path.as_deref(), &get.port, get.scheme.as_deref()),
+            (
+                Some("/ready"),
+                &IntOrString::String("http".into()),
+                Some("HTTP")
+            ),
+            "{container}: the runtime's port, so the agent may listen on 127.0.0.1"
+        );
         assert_eq!(
             (
-                &agent.readiness_probe,
-                &agent.liveness_probe,
-                &agent.startup_probe
+                probe.initial_delay_seconds,
+                probe.period_seconds,
+                probe.timeout_seconds,
+                probe.failure_threshold,
+                probe.success_threshold
             ),
-            (&None, &None, &None),
-            "{container}: the agent may listen on 127.0.0.1, out of the kubelet's reach"
+            (Some(5), Some(5), Some(1), Some(3), Some(1)),
+            "the runtime's readiness timings"
+        );
+        assert_eq!(
+            (&agent.liveness_probe, &agent.startup_probe),
+            (&None, &None)
         );
         let runtime = &pod.containers[0];
         let ready = runtime
@@ -246,10 +263,10 @@ fn no_probe_is_invented_the_runtimes_ready_checks_the_agent() {
             .flatten()
             .find(|e| e.name == "FASTAGENTIC_AGENT_READY_URL")
             .and_then(|e| e.value.as_deref());
-        assert_eq!(ready, Some(ready_url), "{container}");
-        assert!(
-            runtime.readiness_probe.is_some(),
-            "the runtime's /ready gates the pod"
+        assert_eq!(
+            ready,
+            Some(ready_url),
+            "what the runtime's /ready checks: {container}"
         );
     }
 }
@@ -283,10 +300,9 @@ fn probes_given_for_the_container_are_used_as_given() {
         (startup.period_seconds, startup.failure_threshold),
         (Some(2), Some(90))
     );
-    // Without them: no probe is invented.
+    // Without them: no liveness or startup probe is invented.
     let pod = pod_of_plain_container();
     let agent = sidecar_of(&pod);
-    assert_eq!(agent.readiness_probe, None);
     assert_eq!(agent.liveness_probe, None);
     assert_eq!(agent.startup_probe, None);
 }
@@ -465,14 +481,19 @@ fn the_python_example_runs_its_agent_as_a_sidecar_behind_the_runtime() {
     let agent = sidecar_of(&pod);
     assert_eq!(agent.image.as_deref(), Some("python-agent:1.2.2"));
     assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
-    // It listens on the pod's loopback only, so no kubelet probe can reach it: the runtime's
-    // /ready checks it.
+    // It listens on the pod's loopback only; its readiness is the runtime's /ready, which
+    // checks its readyPath.
     let command = agent.command.clone().unwrap_or_default().join(" ");
     assert!(command.contains("--host 127.0.0.1"), "{command}");
+    let ready = agent
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
     assert_eq!(
-        (&agent.readiness_probe, &agent.startup_probe),
-        (&None, &None)
+        ready.map(|g| (g.path.as_deref(), &g.port)),
+        Some((Some("/ready"), &IntOrString::String("http".into())))
     );
+    assert_eq!(agent.startup_probe, None);
     let env = env_pairs(container(&c.deployment));
     for want in [
         ("FASTAGENTIC_AGENT", "http"),
