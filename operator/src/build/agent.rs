@@ -17,7 +17,7 @@ use super::deployment::{
     from_secret, restricted_security_context, seconds, tmp_mount, tmp_volume, value,
     with_ephemeral_storage,
 };
-use super::{PORT_NAME, SecretUse, SpecError};
+use super::{SecretUse, SpecError};
 
 /// Name of the agent's container (the runtime's is `agent`, and a pod's container names are
 /// unique across its init and regular containers).
@@ -116,7 +116,11 @@ pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
         resources: Some(with_ephemeral_storage(
             c.resources.clone().unwrap_or_default(),
         )),
-        readiness_probe: Some(c.readiness_probe.clone().unwrap_or_else(default_readiness)),
+        readiness_probe: Some(
+            c.readiness_probe
+                .clone()
+                .unwrap_or_else(|| default_readiness(fa.spec.port)),
+        ),
         liveness_probe: c.liveness_probe.clone(),
         startup_probe: c.startup_probe.clone(),
         security_context: Some(
@@ -135,17 +139,18 @@ pub(super) fn sidecar_volume(fa: &FastAgentic) -> Option<Volume> {
     container_spec(fa).map(|_| tmp_volume(AGENT_TMP_VOLUME))
 }
 
-/// `GET /ready` on the runtime's port, with the timings of the runtime's readiness probe. The
+/// `GET /ready` on the runtime's port (by number: a probe's port name is looked up among its own
+/// container's ports), with the timings of the runtime's readiness probe. The
 /// runtime's `/ready` checks the agent on the pod's loopback, so the agent can listen on
 /// `127.0.0.1` alone (a probe of its own port would connect to the pod's IP and need it to listen
 /// on every address), and the container is not ready from a restart until the agent answers
 /// again: the pod leaves the Service at once when its agent exits, instead of after the
 /// runtime's probe has failed three times.
-fn default_readiness() -> Probe {
+fn default_readiness(runtime_port: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(fastagentic_contract::path::READY.into()),
-            port: IntOrString::String(PORT_NAME.into()),
+            port: IntOrString::Int(runtime_port),
             scheme: Some("HTTP".into()),
             ..Default::default()
         }),

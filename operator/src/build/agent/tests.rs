@@ -234,12 +234,9 @@ fn the_default_readiness_probe_asks_the_runtimes_ready_which_checks_the_agent() 
         let get = probe.http_get.as_ref().expect("an HTTP probe");
         assert_eq!(
             (get.path.as_deref(), &get.port, get.scheme.as_deref()),
-            (
-                Some("/ready"),
-                &IntOrString::String("http".into()),
-                Some("HTTP")
-            ),
-            "{container}: the runtime's port, so the agent may listen on 127.0.0.1"
+            (Some("/ready"), &IntOrString::Int(8080), Some("HTTP")),
+            "{container}: the runtime's port (spec.port, by number: a probe's port name is looked \
+             up among its own container's ports), so the agent may listen on 127.0.0.1"
         );
         assert_eq!(
             (
@@ -491,7 +488,7 @@ fn the_python_example_runs_its_agent_as_a_sidecar_behind_the_runtime() {
         .and_then(|p| p.http_get.as_ref());
     assert_eq!(
         ready.map(|g| (g.path.as_deref(), &g.port)),
-        Some((Some("/ready"), &IntOrString::String("http".into())))
+        Some((Some("/ready"), &IntOrString::Int(8080)))
     );
     assert_eq!(agent.startup_probe, None);
     let env = env_pairs(container(&c.deployment));
