@@ -16,6 +16,10 @@
 # Progress is followed with watches, not by listing the objects every second (that load on the
 # API server would be part of what is measured).
 #
+# The size of etcd's database at the start is printed with the results, so that a run on a
+# control plane that holds earlier runs' history can be told from one on a fresh control plane
+# (scripts/control-plane.sh down && up).
+#
 # The resources ask for 0 replicas, so no pods are created: the figure is the operator's (and
 # the API server's), not the scheduler's or kwok's.
 #
@@ -51,6 +55,10 @@ bench_control_plane
 bench_operator_binary
 log "applying the CRD and installing the chart (replicaCount=0: the operator runs here, not in a pod)"
 bench_install_chart
+# etcd's database file (its write-ahead log is preallocated, so its size says nothing).
+etcd_db="${FASTAGENTIC_CP_DIR:-/tmp/fastagentic-cp}/etcd-data/member/snap/db"
+etcd_mib="$(du -sm "$etcd_db" 2>/dev/null | awk '{ print $1 }')"
+etcd_mib="${etcd_mib:-unknown}"
 
 work="$(mktemp -d /tmp/fastagentic-bench.XXXXXX)"
 ns="bench-scale-$(date +%s)"
@@ -169,6 +177,7 @@ result="bench/results/operator-scale-$(date +%Y%m%dT%H%M%S).txt"
 {
   echo "operator-scale: $COUNT FastAgentics (replicas 0), $(nproc) CPUs, $(kubectl version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -n 1) API server"
   printf '  %-52s %s s\n' "created (kubectl apply, $PARALLEL in parallel):" "$t_created"
+  printf '  %-52s %s MiB\n' "etcd database at the start:" "$etcd_mib"
   printf '  %-52s %s s\n' "every Deployment exists:" "$t_deployments"
   printf '  %-52s %s s\n' "every status.observedGeneration = generation:" "$t_status"
   printf '  %-52s %s / %s / %s MiB\n' "operator RSS at start / end / peak (VmHWM):" \
