@@ -10,12 +10,11 @@
 
 use fastagentic_contract::env;
 use fastagentic_crd::{self as crd, ContainerAgentSpec, FastAgentic};
-use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, HTTPGetAction, Probe, Volume};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Volume};
 
 use super::deployment::{
-    from_secret, restricted_security_context, seconds, tmp_mount, tmp_volume, value,
-    with_ephemeral_storage,
+    default_readiness_probe, from_secret, restricted_security_context, seconds, tmp_mount,
+    tmp_volume, value, with_ephemeral_storage,
 };
 use super::{SecretUse, SpecError};
 
@@ -95,9 +94,11 @@ fn container_spec(fa: &FastAgentic) -> Option<&ContainerAgentSpec> {
 
 /// The agent's container, when `spec.agent.container` is set: a native sidecar (see the
 /// module docs) with the user's image, command, env, resources and probes, the port `agent`,
-/// a readiness probe on the runtime's `/ready` unless the user gives one (see
-/// [`default_readiness`]), the runtime's restricted security context unless the user gives one,
-/// and a `/tmp` of its own.
+/// a readiness probe unless the user gives one (the runtime's own: `GET /ready` on the runtime's
+/// port, by number, as a probe's port name is looked up among its own container's ports; that
+/// `/ready` checks the agent on the pod's loopback, so the agent can listen on `127.0.0.1` alone,
+/// and the pod leaves the Service as soon as its agent exits), the runtime's restricted security
+/// context unless the user gives one, and a `/tmp` of its own.
 pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
     let c = container_spec(fa)?;
     Some(Container {
@@ -119,7 +120,7 @@ pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
         readiness_probe: Some(
             c.readiness_probe
                 .clone()
-                .unwrap_or_else(|| default_readiness(fa.spec.port)),
+                .unwrap_or_else(|| default_readiness_probe(fa.spec.port)),
         ),
         liveness_probe: c.liveness_probe.clone(),
         startup_probe: c.startup_probe.clone(),
@@ -137,30 +138,6 @@ pub(super) fn sidecar(fa: &FastAgentic) -> Option<Container> {
 /// The agent container's `/tmp` volume, when it has a container.
 pub(super) fn sidecar_volume(fa: &FastAgentic) -> Option<Volume> {
     container_spec(fa).map(|_| tmp_volume(AGENT_TMP_VOLUME))
-}
-
-/// `GET /ready` on the runtime's port (by number: a probe's port name is looked up among its own
-/// container's ports), with the timings of the runtime's readiness probe. The
-/// runtime's `/ready` checks the agent on the pod's loopback, so the agent can listen on
-/// `127.0.0.1` alone (a probe of its own port would connect to the pod's IP and need it to listen
-/// on every address), and the container is not ready from a restart until the agent answers
-/// again: the pod leaves the Service at once when its agent exits, instead of after the
-/// runtime's probe has failed three times.
-fn default_readiness(runtime_port: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(fastagentic_contract::path::READY.into()),
-            port: IntOrString::Int(runtime_port),
-            scheme: Some("HTTP".into()),
-            ..Default::default()
-        }),
-        initial_delay_seconds: Some(crd::READINESS_INITIAL_DELAY_SECONDS),
-        period_seconds: Some(crd::READINESS_PERIOD_SECONDS),
-        timeout_seconds: Some(crd::PROBE_TIMEOUT_SECONDS),
-        failure_threshold: Some(crd::PROBE_FAILURE_THRESHOLD),
-        success_threshold: Some(1),
-        ..Default::default()
-    }
 }
 
 /// The Secrets the agent's container reads through `env[].valueFrom.secretKeyRef`.

@@ -409,12 +409,23 @@ struct ProbeDefaults {
     failure_threshold: i32,
 }
 
-fn probe(port: i32, defaults: ProbeDefaults, over: Option<&ProbeSpec>) -> Option<Probe> {
+const READINESS: ProbeDefaults = ProbeDefaults {
+    path: crd::READINESS_PATH,
+    initial_delay: crd::READINESS_INITIAL_DELAY_SECONDS,
+    period: crd::READINESS_PERIOD_SECONDS,
+    failure_threshold: crd::PROBE_FAILURE_THRESHOLD,
+};
+
+fn probe(port: i32, defaults: &ProbeDefaults, over: Option<&ProbeSpec>) -> Option<Probe> {
     let over = over.cloned().unwrap_or_default();
     if over.disabled.unwrap_or(false) {
         return None;
     }
-    Some(Probe {
+    Some(http_probe(port, defaults, over))
+}
+
+fn http_probe(port: i32, defaults: &ProbeDefaults, over: ProbeSpec) -> Probe {
+    Probe {
         http_get: Some(HTTPGetAction {
             path: Some(over.path.unwrap_or_else(|| defaults.path.to_string())),
             port: IntOrString::Int(port),
@@ -427,14 +438,20 @@ fn probe(port: i32, defaults: ProbeDefaults, over: Option<&ProbeSpec>) -> Option
         failure_threshold: Some(over.failure_threshold.unwrap_or(defaults.failure_threshold)),
         success_threshold: Some(1),
         ..Default::default()
-    })
+    }
+}
+
+/// The runtime's readiness probe with its defaults (`spec.probes.readiness` not applied), on
+/// `port` by number.
+pub(super) fn default_readiness_probe(port: i32) -> Probe {
+    http_probe(port, &READINESS, ProbeSpec::default())
 }
 
 fn probes(spec: &FastAgenticSpec) -> (Option<Probe>, Option<Probe>, Option<Probe>) {
     let p = &spec.probes;
     let liveness = probe(
         spec.port,
-        ProbeDefaults {
+        &ProbeDefaults {
             path: crd::LIVENESS_PATH,
             initial_delay: crd::LIVENESS_INITIAL_DELAY_SECONDS,
             period: crd::LIVENESS_PERIOD_SECONDS,
@@ -442,19 +459,10 @@ fn probes(spec: &FastAgenticSpec) -> (Option<Probe>, Option<Probe>, Option<Probe
         },
         p.liveness.as_ref(),
     );
-    let readiness = probe(
-        spec.port,
-        ProbeDefaults {
-            path: crd::READINESS_PATH,
-            initial_delay: crd::READINESS_INITIAL_DELAY_SECONDS,
-            period: crd::READINESS_PERIOD_SECONDS,
-            failure_threshold: crd::PROBE_FAILURE_THRESHOLD,
-        },
-        p.readiness.as_ref(),
-    );
+    let readiness = probe(spec.port, &READINESS, p.readiness.as_ref());
     let startup = probe(
         spec.port,
-        ProbeDefaults {
+        &ProbeDefaults {
             path: crd::LIVENESS_PATH,
             initial_delay: 0,
             period: crd::STARTUP_PERIOD_SECONDS,
