@@ -1068,10 +1068,15 @@ async fn agent_container_is_a_sidecar_and_its_secrets_are_checked() {
             .collect::<Vec<_>>(),
         [(Some("agent"), 8000)]
     );
-    let svc = Api::<Service>::namespaced(client.clone(), n)
-        .get("agent")
-        .await
-        .unwrap();
+    // The operator applies the Service after the Deployment: it may lag a moment behind.
+    let svc = wait_for("the Service", RECONCILE, || async {
+        Api::<Service>::namespaced(client.clone(), n)
+            .get_opt("agent")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Service".to_string())
+    })
+    .await;
     let ports: Vec<(i32, Option<IntOrString>)> = svc
         .spec
         .iter()
