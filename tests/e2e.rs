@@ -1432,8 +1432,9 @@ impl E2e {
                 } else {
                     let h = hpas.get(CONC).await.map_err(|e| e.to_string())?;
                     Err(format!(
-                        "replicas {r}, {ready} Ready; HPA status {}",
-                        serde_json::to_string(&h.status).unwrap_or_default()
+                        "replicas {r}, {ready} Ready; HPA status {}; not Ready: {}",
+                        serde_json::to_string(&h.status).unwrap_or_default(),
+                        self.not_ready_report(CONC).await
                     ))
                 }
             },
@@ -1474,7 +1475,8 @@ impl E2e {
                     Ok(())
                 } else {
                     Err(format!(
-                        "replicas {r}, {ready} Ready, utilization {current}"
+                        "replicas {r}, {ready} Ready, utilization {current}; not Ready: {}",
+                        self.not_ready_report(CONC).await
                     ))
                 }
             },
@@ -1682,6 +1684,48 @@ impl E2e {
         Ok((replicas, ready))
     }
 
+    /// Why the pods of FastAgentic `name` that are not Ready are not (phase, scheduling,
+    /// container states, restarts, the last event about each), for a wait's "last seen".
+    async fn not_ready_report(&self, name: &str) -> String {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let mut out = Vec::new();
+        for p in self.pods(name).await.iter().filter(|p| !pod_ready(p)) {
+            let pod = p.name_any();
+            let last_event = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+                .await
+                .ok()
+                .and_then(|l| {
+                    l.items.into_iter().max_by_key(|e| {
+                        e.last_timestamp
+                            .as_ref()
+                            .map(|t| t.0)
+                            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+                    })
+                })
+                .map(|e| {
+                    format!(
+                        "last event {} {} x{}: {}",
+                        e.type_.unwrap_or_default(),
+                        e.reason.unwrap_or_default(),
+                        e.count.unwrap_or(1),
+                        e.message.unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "no event".into());
+            out.push(format!(
+                "{} {last_event}",
+                describe_pods(std::slice::from_ref(p))
+            ));
+        }
+        if out.is_empty() {
+            "every pod Ready".into()
+        } else {
+            out.join(" | ")
+        }
+    }
+
     /// A sample of the operator pod's own `/metrics` (0 when absent).
     async fn operator_metric(&self, name: &str) -> f64 {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), OPERATOR_NS);
@@ -1863,6 +1907,72 @@ fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// A pod's phase, failed conditions and container states in one line.
+fn pod_state(p: &Pod) -> String {
+    let Some(status) = p.status.as_ref() else {
+        return "no status".into();
+    };
+    let mut parts = vec![format!(
+        "phase {}",
+        status.phase.as_deref().unwrap_or("unknown")
+    )];
+    for c in status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.status != "True")
+    {
+        parts.push(format!(
+            "{} {}: {}",
+            c.type_,
+            c.reason.as_deref().unwrap_or(""),
+            c.message.as_deref().unwrap_or("")
+        ));
+    }
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in containers {
+        let state = c.state.as_ref();
+        let now = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            format!(
+                "waiting {} {}",
+                w.reason.as_deref().unwrap_or(""),
+                w.message.as_deref().unwrap_or("")
+            )
+        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            format!(
+                "terminated {} exit {}",
+                t.reason.as_deref().unwrap_or(""),
+                t.exit_code
+            )
+        } else if state.and_then(|s| s.running.as_ref()).is_some() {
+            format!("running, started {:?}", c.started)
+        } else {
+            "no state".into()
+        };
+        let last = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| {
+                format!(
+                    ", last exit {} {}",
+                    t.exit_code,
+                    t.reason.as_deref().unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        parts.push(format!(
+            "container {} {now}, ready {}, restarts {}{last}",
+            c.name, c.ready, c.restart_count
+        ));
+    }
+    parts.join(", ")
+}
+
 fn restart_count(p: &Pod) -> i32 {
     p.status
         .as_ref()
@@ -1878,21 +1988,11 @@ fn pod_names(pods: &[Pod]) -> BTreeSet<String> {
 fn describe_pods(pods: &[Pod]) -> String {
     pods.iter()
         .map(|p| {
-            let phase = p
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default();
-            let waiting = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|cs| cs.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.clone())
-                .unwrap_or_default();
-            format!("{} {phase} {waiting}", p.name_any())
+            if pod_ready(p) {
+                format!("{} Ready", p.name_any())
+            } else {
+                format!("{} ({})", p.name_any(), pod_state(p))
+            }
         })
         .collect::<Vec<_>>()
         .join("; ")
