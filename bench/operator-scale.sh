@@ -29,12 +29,17 @@
 #   FASTAGENTIC_BENCH_IDLE       seconds of the idle window (default 60)
 #   FASTAGENTIC_BENCH_PARALLEL   concurrent kubectl apply processes creating the objects (default 8)
 #   FASTAGENTIC_BENCH_KEEP=1     keep the namespace afterwards
+#   FASTAGENTIC_BENCH_PROFILE=S  also take a CPU profile of kube-apiserver over the first S
+#                                seconds after the first create (the control plane must be up
+#                                with FASTAGENTIC_CP_PROFILING=1); its top functions are printed
+#                                and the profile kept in bench/results/
 # Results are printed and written to bench/results/operator-scale-<time>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COUNT="${1:-500}"
 IDLE="${FASTAGENTIC_BENCH_IDLE:-60}"
+PROFILE="${FASTAGENTIC_BENCH_PROFILE:-}"
 PARALLEL="${FASTAGENTIC_BENCH_PARALLEL:-8}"
 TIMEOUT=600
 SYSTEM_NS=fastagentic-system
@@ -46,6 +51,8 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [[ "$COUNT" =~ ^[1-9][0-9]*$ ]] || die "COUNT must be a positive number, got '$COUNT'"
+[[ -z "$PROFILE" || "$PROFILE" =~ ^[1-9][0-9]*$ ]] ||
+  die "FASTAGENTIC_BENCH_PROFILE must be a number of seconds, got '$PROFILE'"
 command -v kubectl >/dev/null || die "kubectl is not installed"
 command -v curl >/dev/null || die "curl is not installed"
 
@@ -110,6 +117,12 @@ watch_kind fastagentics "$work/fastagentics.watch" \
   'jsonpath={.metadata.name} {.metadata.generation} {.status.observedGeneration}{"\n"}'
 sleep 1
 
+if [[ -n "$PROFILE" ]]; then
+  kubectl get --raw "/debug/pprof/profile?seconds=$PROFILE" >"$work/apiserver.pprof" \
+    2>"$work/apiserver.pprof.err" &
+  profile_pid="$!"
+  watch_pids+=("$profile_pid")
+fi
 log "creating $COUNT FastAgentics ($PARALLEL kubectl apply --server-side in parallel)"
 t0="$(now)"
 printf '%s\n' "$work"/objects/chunk-*.yaml |
@@ -191,3 +204,13 @@ result="bench/results/operator-scale-$(date +%Y%m%dT%H%M%S).txt"
     "$(awk -v a="$reconciles_before" -v b="$reconciles_after" 'BEGIN { print b - a }')"
 } | tee "$result"
 log "written to $result"
+
+if [[ -n "$PROFILE" ]]; then
+  wait "$profile_pid" || die "the API server's profile failed: $(cat "$work/apiserver.pprof.err")"
+  pprof="${result%.txt}-apiserver.pprof"
+  cp "$work/apiserver.pprof" "$pprof"
+  echo "kube-apiserver CPU over the first ${PROFILE}s (go tool pprof -top $pprof):"
+  go tool pprof -top -nodecount=40 "$pprof" 2>/dev/null | sed -n '1,48p'
+  echo "by cumulative time:"
+  go tool pprof -top -cum -nodecount=60 "$pprof" 2>/dev/null | sed -n '6,68p'
+fi

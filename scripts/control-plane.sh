@@ -49,6 +49,10 @@ CLUSTER_CIDR="${FASTAGENTIC_CLUSTER_CIDR:-10.244.0.0/16}"
 KWOK_MODE="${FASTAGENTIC_CP_KWOK:-1}"
 GO_BUILD_P="${FASTAGENTIC_GO_BUILD_P:-2}"
 READY_TIMEOUT="${FASTAGENTIC_CP_TIMEOUT:-180}"
+# FASTAGENTIC_CP_PROFILING=1 serves the API server's and the controller-manager's
+# /debug/pprof (for bench/operator-scale.sh --profile); off by default.
+PROFILING=false
+[[ "${FASTAGENTIC_CP_PROFILING:-0}" == 1 ]] && PROFILING=true
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -480,7 +484,7 @@ cmd_up() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --allow-privileged=true \
     --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
-    --profiling=false --v=1
+    --profiling="$PROFILING" --v=1
   wait_for "kube-apiserver /readyz on https://127.0.0.1:$APISERVER_PORT" kube-apiserver apiserver_ready
 
   start kube-controller-manager \
@@ -496,7 +500,7 @@ cmd_up() {
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --cluster-cidr="$CLUSTER_CIDR" \
-    --cluster-name=fastagentic --profiling=false --v=1
+    --cluster-name=fastagentic --profiling="$PROFILING" --v=1
 
   if ((with_kwok || node)); then
     start kube-scheduler \
