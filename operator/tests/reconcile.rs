@@ -246,12 +246,13 @@ async fn create() -> (FastAgentic, Vec<Seen>) {
             step(Method::GET, HPA, Reply::NotFound),
             step(Method::GET, PDB, Reply::NotFound),
             step(Method::GET, NETPOL, Reply::NotFound),
-            // Created at minReplicas, the count handed over, then applied without it (the
-            // server keeps the count the hand-off manager owns).
+            // Created at minReplicas; the Service is sent at the same time, before the
+            // Deployment's answer. Then the count is handed over and the Deployment applied
+            // without it (the server keeps the count the hand-off manager owns), then the HPA.
             step(Method::PATCH, DEPLOY, Reply::Echo),
+            step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, DEPLOY, Reply::Echo),
             step(Method::PATCH, DEPLOY, Reply::EchoKeepingReplicas(2)),
-            step(Method::PATCH, SERVICE, Reply::Echo),
             step(Method::PATCH, HPA, Reply::Echo),
             step(
                 Method::PATCH,
@@ -289,11 +290,11 @@ struct Created {
 }
 
 fn created(seen: &[Seen]) -> Created {
-    let mut deployment = seen[7].body.clone();
-    deployment["spec"]["replicas"] = seen[6].body["spec"]["replicas"].clone();
+    let mut deployment = seen[8].body.clone();
+    deployment["spec"]["replicas"] = seen[7].body["spec"]["replicas"].clone();
     Created {
         deployment,
-        service: seen[8].body.clone(),
+        service: seen[6].body.clone(),
         hpa: seen[9].body.clone(),
         status: serde_json::from_value(seen[10].body["status"].clone()).expect("status we wrote"),
     }
@@ -319,9 +320,9 @@ fn assert_change_events(seen: &[Seen], changes: &[(&str, &str, &str)]) {
 async fn create_applies_three_children_and_status() {
     let (_, seen) = create().await;
     assert_apply(&seen[5], DEPLOY, FIELD_MANAGER);
-    assert_apply(&seen[6], DEPLOY, HANDOFF_FIELD_MANAGER);
-    assert_apply(&seen[7], DEPLOY, FIELD_MANAGER);
-    assert_apply(&seen[8], SERVICE, FIELD_MANAGER);
+    assert_apply(&seen[6], SERVICE, FIELD_MANAGER);
+    assert_apply(&seen[7], DEPLOY, HANDOFF_FIELD_MANAGER);
+    assert_apply(&seen[8], DEPLOY, FIELD_MANAGER);
     assert_apply(&seen[9], HPA, FIELD_MANAGER);
     assert_apply(&seen[10], STATUS, FIELD_MANAGER);
 
@@ -330,11 +331,11 @@ async fn create_applies_three_children_and_status() {
         "created at minReplicas, not 1 until the HPA's first sync"
     );
     assert_eq!(
-        seen[6].body["spec"],
+        seen[7].body["spec"],
         json!({"replicas": 2}),
         "the count handed over in the same reconcile"
     );
-    let deploy = &seen[7].body;
+    let deploy = &seen[8].body;
     assert!(
         deploy["spec"].get("replicas").is_none(),
         "then the HPA owns replicas: {deploy}"
@@ -346,7 +347,7 @@ async fn create_applies_three_children_and_status() {
     );
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deploy["metadata"]["ownerReferences"][0]["controller"], true);
-    assert_eq!(seen[8].body["spec"]["ports"][0]["name"], "http");
+    assert_eq!(seen[6].body["spec"]["ports"][0]["name"], "http");
     assert_eq!(seen[9].body["spec"]["maxReplicas"], 10);
 
     assert_change_events(

@@ -8,7 +8,9 @@
 //! changed therefore sends no write at all.
 //!
 //! The NetworkPolicy goes first: the pods of a new resource never run without it, and a policy
-//! the API server refuses stops the reconcile before anything else is written.
+//! the API server refuses stops the reconcile before anything else is written. The others are
+//! written at the same time: the Deployment (and after it the HPA that scales it), the Service
+//! and the PDB.
 
 use std::fmt::Debug;
 
@@ -237,39 +239,55 @@ pub async fn apply_children(
     let creating_autoscaled = live_deployment.is_none()
         && hpa.is_some()
         && deployment.spec.as_ref().and_then(|s| s.replicas).is_some();
-    let desired_deployment = deployment;
-    let mut deployment = apply_if_changed(
-        &deployments,
-        &desired_deployment,
-        live_deployment.as_ref(),
-        &mut changes,
-    )
-    .await?;
-    if creating_autoscaled {
-        deployment = release_first_replicas(&deployments, &desired_deployment, deployment).await?;
-    }
-    apply_if_changed(
-        &Api::namespaced(client.clone(), ns),
-        &service,
-        live_service.as_ref(),
-        &mut changes,
-    )
-    .await?;
-
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
-    match &hpa {
-        Some(h) => {
-            apply_if_changed(&hpas, h, live_hpa.as_ref(), &mut changes).await?;
+    // The Deployment (then the HPA that scales it), the Service and the PDB do not depend on
+    // each other: they are written at the same time, so a new resource waits for one apply
+    // instead of two to four in a row.
+    let workload = async {
+        let mut changes = Vec::new();
+        let mut applied = apply_if_changed(
+            &deployments,
+            &deployment,
+            live_deployment.as_ref(),
+            &mut changes,
+        )
+        .await?;
+        if creating_autoscaled {
+            applied = release_first_replicas(&deployments, &deployment, applied).await?;
         }
-        None => delete_if_ours(&hpas, fa, live_hpa.as_ref(), &mut changes).await?,
-    }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
-    match &pdb {
-        Some(p) => {
-            apply_if_changed(&pdbs, p, live_pdb.as_ref(), &mut changes).await?;
+        let mut hpa_changes = Vec::new();
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+        match &hpa {
+            Some(h) => {
+                apply_if_changed(&hpas, h, live_hpa.as_ref(), &mut hpa_changes).await?;
+            }
+            None => delete_if_ours(&hpas, fa, live_hpa.as_ref(), &mut hpa_changes).await?,
         }
-        None => delete_if_ours(&pdbs, fa, live_pdb.as_ref(), &mut changes).await?,
-    }
+        Ok::<_, Error>((applied, changes, hpa_changes))
+    };
+    let service_write = async {
+        let mut changes = Vec::new();
+        let services: Api<Service> = Api::namespaced(client.clone(), ns);
+        apply_if_changed(&services, &service, live_service.as_ref(), &mut changes).await?;
+        Ok::<_, Error>(changes)
+    };
+    let pdb_write = async {
+        let mut changes = Vec::new();
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+        match &pdb {
+            Some(p) => {
+                apply_if_changed(&pdbs, p, live_pdb.as_ref(), &mut changes).await?;
+            }
+            None => delete_if_ours(&pdbs, fa, live_pdb.as_ref(), &mut changes).await?,
+        }
+        Ok::<_, Error>(changes)
+    };
+    let ((deployment, deployment_changes, hpa_changes), service_changes, pdb_changes) =
+        tokio::try_join!(workload, service_write, pdb_write)?;
+    // In the order the children are listed everywhere else.
+    changes.extend(deployment_changes);
+    changes.extend(service_changes);
+    changes.extend(hpa_changes);
+    changes.extend(pdb_changes);
     Ok((deployment, changes))
 }
 

@@ -443,8 +443,7 @@ async fn reconcile_inner(fa: &FastAgentic, ctx: &Context) -> Result<Action, Erro
     let mut status = compute_status(fa, Some(&deployment), None, &now());
     status.autoscaling = autoscaling;
     patch_status_if_changed(&ctx.client, &ns, fa, status).await?;
-    let events = change_events(&changes);
-    futures::future::join_all(events.iter().map(|event| publish(ctx, fa, event))).await;
+    publish_in_background(ctx, fa, change_events(&changes));
     Ok(Action::requeue(RESYNC))
 }
 
@@ -480,9 +479,30 @@ pub fn change_events(changes: &[Change]) -> Vec<Event> {
         .collect()
 }
 
+/// Writes `events` on a task of their own: the reconcile is done once its objects and status
+/// are written, and its slot (one of `--max-concurrent-reconciles`) goes to the next resource
+/// instead of waiting for Events nobody reads back. Best effort, as [`publish`].
+fn publish_in_background(ctx: &Context, fa: &FastAgentic, events: Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let recorder = ctx.recorder.clone();
+    let regarding = fa.object_ref(&());
+    tokio::spawn(async move {
+        let writes = events
+            .iter()
+            .map(|event| publish_to(&recorder, &regarding, event));
+        futures::future::join_all(writes).await;
+    });
+}
+
 /// Best effort: an Event that cannot be written (no RBAC for events, say) is logged only.
 async fn publish(ctx: &Context, fa: &FastAgentic, event: &Event) {
-    if let Err(e) = ctx.recorder.publish(event, &fa.object_ref(&())).await {
+    publish_to(&ctx.recorder, &fa.object_ref(&()), event).await;
+}
+
+async fn publish_to(recorder: &Recorder, regarding: &ObjectReference, event: &Event) {
+    if let Err(e) = recorder.publish(event, regarding).await {
         tracing::warn!(error = %e, reason = %event.reason, "could not publish the Event");
     }
 }
