@@ -50,7 +50,7 @@ KWOK_MODE="${FASTAGENTIC_CP_KWOK:-1}"
 GO_BUILD_P="${FASTAGENTIC_GO_BUILD_P:-2}"
 READY_TIMEOUT="${FASTAGENTIC_CP_TIMEOUT:-180}"
 # FASTAGENTIC_CP_PROFILING=1 serves the API server's and the controller-manager's
-# /debug/pprof (for bench/operator-scale.sh --profile); off by default.
+# /debug/pprof (for FASTAGENTIC_BENCH_PROFILE in bench/operator-scale.sh); off by default.
 PROFILING=false
 [[ "${FASTAGENTIC_CP_PROFILING:-0}" == 1 ]] && PROFILING=true
 

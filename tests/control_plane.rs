@@ -1068,7 +1068,7 @@ async fn agent_container_is_a_sidecar_and_its_secrets_are_checked() {
             .collect::<Vec<_>>(),
         [(Some("agent"), 8000)]
     );
-    // The operator applies the Service after the Deployment: it may lag a moment behind.
+    // The operator applies the Service alongside the Deployment, so it may show a moment later.
     let svc = wait_for("the Service", RECONCILE, || async {
         Api::<Service>::namespaced(client.clone(), n)
             .get_opt("agent")

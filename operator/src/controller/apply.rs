@@ -221,14 +221,14 @@ pub async fn apply_children(
     let mut changes = Vec::new();
 
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
-    match &network_policy {
-        Some(n) => {
-            apply_if_changed(&policies, n, live_network_policy.as_ref(), &mut changes).await?;
-        }
-        None => {
-            delete_if_ours(&policies, fa, live_network_policy.as_ref(), &mut changes).await?;
-        }
-    }
+    apply_or_delete(
+        &policies,
+        fa,
+        network_policy.as_ref(),
+        live_network_policy.as_ref(),
+        &mut changes,
+    )
+    .await?;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     if let Some(live) = &live_deployment
@@ -240,8 +240,8 @@ pub async fn apply_children(
         && hpa.is_some()
         && deployment.spec.as_ref().and_then(|s| s.replicas).is_some();
     // The Deployment (then the HPA that scales it), the Service and the PDB do not depend on
-    // each other: they are written at the same time, so a new resource waits for one apply
-    // instead of two to four in a row.
+    // each other: they are written at the same time, so a reconcile waits for the Deployment's
+    // writes only, not for the Service and PDB after them.
     let workload = async {
         let mut changes = Vec::new();
         let mut applied = apply_if_changed(
@@ -256,12 +256,7 @@ pub async fn apply_children(
         }
         let mut hpa_changes = Vec::new();
         let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
-        match &hpa {
-            Some(h) => {
-                apply_if_changed(&hpas, h, live_hpa.as_ref(), &mut hpa_changes).await?;
-            }
-            None => delete_if_ours(&hpas, fa, live_hpa.as_ref(), &mut hpa_changes).await?,
-        }
+        apply_or_delete(&hpas, fa, hpa.as_ref(), live_hpa.as_ref(), &mut hpa_changes).await?;
         Ok::<_, Error>((applied, changes, hpa_changes))
     };
     let service_write = async {
@@ -273,12 +268,7 @@ pub async fn apply_children(
     let pdb_write = async {
         let mut changes = Vec::new();
         let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
-        match &pdb {
-            Some(p) => {
-                apply_if_changed(&pdbs, p, live_pdb.as_ref(), &mut changes).await?;
-            }
-            None => delete_if_ours(&pdbs, fa, live_pdb.as_ref(), &mut changes).await?,
-        }
+        apply_or_delete(&pdbs, fa, pdb.as_ref(), live_pdb.as_ref(), &mut changes).await?;
         Ok::<_, Error>(changes)
     };
     let ((deployment, deployment_changes, hpa_changes), service_changes, pdb_changes) =
@@ -408,6 +398,23 @@ where
         reference: applied.object_ref(&()),
     });
     Ok(applied)
+}
+
+/// Applies `desired` when the spec wants the child, else deletes `live` if it is ours.
+async fn apply_or_delete<K>(
+    api: &Api<K>,
+    fa: &FastAgentic,
+    desired: Option<&K>,
+    live: Option<&K>,
+    changes: &mut Vec<Change>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    match desired {
+        Some(d) => apply_if_changed(api, d, live, changes).await.map(drop),
+        None => delete_if_ours(api, fa, live, changes).await,
+    }
 }
 
 /// Deletes `live` if it is controlled by `fa` (an object of the same name that someone else

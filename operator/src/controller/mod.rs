@@ -359,10 +359,7 @@ async fn report_malformed(recorder: &Recorder, m: &Malformed) {
         error = %m.error,
         "skipping a FastAgentic that does not match the operator's types"
     );
-    let event = malformed_event(m);
-    if let Err(e) = recorder.publish(&event, &m.reference).await {
-        tracing::warn!(error = %e, reason = %event.reason, "could not publish the Event");
-    }
+    publish_to(recorder, &m.reference, &malformed_event(m)).await;
 }
 
 fn now() -> Time {
@@ -481,7 +478,7 @@ pub fn change_events(changes: &[Change]) -> Vec<Event> {
 
 /// Writes `events` on a task of their own: the reconcile is done once its objects and status
 /// are written, and its slot (one of `--max-concurrent-reconciles`) goes to the next resource
-/// instead of waiting for Events nobody reads back. Best effort, as [`publish`].
+/// instead of waiting for Events nobody reads back. Best effort, as [`publish_to`].
 fn publish_in_background(ctx: &Context, fa: &FastAgentic, events: Vec<Event>) {
     if events.is_empty() {
         return;
@@ -496,11 +493,11 @@ fn publish_in_background(ctx: &Context, fa: &FastAgentic, events: Vec<Event>) {
     });
 }
 
-/// Best effort: an Event that cannot be written (no RBAC for events, say) is logged only.
 async fn publish(ctx: &Context, fa: &FastAgentic, event: &Event) {
     publish_to(&ctx.recorder, &fa.object_ref(&()), event).await;
 }
 
+/// Best effort: an Event that cannot be written (no RBAC for events, say) is logged only.
 async fn publish_to(recorder: &Recorder, regarding: &ObjectReference, event: &Event) {
     if let Err(e) = recorder.publish(event, regarding).await {
         tracing::warn!(error = %e, reason = %event.reason, "could not publish the Event");
