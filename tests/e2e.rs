@@ -28,7 +28,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fastagentic_tests::{kubectl, kubectl_stdin, repo_root, run, unique_suffix, wait_for};
+use fastagentic_tests::{
+    kubectl, kubectl_stdin, repo_root, run, unique_suffix, wait_for, wait_for_explained,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -1422,7 +1424,8 @@ impl E2e {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.ns);
         let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), &self.ns);
         // Enough pods: 4 Ready pods admit all 40 (the target, 40% of 10 a pod, asks for 10).
-        let (scaled_to, up) = wait_for(
+        let explain = || async { format!("not Ready: {}", self.not_ready_report(CONC).await) };
+        let (scaled_to, up) = wait_for_explained(
             "e2e-conc to scale up on concurrency",
             Duration::from_secs(90),
             || async {
@@ -1432,12 +1435,12 @@ impl E2e {
                 } else {
                     let h = hpas.get(CONC).await.map_err(|e| e.to_string())?;
                     Err(format!(
-                        "replicas {r}, {ready} Ready; HPA status {}; not Ready: {}",
-                        serde_json::to_string(&h.status).unwrap_or_default(),
-                        self.not_ready_report(CONC).await
+                        "replicas {r}, {ready} Ready; HPA status {}",
+                        serde_json::to_string(&h.status).unwrap_or_default()
                     ))
                 }
             },
+            explain,
         )
         .await;
         eprintln!(
@@ -1451,7 +1454,7 @@ impl E2e {
         );
         // The autoscaler content (every pod it asked for Ready, and the average at most the
         // target plus the HPA's 10% tolerance, or the maximum reached), then 20 s of steady state.
-        wait_for(
+        wait_for_explained(
             "e2e-conc's autoscaler to settle",
             Duration::from_secs(120),
             || async {
@@ -1475,11 +1478,11 @@ impl E2e {
                     Ok(())
                 } else {
                     Err(format!(
-                        "replicas {r}, {ready} Ready, utilization {current}; not Ready: {}",
-                        self.not_ready_report(CONC).await
+                        "replicas {r}, {ready} Ready, utilization {current}"
                     ))
                 }
             },
+            explain,
         )
         .await;
         let settled = t0.elapsed();
@@ -1685,7 +1688,7 @@ impl E2e {
     }
 
     /// Why the pods of FastAgentic `name` that are not Ready are not (phase, scheduling,
-    /// container states, restarts, the last event about each), for a wait's "last seen".
+    /// container states, restarts, the last event about each), for a wait that timed out.
     async fn not_ready_report(&self, name: &str) -> String {
         let events: Api<k8s_openapi::api::core::v1::Event> =
             Api::namespaced(self.client.clone(), &self.ns);

@@ -907,7 +907,42 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
 
 /// Polls `check` every 500 ms until it returns `Ok`, for at most `timeout`; then panics with
 /// `what` and the last `Err` (what was seen instead).
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    match poll_until(timeout, check).await {
+        Ok(v) => v,
+        Err(last) => panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}"),
+    }
+}
+
+/// [`wait_for`], and when it times out, `explain` adds what else explains the failure (read
+/// once, then, rather than on every poll).
+pub async fn wait_for_explained<T, F, Fut, E, EFut>(
+    what: &str,
+    timeout: Duration,
+    check: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+    E: FnOnce() -> EFut,
+    EFut: Future<Output = String>,
+{
+    match poll_until(timeout, check).await {
+        Ok(v) => v,
+        Err(last) => {
+            let why = explain().await;
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}; {why}")
+        }
+    }
+}
+
+/// `check` every 500 ms until it returns `Ok`, for at most `timeout`; else its last `Err`.
+async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -915,12 +950,9 @@ where
     let start = Instant::now();
     loop {
         match check().await {
-            Ok(v) => return v,
-            Err(last) => {
-                if start.elapsed() >= timeout {
-                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
-                }
-            }
+            Ok(v) => return Ok(v),
+            Err(last) if start.elapsed() >= timeout => return Err(last),
+            Err(_) => {}
         }
         tokio::time::sleep(POLL).await;
     }
