@@ -39,6 +39,7 @@
 
 use std::sync::Arc;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -47,6 +48,7 @@ use crate::metrics::{Counters, RunEvent};
 use crate::store::{Begin, DurableStoreKind, RunId, RunRecord, RunStore, StoreError, TakenOver};
 
 mod background;
+mod detach;
 mod drive;
 mod events;
 mod heartbeat;
@@ -55,6 +57,7 @@ mod resume;
 mod webhook;
 
 pub use background::Submitted;
+use detach::{Detachable, Panicked};
 use events::replay_events;
 pub use events::{Failure, RunEvents, StreamEvent};
 pub use id::{BadRunId, resolve_run_id};
@@ -141,7 +144,7 @@ pub enum RunError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The stored output (the agent's answer without the run id).
-    pub output: Value,
+    pub output: Arc<Value>,
     /// The run.
     pub run_id: String,
     /// Served from the store without running the agent.
@@ -179,16 +182,39 @@ fn output_value(reply: &AgentReply, agent: &str) -> Value {
     v
 }
 
-/// The answer body: the stored output plus run id, answering instance and replay flag.
-pub fn answer_body(output: &Value, run_id: &str, instance_id: &str, replayed: bool) -> Value {
-    let mut body = match output {
-        Value::Object(_) => output.clone(),
-        other => json!({"output": other}),
-    };
-    body["run_id"] = run_id.into();
-    body["instance_id"] = instance_id.into();
-    body["replayed"] = replayed.into();
-    body
+/// The body of `POST /chat`'s answer: the stored output's fields (an output that is not an
+/// object is the field `output`) plus the run id, the answering instance and the replay flag,
+/// which take the place of output fields of the same names. Serialized as it is, without
+/// copying the output.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerBody<'a> {
+    /// The stored output.
+    pub output: &'a Value,
+    /// The run.
+    pub run_id: &'a str,
+    /// The instance answering.
+    pub instance_id: &'a str,
+    /// Served from the store without running the agent.
+    pub replayed: bool,
+}
+
+impl Serialize for AnswerBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        const OWN: [&str; 3] = ["run_id", "instance_id", "replayed"];
+        let mut map = serializer.serialize_map(None)?;
+        match self.output {
+            Value::Object(fields) => {
+                for (key, value) in fields.iter().filter(|(k, _)| !OWN.contains(&k.as_str())) {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+            other => map.serialize_entry("output", other)?,
+        }
+        map.serialize_entry("run_id", self.run_id)?;
+        map.serialize_entry("instance_id", self.instance_id)?;
+        map.serialize_entry("replayed", &self.replayed)?;
+        map.end()
+    }
 }
 
 /// Resolves when this process wraps up its streams ([`Runs::wrap_up`]).
@@ -341,7 +367,7 @@ impl Runs {
             Begun::Fresh(attempt) => attempt,
             Begun::Completed(record) => {
                 return Ok(Answer {
-                    output: record.output.unwrap_or(Value::Null),
+                    output: record.output.unwrap_or_else(|| Arc::new(Value::Null)),
                     run_id: record.run_id,
                     replayed: true,
                 });
@@ -349,19 +375,20 @@ impl Runs {
         };
         let (run_id, number) = (attempt.run_id.clone(), attempt.number);
         let this = self.clone();
-        // Its own task: the run is recorded even if the client goes away meanwhile.
-        let task = tokio::spawn(async move {
+        // Polled here; on a task of its own if the client goes away first, so that the run is
+        // recorded all the same (see `detach`).
+        let work = Detachable::new(async move {
             let result = this.agent.run(attempt.request).await;
             let result = result.map(|reply| output_value(&reply, this.agent.name()));
             this.finish(&attempt.run_id, attempt.number, result).await
         });
-        match task.await {
+        match work.await {
             Ok(result) => result.map(|output| Answer {
-                output,
+                output: Arc::new(output),
                 run_id: run_id.to_string(),
                 replayed: false,
             }),
-            Err(join) => Err(self.task_failed(&run_id, number, join.to_string()).await),
+            Err(Panicked(error)) => Err(self.task_failed(&run_id, number, error).await),
         }
     }
 
@@ -414,22 +441,4 @@ impl Runs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_carry_the_run_id_and_replay_flag() {
-        let reply = AgentReply {
-            output: "hi".into(),
-            run_id: Some("r".into()),
-            extra: serde_json::Map::from_iter([("tokens".to_owned(), json!(3))]),
-        };
-        let out = output_value(&reply, "echo");
-        assert_eq!(out, json!({"output": "hi", "agent": "echo", "tokens": 3}));
-        let body = answer_body(&out, "r", "pod-1", true);
-        assert_eq!(body["run_id"], "r");
-        assert_eq!(body["replayed"], true);
-        assert_eq!(body["instance_id"], "pod-1");
-        assert_eq!(body["output"], "hi");
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@ use super::extract::{IdempotencyKey, JsonBody};
 use super::http::{AppState, READY_CHECK_TIMEOUT};
 use crate::agent::AgentRequest;
 use crate::error::ApiError;
-use crate::runs::answer_body;
+use crate::runs::AnswerBody;
 
 /// Response header set (to `true`) on an answer served from the store.
 pub const REPLAYED_HEADER: &str = fastagentic_contract::header::REPLAYED;
@@ -127,12 +127,12 @@ pub async fn chat(
     JsonBody(request): JsonBody<AgentRequest>,
 ) -> Result<Response, ApiError> {
     let answer = st.runs.chat(request, key.as_deref()).await?;
-    let body = answer_body(
-        &answer.output,
-        &answer.run_id,
-        &st.instance_id,
-        answer.replayed,
-    );
+    let body = AnswerBody {
+        output: &answer.output,
+        run_id: &answer.run_id,
+        instance_id: &st.instance_id,
+        replayed: answer.replayed,
+    };
     let resp = Json(body).into_response();
     Ok(if answer.replayed {
         replayed(resp)

@@ -11,7 +11,7 @@
 //! which is why production deployments use Redis or PostgreSQL.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,7 +37,7 @@ pub fn record_bytes(record: &RunRecord) -> usize {
         + record.instance_id.len()
         + record.error.as_ref().map_or(0, String::len)
         + json_bytes(&record.input)
-        + record.output.as_ref().map_or(0, json_bytes)
+        + record.output.as_deref().map_or(0, json_bytes)
 }
 
 /// Estimated heap bytes of a JSON value: each node, plus strings and keys.
@@ -72,8 +72,8 @@ pub struct MemoryRunStore {
 /// (oldest first), and the sum of the sizes.
 #[derive(Debug, Default)]
 struct Runs {
-    by_id: HashMap<String, Stored>,
-    order: VecDeque<String>,
+    by_id: HashMap<Arc<str>, Stored>,
+    order: VecDeque<Arc<str>>,
     bytes: usize,
 }
 
@@ -125,9 +125,8 @@ impl Runs {
         Some(out)
     }
 
-    /// Stores a new record.
-    fn insert(&mut self, id: String, record: RunRecord) {
-        let bytes = record_bytes(&record);
+    /// Stores a new record of `bytes` ([`record_bytes`]).
+    fn insert(&mut self, id: Arc<str>, record: RunRecord, bytes: usize) {
         self.bytes += bytes;
         self.order.push_back(id.clone());
         self.by_id.insert(
@@ -141,20 +140,23 @@ impl Runs {
     }
 
     /// Forgets the oldest finished runs until the records fit in `max` bytes; running runs and
-    /// `keep` (the record just written) stay, even past the bound.
-    fn evict(&mut self, max: usize, keep: &str) {
+    /// `keep` (the record just written) stay, even past the bound. Returns what it forgot, for
+    /// the caller to free once the lock is released.
+    fn evict(&mut self, max: usize, keep: &str) -> Vec<Stored> {
         let mut kept = Vec::new();
+        let mut forgotten = Vec::new();
         while self.bytes > max {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             match self.by_id.get(&oldest) {
-                Some(s) if s.record.status == RunStatus::Running || oldest == keep => {
+                Some(s) if s.record.status == RunStatus::Running || *oldest == *keep => {
                     kept.push(oldest)
                 }
                 Some(_) => {
                     if let Some(s) = self.by_id.remove(&oldest) {
                         self.bytes = self.bytes.saturating_sub(s.bytes);
+                        forgotten.push(s);
                     }
                 }
                 None => {}
@@ -164,6 +166,7 @@ impl Runs {
         for id in kept.into_iter().rev() {
             self.order.push_front(id);
         }
+        forgotten
     }
 }
 
@@ -276,22 +279,41 @@ impl RunStore for MemoryRunStore {
         let stale_before = now.checked_sub_signed(self.stale_after);
         let stalled = |r: &RunRecord| stale_before.is_some_and(|t| r.updated_at < t);
         let id = run_id.as_str();
-        Ok(self.with_runs(|runs| {
-            let begun = match runs.get(id) {
-                Some(existing) if existing.status == RunStatus::Completed => {
-                    return Begin::AlreadyCompleted(existing.clone());
+        // Built before taking the lock, which then covers map operations only: the record of a
+        // new run (most begins are), its size and its key.
+        let input = Arc::new(input.clone());
+        let fresh = RunRecord {
+            run_id: id.to_owned(),
+            status: RunStatus::Running,
+            input: input.clone(),
+            output: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            instance_id: instance_id.to_owned(),
+            attempts: 1,
+            background,
+        };
+        let fresh_bytes = record_bytes(&fresh);
+        let key: Arc<str> = Arc::from(id);
+        let (begun, evicted) = self.with_runs(|runs| {
+            if let Some(existing) = runs.get(id) {
+                if existing.status == RunStatus::Completed {
+                    return (Begin::AlreadyCompleted(existing.clone()), Vec::new());
                 }
-                Some(existing) if existing.status == RunStatus::Running && !stalled(existing) => {
-                    return Begin::StillRunning(existing.clone());
+                if existing.status == RunStatus::Running && !stalled(existing) {
+                    return (Begin::StillRunning(existing.clone()), Vec::new());
                 }
-                // Failed, or running but stalled: start it again.
-                Some(_) => runs.update(id, |previous| {
+            }
+            // Failed, or running but stalled: start it again.
+            let begun = runs
+                .update(id, |previous| {
                     let taken_over = (previous.status == RunStatus::Running).then(|| TakenOver {
                         instance_id: previous.instance_id.clone(),
                         attempts: previous.attempts,
                     });
                     previous.status = RunStatus::Running;
-                    previous.input = input.clone();
+                    previous.input = input;
                     previous.output = None;
                     previous.error = None;
                     previous.instance_id = instance_id.to_owned();
@@ -299,28 +321,16 @@ impl RunStore for MemoryRunStore {
                     previous.attempts = previous.attempts.saturating_add(1);
                     previous.background = background;
                     Begin::Started(previous.clone(), taken_over)
-                }),
-                None => None,
-            };
-            let begun = begun.unwrap_or_else(|| {
-                let record = RunRecord {
-                    run_id: id.to_owned(),
-                    status: RunStatus::Running,
-                    input: input.clone(),
-                    output: None,
-                    error: None,
-                    created_at: now,
-                    updated_at: now,
-                    instance_id: instance_id.to_owned(),
-                    attempts: 1,
-                    background,
-                };
-                runs.insert(id.to_owned(), record.clone());
-                Begin::Started(record, None)
-            });
-            runs.evict(max, id);
-            begun
-        }))
+                })
+                .unwrap_or_else(|| {
+                    runs.insert(key, fresh.clone(), fresh_bytes);
+                    Begin::Started(fresh, None)
+                });
+            (begun, runs.evict(max, id))
+        });
+        // Forgotten records are freed after the lock is released.
+        drop(evicted);
+        Ok(begun)
     }
 
     async fn finish(
@@ -331,21 +341,29 @@ impl RunStore for MemoryRunStore {
     ) -> Result<RunRecord, StoreError> {
         let id = run_id.as_str();
         let max = self.max_bytes;
-        self.with_runs(|runs| {
-            Self::check_running(runs.get(id), run_id, attempt)?;
+        let status = outcome.status();
+        // Copied before taking the lock (see `begin_as`).
+        let (output, error) = match outcome {
+            Outcome::Completed(output) => (Some(Arc::new(output.clone())), None),
+            Outcome::Failed(error) => (None, Some(error.to_owned())),
+        };
+        let now = Utc::now();
+        let (finished, evicted) = self.with_runs(|runs| {
+            if let Err(e) = Self::check_running(runs.get(id), run_id, attempt) {
+                return (Err(e), Vec::new());
+            }
             let finished = runs.update_with_log(id, |record, log| {
                 log.last += 1;
-                record.status = outcome.status();
-                (record.output, record.error) = match outcome {
-                    Outcome::Completed(output) => (Some(output.clone()), None),
-                    Outcome::Failed(error) => (None, Some(error.to_owned())),
-                };
-                record.updated_at = Utc::now();
+                record.status = status;
+                (record.output, record.error) = (output, error);
+                record.updated_at = now;
                 record.clone()
             });
-            runs.evict(max, id);
-            finished.ok_or_else(|| StoreError::NotFound(run_id.to_string()))
-        })
+            let finished = finished.ok_or_else(|| StoreError::NotFound(run_id.to_string()));
+            (finished, runs.evict(max, id))
+        });
+        drop(evicted);
+        finished
     }
 
     async fn heartbeat(&self, run_id: &RunId, attempt: u32) -> Result<(), StoreError> {
@@ -366,8 +384,10 @@ impl RunStore for MemoryRunStore {
     ) -> Result<u64, StoreError> {
         let id = run_id.as_str();
         let (max, max_events) = (self.max_bytes, self.max_events);
-        self.with_runs(|runs| {
-            Self::check_running(runs.get(id), run_id, attempt)?;
+        let (seq, evicted) = self.with_runs(|runs| {
+            if let Err(e) = Self::check_running(runs.get(id), run_id, attempt) {
+                return (Err(e), Vec::new());
+            }
             let seq = runs.update_with_log(id, |_, log| {
                 log.last += 1;
                 let event = LoggedEvent {
@@ -384,9 +404,13 @@ impl RunStore for MemoryRunStore {
                 }
                 log.last
             });
-            runs.evict(max, id);
-            seq.ok_or_else(|| StoreError::NotFound(run_id.to_string()))
-        })
+            (
+                seq.ok_or_else(|| StoreError::NotFound(run_id.to_string())),
+                runs.evict(max, id),
+            )
+        });
+        drop(evicted);
+        seq
     }
 
     async fn events_after(

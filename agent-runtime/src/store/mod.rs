@@ -56,6 +56,7 @@ pub mod postgres;
 pub mod redis;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,10 +179,11 @@ pub struct RunRecord {
     pub run_id: String,
     /// Current status.
     pub status: RunStatus,
-    /// The request the agent was given.
-    pub input: Value,
-    /// The agent's answer, once completed.
-    pub output: Option<Value>,
+    /// The request the agent was given. Shared: a record is copied at every step of a run
+    /// (the store's answer to `begin` and `finish`, a replay), its JSON is not.
+    pub input: Arc<Value>,
+    /// The agent's answer, once completed (shared like `input`).
+    pub output: Option<Arc<Value>>,
     /// Why it failed, once failed.
     pub error: Option<String>,
     /// When the run was first begun.
@@ -433,8 +435,8 @@ mod tests {
         let record = RunRecord {
             run_id: "r".into(),
             status: RunStatus::Completed,
-            input: serde_json::json!({"message": "hi"}),
-            output: Some(serde_json::json!({"response": "hi"})),
+            input: Arc::new(serde_json::json!({"message": "hi"})),
+            output: Some(Arc::new(serde_json::json!({"response": "hi"}))),
             error: None,
             created_at: now,
             updated_at: now,

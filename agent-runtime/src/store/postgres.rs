@@ -18,6 +18,7 @@
 //! when the database is down; sqlx takes a PostgreSQL advisory lock around them, so several
 //! workers and pods starting at once apply each migration exactly once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -220,8 +221,11 @@ fn parse_row(run_id: &RunId, row: &PgRow) -> Result<RunRecord, StoreError> {
             run_id: run_id.to_string(),
             message: format!("unknown status {status:?}"),
         })?,
-        input: row.try_get("input").map_err(corrupt)?,
-        output: row.try_get("output").map_err(corrupt)?,
+        input: Arc::new(row.try_get("input").map_err(corrupt)?),
+        output: row
+            .try_get::<Option<Value>, _>("output")
+            .map_err(corrupt)?
+            .map(Arc::new),
         error: row.try_get("error").map_err(corrupt)?,
         created_at: row.try_get("created_at").map_err(corrupt)?,
         updated_at: row.try_get("updated_at").map_err(corrupt)?,

@@ -17,7 +17,7 @@
 //! the key space is bounded by a week of traffic; a run id older than that runs again.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -240,8 +240,11 @@ fn parse_record(run_id: &RunId, f: &HashMap<String, String>) -> Result<RunRecord
         run_id: field("run_id")?.clone(),
         status: RunStatus::parse(field("status")?)
             .ok_or_else(|| corrupt(run_id, "unknown status"))?,
-        input: json("input", field("input")?)?,
-        output: f.get("output").map(|t| json("output", t)).transpose()?,
+        input: Arc::new(json("input", field("input")?)?),
+        output: f
+            .get("output")
+            .map(|t| json("output", t).map(Arc::new))
+            .transpose()?,
         error: f.get("error").cloned(),
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
