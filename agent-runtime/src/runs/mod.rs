@@ -1,8 +1,8 @@
 //! Durable runs: what `POST /chat`, `POST /chat/stream` and `GET /runs/{run_id}` do, without
 //! HTTP (the handlers are in [`crate::server::routes`], the error answers in [`crate::error`]).
 //!
-//! One path for every run: [`Runs::begin`] → the agent in its own task → [`Runs::finish`],
-//! which records the outcome; `chat` waits for it, `stream` forwards chunks as [`StreamEvent`]s.
+//! One path for every run: [`Runs::begin`] → the agent → [`Runs::finish`], which records the
+//! outcome; `chat` waits for it, `stream` forwards chunks as [`StreamEvent`]s.
 //!
 //! Every agent request is a run with an id: the body's `run_id`, else the `Idempotency-Key`
 //! header, else a generated one. When both are given they must be equal (400 otherwise: two
@@ -17,9 +17,11 @@
 //! - stalled (running, not updated for longer than `--run-stale-after`: its process died): taken
 //!   over like a new run, with the warning event `run_taken_over`.
 //!
-//! The agent call runs in its own task, so a client that disconnects does not leave the run
-//! `running` forever: the task still records the outcome. During a graceful shutdown the
-//! response (and so the store write before it) completes before the process exits.
+//! A client that disconnects does not leave the run `running` forever: `chat` runs the agent in
+//! the request's own task and moves it to a task of its own when the request is dropped
+//! (`detach`), and `stream` drives it on a task from the start; either way the outcome is
+//! recorded. During a graceful shutdown the response (and so the store write before it)
+//! completes before the process exits.
 //!
 //! A streamed run may last longer than `--run-stale-after` in total (`--stream-idle-timeout`
 //! bounds each wait for a chunk; `--run-max-duration`, unlimited by default, the whole stream),
@@ -408,8 +410,8 @@ impl Runs {
         let (run_id, number) = (attempt.run_id.clone(), attempt.number);
         let (opened_tx, opened_rx) = oneshot::channel::<Result<(), RunError>>();
         let (tx, rx) = mpsc::channel::<StreamEvent>(STREAM_BUFFER);
-        // Its own task, like `chat`: the stream is consumed and the run recorded even if the
-        // client goes away (sends to a gone client are ignored).
+        // Its own task: the stream is consumed and the run recorded even if the client goes
+        // away (sends to a gone client are ignored).
         tokio::spawn(self.clone().drive(attempt, Some(tx), Some(opened_tx)));
         match opened_rx.await {
             Ok(Ok(())) => Ok(RunEvents {
