@@ -61,7 +61,7 @@ fn limits(max_events: u64) -> EventLimits {
 
 async fn started(store: &dyn RunStore, id: &RunId, instance: &str, background: bool) -> u32 {
     match store
-        .begin_as(id, &json!({"message": "m"}), instance, background)
+        .begin_as(id, &Arc::new(json!({"message": "m"})), instance, background)
         .await
     {
         Ok(Begin::Started(record, _)) => record.attempts,
@@ -236,7 +236,7 @@ async fn background_suite(store: Arc<dyn RunStore>) {
     assert!(listed.contains(&bg), "released: listed");
     assert!(!listed.contains(&fg), "not a background run");
     let b = match store
-        .begin_as(&bg, &json!({"message": "m"}), "b", true)
+        .begin_as(&bg, &Arc::new(json!({"message": "m"})), "b", true)
         .await
     {
         Ok(Begin::Started(record, Some(_))) => record.attempts,

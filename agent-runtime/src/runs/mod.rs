@@ -47,7 +47,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
 use crate::metrics::{Counters, RunEvent};
-use crate::store::{Begin, DurableStoreKind, RunId, RunRecord, RunStore, StoreError, TakenOver};
+use crate::store::{
+    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStore, StoreError, TakenOver,
+};
 
 mod background;
 mod detach;
@@ -263,8 +265,12 @@ impl Runs {
     async fn begin(&self, mut request: AgentRequest, key: Option<&str>) -> Result<Begun, RunError> {
         let run_id = resolve_run_id(request.run_id.as_deref(), key).map_err(RunError::BadRunId)?;
         request.run_id = Some(run_id.to_string());
-        let input = serde_json::to_value(&request).unwrap_or(Value::Null);
-        match self.store.begin(&run_id, &input, &self.instance_id).await {
+        let input = Arc::new(serde_json::to_value(&request).unwrap_or(Value::Null));
+        let begun = self
+            .store
+            .begin_as(&run_id, &input, &self.instance_id, false)
+            .await;
+        match begun {
             Ok(Begin::Started(record, taken_over)) => {
                 self.note_started(&run_id, &record, taken_over.as_ref());
                 Ok(Begun::Fresh(Attempt {
@@ -293,12 +299,13 @@ impl Runs {
         run_id: &RunId,
         attempt: u32,
         result: Result<Value, AgentError>,
-    ) -> Result<Value, RunError> {
+    ) -> Result<Arc<Value>, RunError> {
         let output = match result {
-            Ok(output) => output,
+            Ok(output) => Arc::new(output),
             Err(error) => return Err(self.fail(run_id, attempt, error).await),
         };
-        match self.store.complete(run_id, attempt, &output).await {
+        let outcome = Outcome::Completed(&output);
+        match self.store.finish(run_id, attempt, outcome).await {
             Ok(_) => {
                 self.counters.run_event(RunEvent::Completed);
                 Ok(output)
@@ -386,7 +393,7 @@ impl Runs {
         });
         match work.await {
             Ok(result) => result.map(|output| Answer {
-                output: Arc::new(output),
+                output,
                 run_id: run_id.to_string(),
                 replayed: false,
             }),

@@ -149,15 +149,15 @@ impl Runs {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            match self.by_id.get(&oldest) {
+            // Removed first: what must stay (rarely the oldest) goes back.
+            match self.by_id.remove(&oldest) {
                 Some(s) if s.record.status == RunStatus::Running || *oldest == *keep => {
-                    kept.push(oldest)
+                    self.by_id.insert(oldest.clone(), s);
+                    kept.push(oldest);
                 }
-                Some(_) => {
-                    if let Some(s) = self.by_id.remove(&oldest) {
-                        self.bytes = self.bytes.saturating_sub(s.bytes);
-                        forgotten.push(s);
-                    }
+                Some(s) => {
+                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                    forgotten.push(s);
                 }
                 None => {}
             }
@@ -268,7 +268,7 @@ impl RunStore for MemoryRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Value,
+        input: &Arc<Value>,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {
@@ -281,7 +281,7 @@ impl RunStore for MemoryRunStore {
         let id = run_id.as_str();
         // Built before taking the lock, which then covers map operations only: the record of a
         // new run (most begins are), its size and its key.
-        let input = Arc::new(input.clone());
+        let input = input.clone();
         let fresh = RunRecord {
             run_id: id.to_owned(),
             status: RunStatus::Running,
@@ -297,17 +297,15 @@ impl RunStore for MemoryRunStore {
         let fresh_bytes = record_bytes(&fresh);
         let key: Arc<str> = Arc::from(id);
         let (begun, evicted) = self.with_runs(|runs| {
-            if let Some(existing) = runs.get(id) {
-                if existing.status == RunStatus::Completed {
+            let begun = match runs.get(id) {
+                Some(existing) if existing.status == RunStatus::Completed => {
                     return (Begin::AlreadyCompleted(existing.clone()), Vec::new());
                 }
-                if existing.status == RunStatus::Running && !stalled(existing) {
+                Some(existing) if existing.status == RunStatus::Running && !stalled(existing) => {
                     return (Begin::StillRunning(existing.clone()), Vec::new());
                 }
-            }
-            // Failed, or running but stalled: start it again.
-            let begun = runs
-                .update(id, |previous| {
+                // Failed, or running but stalled: start it again.
+                Some(_) => runs.update(id, |previous| {
                     let taken_over = (previous.status == RunStatus::Running).then(|| TakenOver {
                         instance_id: previous.instance_id.clone(),
                         attempts: previous.attempts,
@@ -321,11 +319,13 @@ impl RunStore for MemoryRunStore {
                     previous.attempts = previous.attempts.saturating_add(1);
                     previous.background = background;
                     Begin::Started(previous.clone(), taken_over)
-                })
-                .unwrap_or_else(|| {
-                    runs.insert(key, fresh.clone(), fresh_bytes);
-                    Begin::Started(fresh, None)
-                });
+                }),
+                None => None,
+            };
+            let begun = begun.unwrap_or_else(|| {
+                runs.insert(key, fresh.clone(), fresh_bytes);
+                Begin::Started(fresh, None)
+            });
             (begun, runs.evict(max, id))
         });
         // Forgotten records are freed after the lock is released.
@@ -342,9 +342,9 @@ impl RunStore for MemoryRunStore {
         let id = run_id.as_str();
         let max = self.max_bytes;
         let status = outcome.status();
-        // Copied before taking the lock (see `begin_as`).
+        // Made before taking the lock (see `begin_as`).
         let (output, error) = match outcome {
-            Outcome::Completed(output) => (Some(Arc::new(output.clone())), None),
+            Outcome::Completed(output) => (Some(output.clone()), None),
             Outcome::Failed(error) => (None, Some(error.to_owned())),
         };
         let now = Utc::now();

@@ -212,8 +212,8 @@ pub struct TakenOver {
 /// How a run ended: what [`RunStore::finish`] records.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome<'a> {
-    /// The agent answered: status `completed`, `output` set.
-    Completed(&'a Value),
+    /// The agent answered: status `completed`, `output` set (shared like `begin_as`'s input).
+    Completed(&'a Arc<Value>),
     /// The agent failed: status `failed`, `error` set.
     Failed(&'a str),
 }
@@ -299,11 +299,12 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
     /// Atomically starts the run unless it exists and is completed, or running and updated
     /// within the stale-after threshold (see [`Begin`]); a failed or stalled run is started
     /// again. `background`: a run of `POST /runs`, listed by
-    /// [`RunStore::stalled_background`] while it runs.
+    /// [`RunStore::stalled_background`] while it runs. `input` is shared: the memory store keeps
+    /// it as it is, the others write its JSON.
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Value,
+        input: &Arc<Value>,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError>;
@@ -315,7 +316,8 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         input: &Value,
         instance_id: &str,
     ) -> Result<Begin, StoreError> {
-        self.begin_as(run_id, input, instance_id, false).await
+        self.begin_as(run_id, &Arc::new(input.clone()), instance_id, false)
+            .await
     }
 
     /// Appends an event to the run's log if the run is still running at `attempt`, and returns
@@ -367,8 +369,12 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         attempt: u32,
         output: &Value,
     ) -> Result<RunRecord, StoreError> {
-        self.finish(run_id, attempt, Outcome::Completed(output))
-            .await
+        self.finish(
+            run_id,
+            attempt,
+            Outcome::Completed(&Arc::new(output.clone())),
+        )
+        .await
     }
 
     /// Marks the run failed with `error` ([`RunStore::finish`]).

@@ -271,7 +271,7 @@ impl RunStore for PostgresRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Value,
+        input: &Arc<Value>,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {
@@ -279,7 +279,7 @@ impl RunStore for PostgresRunStore {
         for _ in 0..BEGIN_ATTEMPTS {
             let started = sqlx::query(BEGIN_RUN)
                 .bind(run_id.as_str())
-                .bind(input)
+                .bind(&**input)
                 .bind(instance_id)
                 .bind(self.stale_after_secs)
                 .bind(background)
@@ -316,7 +316,7 @@ impl RunStore for PostgresRunStore {
         outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
         let (output, error) = match outcome {
-            Outcome::Completed(output) => (Some(output), None),
+            Outcome::Completed(output) => (Some(&**output), None),
             Outcome::Failed(error) => (None, Some(error)),
         };
         let mut conn = self.conn().await?;

@@ -265,7 +265,7 @@ impl RunStore for RedisRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Value,
+        input: &Arc<Value>,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {
