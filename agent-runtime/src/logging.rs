@@ -41,12 +41,7 @@ pub fn init(filter: &str) -> WorkerGuard {
         .with_writer(writer)
         .try_init();
     std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown".to_owned());
+        let message = panic_message(info.payload()).unwrap_or("unknown");
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -54,4 +49,12 @@ pub fn init(filter: &str) -> WorkerGuard {
         tracing::error!(event = "handler_panic", message = %message, location = %location);
     }));
     guard
+}
+
+/// The message a panic was raised with (`panic!` with a literal or a format), if it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }

@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 
+use crate::logging::panic_message;
+
 /// Why a [`Detachable`] gave no value.
 #[derive(Debug)]
 pub(super) struct Panicked(pub(super) String);
@@ -47,7 +49,8 @@ impl<F: Future + Send + 'static> Future for Detachable<F> {
             }
             Err(panic) => {
                 self.work = None;
-                Poll::Ready(Err(Panicked(panic_message(panic.as_ref()))))
+                let message = panic_message(panic.as_ref()).unwrap_or_default();
+                Poll::Ready(Err(Panicked(format!("panicked: {message}"))))
             }
         }
     }
@@ -56,22 +59,12 @@ impl<F: Future + Send + 'static> Future for Detachable<F> {
 impl<F: Future + Send + 'static> Drop for Detachable<F> {
     fn drop(&mut self) {
         if let Some(work) = self.work.take() {
-            // Outside a runtime (it is shutting down) there is nowhere to finish it.
+            // Outside a runtime (it is shutting down) there is nowhere to finish it. A panic on
+            // the task ends the task only (and the panic hook logs it), as before it was moved.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(AssertUnwindSafe(work).catch_unwind().map(drop));
+                runtime.spawn(work.map(drop));
             }
         }
-    }
-}
-
-/// The message of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".to_owned()
     }
 }
 
