@@ -44,7 +44,7 @@ bench_control_plane
 
 # A non-loopback address of this machine (what a pod IP would be).
 host="$(ip -4 -o addr show scope global | awk '{ split($4, a, "/"); print a[1] }' | grep -x '10.244.0.1' || true)"
-[[ -n "$host" ]] || host="$(ip -4 -o addr show scope global | awk '{ split($4, a, "/"); print a[1]; exit }')"
+[[ -n "$host" ]] || host="$(ip -4 -o addr show scope global | awk '!n++ { split($4, a, "/"); print a[1] }')"
 [[ -n "$host" ]] || die "this machine has no non-loopback IPv4 address for the simulated pods"
 
 bench_operator_binary

@@ -312,7 +312,7 @@ EOF
 PROC_DIR="$CP_DIR"
 proc_pattern() { echo "$BIN_DIR/$1-"; }
 
-port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+port_busy() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
 
 # start NAME args...: start a component in the background, logging to $CP_DIR/NAME.log.
 # start NAME ARGS...: the cached binary of NAME in the background.

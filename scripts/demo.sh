@@ -334,7 +334,7 @@ for ((i = 0; i < WAIT_SECONDS; i++)); do
 done
 kubectl -n "$NS" get deployment "$NAME" >/dev/null 2>&1 ||
     die "the operator did not create deployment/${NAME} within ${WAIT_SECONDS}s"
-if kubectl get nodes -o name 2>/dev/null | grep -q .; then
+if [[ -n "$(kubectl get nodes -o name 2>/dev/null)" ]]; then
     say "pods run on the simulated (kwok) node: waiting for condition Ready on fa/${NAME}"
     if ! kubectl -n "$NS" wait --for=condition=Ready "fa/${NAME}" --timeout=90s >/dev/null; then
         say "fa/${NAME} is not Ready yet (its status below says why)"
@@ -370,12 +370,13 @@ if [[ -n "$pod" ]]; then
 else
     hash="$(kubectl -n "$NS" get replicasets -l "app.kubernetes.io/instance=${NAME}" \
         -o jsonpath='{.items[0].metadata.labels.pod-template-hash}' 2>/dev/null || true)"
-    pod="${NAME}-${hash:-5d8f7c9b6}-$(tr -dc 'bcdfghjklmnpqrstvwxz2456789' </dev/urandom | head -c 5)"
+    suffix="$(head -c 256 /dev/urandom | tr -dc 'bcdfghjklmnpqrstvwxz2456789')"
+    pod="${NAME}-${hash:-5d8f7c9b6}-${suffix:0:5}"
     say "pod name for the downward API (metadata.name): ${pod} (made up as <deployment>-<hash>-<random>)"
 fi
 
 local_redis=""
-if kubectl -n "$NS" get deployment "$NAME" -o json | grep -q '"REDIS_URL"'; then
+if [[ "$(kubectl -n "$NS" get deployment "$NAME" -o json)" == *'"REDIS_URL"'* ]]; then
     # the services script prints `export REDIS_URL=... DATABASE_URL=...`
     local_redis="$(eval "$(scripts/services.sh env)" && printf '%s' "$REDIS_URL")"
     if command -v redis-cli >/dev/null 2>&1 && redis-cli -u "$local_redis" ping >/dev/null 2>&1; then

@@ -122,7 +122,7 @@ cmd_pause() {
 
 build_binaries() {
   command -v musl-gcc >/dev/null 2>&1 || die "musl-gcc is missing (apt-get install musl-tools): ring and mimalloc need a C compiler for musl"
-  if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+  if ! grep -qx "$TARGET" <<<"$(rustup target list --installed 2>/dev/null)"; then
     log "rustup target add $TARGET"
     rustup target add "$TARGET" >&2
   fi
@@ -134,8 +134,10 @@ build_binaries() {
   local bin
   for bin in fastagentic fastagentic-operator; do
     # static-pie: no NEEDED shared library (ldd says "statically linked" and exits 0 for these)
-    if readelf -d "$TARGET_DIR/$TARGET/release/$bin" | grep -q '(NEEDED)'; then
-      die "$bin is not static: it needs $(readelf -d "$TARGET_DIR/$TARGET/release/$bin" | grep '(NEEDED)')"
+    local dynamic
+    dynamic="$(readelf -d "$TARGET_DIR/$TARGET/release/$bin")"
+    if grep -q '(NEEDED)' <<<"$dynamic"; then
+      die "$bin is not static: it needs $(grep '(NEEDED)' <<<"$dynamic")"
     fi
   done
   log "binaries built in $(($(date +%s) - start))s"

@@ -301,8 +301,11 @@ cmd_net_up() {
     log "bridge $BRIDGE with $NODE_IP/${POD_SUBNET#*/} (the node's address; pods attach to it)"
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" ||
-    ip addr add "$NODE_IP/${POD_SUBNET#*/}" dev "$BRIDGE"
+  # (the listing is read whole first: `ip` flushes per line, so `ip ... | grep -q` under pipefail
+  # fails with SIGPIPE when grep stops at the match before `ip` is done)
+  local addrs
+  addrs="$(ip -4 addr show dev "$BRIDGE")"
+  [[ "$addrs" == *"inet $NODE_IP/"* ]] || ip addr add "$NODE_IP/${POD_SUBNET#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # ClusterIPs from this machine: kube-proxy DNATs them in OUTPUT, after the kernel has picked a
   # route; without a default route there is none, so give the Service range one (it goes with

@@ -20,7 +20,9 @@ alive() {
 # running NAME: alive, and the process's command line matches proc_pattern NAME.
 running() {
   alive "$1" || return 1
-  tr '\0' ' ' <"/proc/$(cat "$(pid_file "$1")")/cmdline" 2>/dev/null | grep -qE -- "$(proc_pattern "$1")"
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$(cat "$(pid_file "$1")")/cmdline" 2>/dev/null)" || return 1
+  grep -qE -- "$(proc_pattern "$1")" <<<"$cmdline"
 }
 
 # start_process NAME BINARY ARGS...: in the background, logging to $PROC_DIR/NAME.log.

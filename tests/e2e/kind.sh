@@ -103,7 +103,7 @@ if [[ "$(docker inspect -f '{{.State.Running}}' "$REGISTRY_NAME" 2>/dev/null)" !
     docker run -d --restart=always -p "127.0.0.1:${REGISTRY_PORT}:5000" --name "$REGISTRY_NAME" registry:2 >/dev/null
 fi
 
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+if grep -qx "$CLUSTER" <<<"$(kind get clusters 2>/dev/null)"; then
     step "reusing kind cluster ${CLUSTER}"
 else
     step "creating kind cluster ${CLUSTER} (containerd mirrors docker.io and ghcr.io to ${REGISTRY_NAME})"
