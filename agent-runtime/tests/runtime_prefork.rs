@@ -256,6 +256,46 @@ fn max_requests_recycles_workers_with_zero_failures_and_metrics_count_all() {
 }
 
 #[test]
+fn a_burst_of_connections_is_shared_between_the_workers() {
+    let s = Server::start(&["--server", "gunicorn", "--workers", "2"], &[]);
+    wait_children(&s, 2);
+    poll(Duration::from_secs(20), || {
+        (s.metrics()["accepting_workers"] == 2).then_some(())
+    })
+    .expect("both workers accepting");
+    // All connect at once (the kernel completes them before any worker accepts), then each
+    // sends a request and keeps its connection open.
+    const CONNS: u64 = 40;
+    let conns: Vec<std::net::TcpStream> = (0..CONNS)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect"))
+        .collect();
+    let req = build_request("GET", "/health", &[], None, false);
+    for c in &conns {
+        use std::io::Write;
+        (&*c).write_all(&req).expect("send");
+        let resp = read_response(&mut std::io::BufReader::new(c), false).expect("response");
+        assert_eq!(resp.status, 200);
+    }
+    let m = s.metrics();
+    let open: Vec<u64> = m["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["connections"].as_u64().expect("connections"))
+        .collect();
+    assert_eq!(open.len(), 2, "{m}");
+    assert!(
+        open.iter().sum::<u64>() >= CONNS,
+        "every connection is counted (and the scrape's own): {open:?}"
+    );
+    assert!(
+        open.iter().all(|&n| n >= CONNS * 3 / 10),
+        "each worker holds at least 30% of {CONNS} connections: {open:?}"
+    );
+    drop(conns);
+}
+
+#[test]
 fn workers_from_the_environment() {
     let s = Server::start(
         &[],

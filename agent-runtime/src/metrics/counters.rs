@@ -88,6 +88,7 @@ impl Counters {
         self.words[word!(pid)].store(u64::from(std::process::id()), Ordering::Relaxed);
         self.words[word!(started_ms)].store(now_ms(), Ordering::Relaxed);
         self.words[word!(in_flight)].store(0, Ordering::Relaxed);
+        self.words[word!(connections)].store(0, Ordering::Relaxed);
         self.words[word!(handled)].store(0, Ordering::Relaxed);
         for p in 0..POOLS.len() {
             for k in 0..POOL_TIMEOUTS {
@@ -152,6 +153,33 @@ impl Counters {
         let now = self.words[word!(in_flight)].fetch_add(1, Ordering::AcqRel) + 1;
         self.words[word!(max_in_flight)].fetch_max(now, Ordering::AcqRel);
         InFlightGuard(self.clone())
+    }
+
+    /// A connection was accepted: open until the returned guard is dropped. Written to the slot
+    /// at once, so that the other workers count it when they decide whether to accept
+    /// ([`Counters::over_share`]); the close is written with the next response head or tick.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.words[word!(connections)].fetch_add(1, Ordering::AcqRel);
+        self.publish();
+        ConnectionGuard(self.clone())
+    }
+
+    /// Whether this pre-fork worker holds more than its share of the pod's connections: more
+    /// than the least loaded other accepting worker by [`over_share`]'s margin. Always `false`
+    /// for a single process.
+    pub fn over_share(&self) -> bool {
+        let Some(sink) = &self.sink else { return false };
+        let mine = self.words[word!(connections)].load(Ordering::Acquire);
+        let fewest = (0..sink.file.slots())
+            .filter(|&slot| slot != sink.slot)
+            .filter_map(|slot| sink.file.read_slot(slot))
+            .filter(|s| {
+                s.magic == MAGIC
+                    && matches!(s.state(), SlotState::Ready | SlotState::RecycleRequested)
+            })
+            .map(|s| s.connections)
+            .min();
+        fewest.is_some_and(|fewest| over_share(mine, fewest))
     }
 
     /// The response head is ready: count it (before it is sent, so a client that saw the
@@ -244,6 +272,23 @@ impl Counters {
     }
 }
 
+/// Whether a worker with `mine` open connections holds more than its share when the least
+/// loaded other worker has `fewest`: by more than one, and by more than an eighth at larger
+/// counts, so that near-equal workers do not take turns waiting.
+pub(super) fn over_share(mine: u64, fewest: u64) -> bool {
+    mine > fewest + 1 + fewest / 8
+}
+
+/// Holds one accepted connection in the open-connections gauge.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Counters>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.words[word!(connections)].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Holds one admitted request in the in-flight gauge.
 #[derive(Debug)]
 pub struct InFlightGuard(Arc<Counters>);
@@ -283,5 +328,50 @@ mod tests {
         let s = a.pod_snapshot();
         assert_eq!(s.requests_total(), 4, "the dead worker's counts stay");
         assert_eq!(s.in_flight, 0);
+    }
+
+    #[test]
+    fn share_margin() {
+        assert!(!over_share(0, 0));
+        assert!(!over_share(1, 0), "one ahead is even enough");
+        assert!(over_share(2, 0));
+        assert!(!over_share(3, 5), "behind is never over");
+        assert!(!over_share(37, 32), "32 + 1 + 32 / 8");
+        assert!(over_share(38, 32));
+    }
+
+    #[test]
+    fn a_worker_ahead_of_the_others_is_over_its_share() {
+        let file = SharedFile::create(3).expect("memfd");
+        let a = Counters::shared(file.clone(), 0);
+        let b = Counters::shared(file.clone(), 1);
+        assert!(!a.over_share(), "no other worker is accepting yet");
+        let opened: Vec<_> = (0..2).map(|_| a.connection_opened()).collect();
+        assert!(!a.over_share(), "b is starting, not accepting");
+        b.set_state(SlotState::Ready);
+        assert!(a.over_share(), "2 open against b's 0");
+        assert!(!b.over_share(), "b has fewer");
+        let b_open = b.connection_opened();
+        assert!(!a.over_share(), "b's connection is published when accepted");
+        drop(opened);
+        assert!(!a.over_share());
+        b.set_state(SlotState::Draining);
+        let _more: Vec<_> = (0..5).map(|_| a.connection_opened()).collect();
+        assert!(
+            !a.over_share(),
+            "a draining worker is not one to leave connections to"
+        );
+        let views = a.pod_snapshot().workers;
+        assert_eq!(
+            views.iter().map(|w| w.connections).collect::<Vec<_>>(),
+            [5, 1]
+        );
+        drop(b_open);
+        file.mark_exited(1).expect("mark");
+        assert_eq!(file.read_slot(1).map(|s| s.connections), Some(0));
+        assert!(
+            !Counters::local().connection_opened().0.over_share(),
+            "single process"
+        );
     }
 }

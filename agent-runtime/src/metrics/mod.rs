@@ -19,6 +19,10 @@
 //! where its predecessor stopped. Counters therefore never go down, and the file holds at most
 //! as many slots as workers can be alive at once.
 //!
+//! A slot also holds the worker's open connections, written when one is accepted, so that a
+//! worker ahead of the others leaves the next connection to them
+//! ([`Counters::over_share`]).
+//!
 //! Besides the request counters a slot holds the worker's durable-run counters (started,
 //! completed, failed, replayed, taken_over) and a snapshot of each of its connection pools (max size, open,
 //! in use, idle, waiters, wait timeouts), refreshed every second and before `/metrics` answers.
@@ -37,7 +41,7 @@ mod exposition;
 mod pod;
 mod slot;
 
-pub use counters::{Counters, InFlightGuard, RunEvent};
+pub use counters::{ConnectionGuard, Counters, InFlightGuard, RunEvent};
 pub use exposition::PodCollector;
 pub use pod::{PodSnapshot, WorkerView};
 pub use slot::{

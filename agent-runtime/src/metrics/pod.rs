@@ -23,6 +23,8 @@ pub struct WorkerView {
     pub in_flight: u64,
     /// Highest in-flight count of this slot.
     pub max_in_flight: u64,
+    /// Open connections.
+    pub connections: u64,
 }
 
 /// Aggregated numbers.
@@ -89,6 +91,7 @@ impl PodSnapshot {
                     requests_handled: w.handled,
                     in_flight: w.in_flight,
                     max_in_flight: w.max_in_flight,
+                    connections: w.connections,
                 });
             }
         }

@@ -27,11 +27,12 @@ pub const BUCKETS: &[f64] = &[
 /// Bytes per slot in the shared file.
 pub const SLOT_BYTES: usize = 1024;
 
-/// Slot format version 4 (version 2 added runs and pools and 1024-byte slots; version 3 the
-/// `taken_over` run counter; version 4 a word-wise checksum). Supervisor and workers are
+/// Slot format version 6 (version 2 added runs and pools and 1024-byte slots; version 3 the
+/// `taken_over` run counter; version 4 a word-wise checksum; version 5 two more routes;
+/// version 6 the open-connections gauge). Supervisor and workers are
 /// the same binary, so a slot is only ever read by the version that wrote it; the magic still
 /// changes with the layout so a mismatch reads as an unusable slot, never as wrong numbers.
-pub(super) const MAGIC: u64 = 0x4641_5f4d_4554_5235; // "FA_METR5"
+pub(super) const MAGIC: u64 = 0x4641_5f4d_4554_5236; // "FA_METR6"
 
 /// Pools reported per slot, in this order.
 pub const POOLS: &[&str] = &[crate::pools::REDIS_POOL, crate::pools::DB_POOL];
@@ -49,8 +50,8 @@ pub const RUN_EVENTS: &[&str] = &["started", "completed", "failed", "replayed", 
 /// pattern is a valid value: zerocopy's derives check this at compile time, and the slot is
 /// written and read with its safe byte casts. The words are in the machine's byte order: the
 /// file is anonymous memory shared by processes of one binary on one machine. On
-/// little-endian machines the bytes are exactly those of format version 4, which wrote each
-/// word little-endian at a hand-computed index (`layout_is_format_version_4` pins this).
+/// little-endian machines word `i` is at byte `8 * i`, little-endian
+/// (`layout_is_format_version_6` and `bytes_are_format_version_6s` pin this).
 #[derive(
     Debug,
     Clone,
@@ -90,6 +91,8 @@ pub struct Slot {
     pub runs: [u64; RUN_EVENTS.len()],
     /// Per pool ([`POOLS`] order): max size, open, in use, idle, waiters, wait timeouts.
     pub pools: [[u64; POOL_WORDS]; POOLS.len()],
+    /// Connections the owner has open (what pre-fork workers balance accepting on).
+    pub connections: u64,
     /// [`Slot::compute_checksum`] of the words before it; must stay the last field.
     pub checksum: u64,
 }
@@ -294,6 +297,7 @@ impl SharedFile {
         s.magic = MAGIC;
         s.state = SlotState::Exited as u64;
         s.in_flight = 0;
+        s.connections = 0;
         for pool in &mut s.pools {
             pool[..POOL_TIMEOUTS].fill(0);
         }
@@ -331,10 +335,10 @@ mod tests {
         assert_eq!(Slot::decode(&buf[..8]), None, "a short read is no slot");
     }
 
-    /// The byte layout of format version 5 (version 4 had 7 routes), word by word. A change here changes the format:
-    /// give it a new [`MAGIC`].
+    /// The byte layout of format version 6 (version 4 had 7 routes, version 5 no
+    /// `connections`), word by word. A change here changes the format: give it a new [`MAGIC`].
     #[test]
-    fn layout_is_format_version_5() {
+    fn layout_is_format_version_6() {
         let at = |offset: usize| offset / 8;
         assert_eq!(at(offset_of!(Slot, magic)), 0);
         assert_eq!(at(offset_of!(Slot, state)), 1);
@@ -349,15 +353,22 @@ mod tests {
         assert_eq!(at(offset_of!(Slot, buckets)), 9 + 9 * 5);
         assert_eq!(at(offset_of!(Slot, runs)), 9 + 9 * 5 + 13);
         assert_eq!(at(offset_of!(Slot, pools)), 9 + 9 * 5 + 13 + 5);
-        assert_eq!(at(offset_of!(Slot, checksum)), 9 + 9 * 5 + 13 + 5 + 2 * 6);
-        assert_eq!(WORDS, 85);
-        assert_eq!(MAGIC.to_be_bytes(), *b"FA_METR5");
+        assert_eq!(
+            at(offset_of!(Slot, connections)),
+            9 + 9 * 5 + 13 + 5 + 2 * 6
+        );
+        assert_eq!(
+            at(offset_of!(Slot, checksum)),
+            9 + 9 * 5 + 13 + 5 + 2 * 6 + 1
+        );
+        assert_eq!(WORDS, 86);
+        assert_eq!(MAGIC.to_be_bytes(), *b"FA_METR6");
     }
 
-    /// Version 5 writes word `i` little-endian at byte `8 * i`, the rest of the slot zero.
+    /// Version 6 writes word `i` little-endian at byte `8 * i`, the rest of the slot zero.
     #[cfg(target_endian = "little")]
     #[test]
-    fn bytes_are_format_version_5s() {
+    fn bytes_are_format_version_6s() {
         let mut s = Slot::empty();
         for (i, w) in s.routes.as_flattened_mut().iter_mut().enumerate() {
             *w = 0x0102_0304_0506_0700 + i as u64;
@@ -365,11 +376,12 @@ mod tests {
         s.magic = MAGIC;
         s.pid = 4242;
         s.pools[1][POOL_TIMEOUTS] = 7;
+        s.connections = 3;
         let s = s.sealed();
-        let mut v5 = [0u8; SLOT_BYTES];
+        let mut v6 = [0u8; SLOT_BYTES];
         for (i, w) in s.words().iter().enumerate() {
-            v5[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            v6[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        assert_eq!(s.encode(), v5);
+        assert_eq!(s.encode(), v6);
     }
 }

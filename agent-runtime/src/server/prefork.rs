@@ -6,7 +6,8 @@
 //! --metrics-fd M --slot S ... <the run options>` with both descriptors inherited. All
 //! workers accept on the same socket, so a worker that stops accepting leaves queued
 //! connections to the others (no SO_REUSEPORT queue is dropped), and the socket stays bound
-//! for as long as the supervisor lives. Workers get SIGTERM if the supervisor dies
+//! for as long as the supervisor lives. Workers share the connections out among themselves
+//! through their metrics slots (see [`serve`](super::serve::serve)). Workers get SIGTERM if the supervisor dies
 //! (PR_SET_PDEATHSIG).
 //!
 //! When to start, replace, stop and kill workers is decided by

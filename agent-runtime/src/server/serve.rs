@@ -42,6 +42,9 @@ pub const WRAP_UP_MARGIN: Duration = Duration::from_secs(2);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Listen backlog.
 pub const BACKLOG: i32 = 1024;
+/// How long a pre-fork worker holding more than its share of connections waits before it
+/// accepts the next one, leaving it to a less loaded worker meanwhile.
+pub const ACCEPT_DEFER: Duration = Duration::from_millis(1);
 
 /// Timeouts of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -86,14 +89,33 @@ pub async fn serve(
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+    // Pre-fork workers accept on one shared socket, and whichever is awake takes what arrives:
+    // left alone, one worker can take every connection of a burst while another idles. So a
+    // worker ahead of the least loaded one waits ACCEPT_DEFER before its next accept (once per
+    // accept: a worker that stopped accepting delays the others by that much at most).
+    let mut waited = false;
     loop {
+        if !waited && state.counters.over_share() {
+            waited = true;
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(ACCEPT_DEFER) => {}
+            }
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    waited = false;
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_conn(stream, app.clone(), opts, drain_rx.clone()));
+                    let open = state.counters.connection_opened();
+                    let conn = serve_conn(stream, app.clone(), opts, drain_rx.clone());
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(open);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
