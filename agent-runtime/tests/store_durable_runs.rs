@@ -16,8 +16,8 @@ use agent_runtime::pools::{
 };
 use agent_runtime::store::{
     Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, MEMORY_STORE_DEFAULT_MAX_BYTES,
-    MemoryRunStore, PostgresRunStore, RedisRunStore, RunId, RunStatus, RunStore, StoreArgs,
-    StoreError, TakenOver, build_run_store, migrate,
+    MemoryRunStore, Payload, PostgresRunStore, RedisRunStore, RunId, RunStatus, RunStore,
+    StoreArgs, StoreError, TakenOver, build_run_store, migrate,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -131,7 +131,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     };
     assert_eq!(record.run_id, id.as_str());
     assert_eq!(record.status, RunStatus::Running);
-    assert_eq!(*record.input, input);
+    assert_eq!(record.input, input);
     assert_eq!(record.instance_id, INSTANCE);
     assert_eq!(record.attempts, 1);
     assert_eq!(record.output, None);
@@ -144,7 +144,7 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     };
     assert_eq!(running.status, RunStatus::Running);
     assert_eq!(
-        *running.input, input,
+        running.input, input,
         "{kind}: the running record must not be overwritten"
     );
 
@@ -154,7 +154,10 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
         panic!("{kind}: complete: {completed:?}")
     };
     assert_eq!(completed.status, RunStatus::Completed);
-    assert_eq!(completed.output.as_deref(), Some(&output));
+    assert_eq!(
+        completed.output.as_ref().map(Payload::to_value),
+        Some(output.clone())
+    );
     assert!(completed.updated_at >= completed.created_at);
 
     let replay = store
@@ -163,13 +166,16 @@ async fn durable_run_suite(store: Arc<dyn RunStore>) {
     let Ok(Begin::AlreadyCompleted(stored)) = replay else {
         panic!("{kind}: begin after completion must replay: {replay:?}")
     };
-    assert_eq!(stored.output.as_deref(), Some(&output));
-    assert_eq!(*stored.input, input);
+    assert_eq!(
+        stored.output.as_ref().map(Payload::to_value),
+        Some(output.clone())
+    );
+    assert_eq!(stored.input, input);
     assert_eq!(stored.instance_id, INSTANCE);
 
     let read = store.get(&id).await;
     assert!(
-        matches!(&read, Ok(Some(r)) if r.status == RunStatus::Completed && r.output.as_deref() == Some(&output)),
+        matches!(&read, Ok(Some(r)) if r.status == RunStatus::Completed && r.output.as_ref().map(Payload::to_value).as_ref() == Some(&output)),
         "{kind}: get: {read:?}"
     );
 
@@ -296,11 +302,8 @@ async fn stalled_run_suite(store: Arc<dyn RunStore>) {
     assert_eq!(taken.status, RunStatus::Running);
     assert_eq!(taken.attempts, 2);
     assert_eq!(taken.instance_id, "instance-b");
-    assert_eq!(*taken.input, retry_input);
-    assert_eq!(
-        (taken.output.as_deref(), taken.error.as_ref()),
-        (None, None)
-    );
+    assert_eq!(taken.input, retry_input);
+    assert_eq!((taken.output.as_ref(), taken.error.as_ref()), (None, None));
     assert_eq!(taken.created_at, first.created_at, "{kind}: same run");
     assert!(taken.updated_at > first.updated_at, "{kind}: {taken:?}");
     // Taken over just now: not stale any more.
@@ -330,7 +333,7 @@ async fn stalled_run_suite(store: Arc<dyn RunStore>) {
     let output = json!({"output": "retry"});
     let done = store.complete(&id, 2, &output).await;
     assert!(
-        matches!(&done, Ok(r) if r.status == RunStatus::Completed && r.attempts == 2 && r.output.as_deref() == Some(&output)),
+        matches!(&done, Ok(r) if r.status == RunStatus::Completed && r.attempts == 2 && r.output.as_ref().map(Payload::to_value).as_ref() == Some(&output)),
         "{kind}: complete of the new attempt: {done:?}"
     );
     let late = store.complete(&id, 1, &json!({"output": "late"})).await;
@@ -340,7 +343,7 @@ async fn stalled_run_suite(store: Arc<dyn RunStore>) {
     );
     let replay = store.begin(&id, &input, "instance-d").await;
     assert!(
-        matches!(&replay, Ok(Begin::AlreadyCompleted(r)) if r.output.as_deref() == Some(&output) && r.instance_id == "instance-b"),
+        matches!(&replay, Ok(Begin::AlreadyCompleted(r)) if r.output.as_ref().map(Payload::to_value).as_ref() == Some(&output) && r.instance_id == "instance-b"),
         "{kind}: completed runs are never taken over: {replay:?}"
     );
 
@@ -465,7 +468,7 @@ async fn heartbeat_suite(store: Arc<dyn RunStore>) {
             "{kind}"
         );
         assert_eq!(
-            *running.input, input,
+            running.input, input,
             "{kind}: a heartbeat changes nothing else"
         );
         assert!(running.updated_at >= last_update, "{kind}: {running:?}");

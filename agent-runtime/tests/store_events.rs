@@ -15,7 +15,7 @@ use agent_runtime::pools::{
     DbPool, DbPoolConfig, RedisPool, RedisPoolConfig, build_pg_pool, build_redis_pool,
 };
 use agent_runtime::store::{
-    Begin, EventKind, EventLimits, MemoryRunStore, PostgresRunStore, RedisRunStore, RunId,
+    Begin, EventKind, EventLimits, MemoryRunStore, Payload, PostgresRunStore, RedisRunStore, RunId,
     RunStore, StoreError,
 };
 use serde_json::json;
@@ -61,7 +61,12 @@ fn limits(max_events: u64) -> EventLimits {
 
 async fn started(store: &dyn RunStore, id: &RunId, instance: &str, background: bool) -> u32 {
     match store
-        .begin_as(id, &Arc::new(json!({"message": "m"})), instance, background)
+        .begin_as(
+            id,
+            &Payload::of(&json!({"message": "m"})),
+            instance,
+            background,
+        )
         .await
     {
         Ok(Begin::Started(record, _)) => record.attempts,
@@ -236,7 +241,7 @@ async fn background_suite(store: Arc<dyn RunStore>) {
     assert!(listed.contains(&bg), "released: listed");
     assert!(!listed.contains(&fg), "not a background run");
     let b = match store
-        .begin_as(&bg, &Arc::new(json!({"message": "m"})), "b", true)
+        .begin_as(&bg, &Payload::of(&json!({"message": "m"})), "b", true)
         .await
     {
         Ok(Begin::Started(record, Some(_))) => record.attempts,

@@ -8,14 +8,11 @@
 //! decides atomically, so one process does). The fencing of `complete` means a run that is taken
 //! over is recorded completed once, by the attempt that owns it.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use serde_json::Value;
 
 use super::{Attempt, RunError, Runs};
 use crate::agent::AgentRequest;
-use crate::store::{Begin, DurableStoreKind, RunRecord};
+use crate::store::{Begin, DurableStoreKind, Payload, RunRecord};
 
 /// Shortest sweep period, whatever the stale-after.
 pub const MIN_SWEEP: Duration = Duration::from_millis(200);
@@ -42,7 +39,7 @@ impl Runs {
         let run_id =
             super::resolve_run_id(request.run_id.as_deref(), key).map_err(RunError::BadRunId)?;
         request.run_id = Some(run_id.to_string());
-        let input = Arc::new(serde_json::to_value(&request).unwrap_or(Value::Null));
+        let input = Payload::of(&request);
         let begun = self
             .store
             .begin_as(&run_id, &input, &self.instance_id, true)

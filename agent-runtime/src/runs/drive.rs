@@ -284,7 +284,12 @@ impl Runs {
             .await;
         }
         heartbeat.stop().await;
-        let output = serde_json::json!({"output": text, "agent": self.agent.name()});
+        let output = super::StoredOutput {
+            text: &text,
+            agent: self.agent.name(),
+            extra: None,
+        }
+        .payload();
         let seq = last.map(|s| s + 1);
         live.send(match self.finish(&run_id, number, Ok(output)).await {
             Ok(_) => StreamEvent::Done {

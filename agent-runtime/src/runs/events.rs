@@ -80,10 +80,12 @@ pub(super) fn replay_events(record: RunRecord) -> RunEvents {
     let text = record
         .output
         .as_ref()
-        .and_then(|o| o.get("output"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+        .and_then(|o| o.to_value().get_mut("output").map(Value::take))
+        .and_then(|v| match v {
+            Value::String(text) => Some(text),
+            _ => None,
+        })
+        .unwrap_or_default();
     let (tx, rx) = mpsc::channel(2);
     let _ = tx.try_send(StreamEvent::Delta { seq: None, text });
     let _ = tx.try_send(StreamEvent::Done {

@@ -41,16 +41,16 @@
 
 use std::sync::Arc;
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent::{Agent, AgentError, AgentReply, AgentRequest};
+use crate::agent::{Agent, AgentError, AgentRequest};
 use crate::metrics::{Counters, RunEvent};
 use crate::store::{
-    Begin, DurableStoreKind, Outcome, RunId, RunRecord, RunStore, StoreError, TakenOver,
+    Begin, DurableStoreKind, Outcome, Payload, RunId, RunRecord, RunStore, StoreError, TakenOver,
 };
 
+mod answer;
 mod background;
 mod detach;
 mod drive;
@@ -60,6 +60,8 @@ mod id;
 mod resume;
 mod webhook;
 
+use answer::StoredOutput;
+pub use answer::{Answer, AnswerBody};
 pub use background::Submitted;
 use detach::{Detachable, Panicked};
 use events::replay_events;
@@ -144,17 +146,6 @@ pub enum RunError {
     },
 }
 
-/// The answer of `POST /chat`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    /// The stored output (the agent's answer without the run id).
-    pub output: Arc<Value>,
-    /// The run.
-    pub run_id: String,
-    /// Served from the store without running the agent.
-    pub replayed: bool,
-}
-
 /// A begun attempt: the request (with its run id set), the attempt number its outcome is
 /// recorded under, and how it began.
 struct Attempt {
@@ -173,52 +164,6 @@ enum Begun {
     Fresh(Attempt),
     /// A completed run: replay its record.
     Completed(RunRecord),
-}
-
-/// What is stored as a completed run's output: the agent's answer without the run id.
-fn output_value(reply: &AgentReply, agent: &str) -> Value {
-    let mut v = json!({"output": reply.output, "agent": agent});
-    if let Some(o) = v.as_object_mut() {
-        for (k, x) in &reply.extra {
-            o.entry(k.clone()).or_insert_with(|| x.clone());
-        }
-    }
-    v
-}
-
-/// The body of `POST /chat`'s answer: the stored output's fields (an output that is not an
-/// object is the field `output`) plus the run id, the answering instance and the replay flag,
-/// which take the place of output fields of the same names. Serialized as it is, without
-/// copying the output.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerBody<'a> {
-    /// The stored output.
-    pub output: &'a Value,
-    /// The run.
-    pub run_id: &'a str,
-    /// The instance answering.
-    pub instance_id: &'a str,
-    /// Served from the store without running the agent.
-    pub replayed: bool,
-}
-
-impl Serialize for AnswerBody<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        const OWN: [&str; 3] = ["run_id", "instance_id", "replayed"];
-        let mut map = serializer.serialize_map(None)?;
-        match self.output {
-            Value::Object(fields) => {
-                for (key, value) in fields.iter().filter(|(k, _)| !OWN.contains(&k.as_str())) {
-                    map.serialize_entry(key, value)?;
-                }
-            }
-            other => map.serialize_entry("output", other)?,
-        }
-        map.serialize_entry("run_id", self.run_id)?;
-        map.serialize_entry("instance_id", self.instance_id)?;
-        map.serialize_entry("replayed", &self.replayed)?;
-        map.end()
-    }
 }
 
 /// Resolves when this process wraps up its streams ([`Runs::wrap_up`]).
@@ -265,7 +210,7 @@ impl Runs {
     async fn begin(&self, mut request: AgentRequest, key: Option<&str>) -> Result<Begun, RunError> {
         let run_id = resolve_run_id(request.run_id.as_deref(), key).map_err(RunError::BadRunId)?;
         request.run_id = Some(run_id.to_string());
-        let input = Arc::new(serde_json::to_value(&request).unwrap_or(Value::Null));
+        let input = Payload::of(&request);
         let begun = self
             .store
             .begin_as(&run_id, &input, &self.instance_id, false)
@@ -298,10 +243,10 @@ impl Runs {
         &self,
         run_id: &RunId,
         attempt: u32,
-        result: Result<Value, AgentError>,
-    ) -> Result<Arc<Value>, RunError> {
+        result: Result<Payload, AgentError>,
+    ) -> Result<Payload, RunError> {
         let output = match result {
-            Ok(output) => Arc::new(output),
+            Ok(output) => output,
             Err(error) => return Err(self.fail(run_id, attempt, error).await),
         };
         let outcome = Outcome::Completed(&output);
@@ -376,7 +321,7 @@ impl Runs {
             Begun::Fresh(attempt) => attempt,
             Begun::Completed(record) => {
                 return Ok(Answer {
-                    output: record.output.unwrap_or_else(|| Arc::new(Value::Null)),
+                    output: record.output.unwrap_or_else(|| Payload::of(&Value::Null)),
                     run_id: record.run_id,
                     replayed: true,
                 });
@@ -388,7 +333,8 @@ impl Runs {
         // recorded all the same (see `detach`).
         let work = Detachable::new(async move {
             let result = this.agent.run(attempt.request).await;
-            let result = result.map(|reply| output_value(&reply, this.agent.name()));
+            let result =
+                result.map(|reply| StoredOutput::of_reply(&reply, this.agent.name()).payload());
             this.finish(&attempt.run_id, attempt.number, result).await
         });
         match work.await {

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::drive::{PAGE, client_event};
@@ -178,7 +177,7 @@ impl Runs {
         let Ok(run_id) = RunId::parse(&record.run_id) else {
             return;
         };
-        let request: AgentRequest = match AgentRequest::deserialize(&*record.input) {
+        let request: AgentRequest = match record.input.parse() {
             Ok(request) => request,
             Err(e) => {
                 tracing::warn!(event = "run_takeover_failed", run_id = %run_id, error = %e);

@@ -1,6 +1,9 @@
 //! Tests of `POST /chat`'s run path and answer body.
 
+use serde_json::json;
+
 use super::*;
+use crate::agent::AgentReply;
 
 #[test]
 fn answers_carry_the_run_id_and_replay_flag() {
@@ -9,9 +12,10 @@ fn answers_carry_the_run_id_and_replay_flag() {
         run_id: Some("r".into()),
         extra: serde_json::Map::from_iter([("tokens".to_owned(), json!(3))]),
     };
-    let out = output_value(&reply, "echo");
+    let out = StoredOutput::of_reply(&reply, "echo").payload();
     assert_eq!(out, json!({"output": "hi", "agent": "echo", "tokens": 3}));
-    let body = body_of(&out, "r", true);
+    assert_eq!(out.json(), r#"{"output":"hi","agent":"echo","tokens":3}"#);
+    let body = body_of(&out.to_value(), "r", true);
     assert_eq!(
         body,
         json!({"output": "hi", "agent": "echo", "tokens": 3, "run_id": "r",
@@ -63,7 +67,7 @@ async fn a_chat_is_recorded_when_its_client_goes_away() {
     // The client's retry is answered from the record.
     let again = runs.chat(request("left-early"), None).await;
     assert!(
-        matches!(&again, Ok(a) if a.replayed && a.output["output"] == "hello"),
+        matches!(&again, Ok(a) if a.replayed && a.output.to_value()["output"] == "hello"),
         "{again:?}"
     );
 }
@@ -73,7 +77,7 @@ async fn a_chat_answers_and_records_its_run() {
     let runs = echo_runs(std::time::Duration::ZERO);
     let answer = runs.chat(request("stays"), None).await;
     assert!(
-        matches!(&answer, Ok(a) if !a.replayed && a.run_id == "stays" && a.output["output"] == "hello"),
+        matches!(&answer, Ok(a) if !a.replayed && a.run_id == "stays" && a.output.to_value()["output"] == "hello"),
         "{answer:?}"
     );
     let id = RunId::parse("stays").unwrap_or_else(|e| panic!("{e}"));
@@ -86,7 +90,7 @@ async fn a_chat_answers_and_records_its_run() {
 
 fn body_of(output: &Value, run_id: &str, replayed: bool) -> Value {
     let body = AnswerBody {
-        output,
+        output: &Payload::of(output),
         run_id,
         instance_id: "pod-1",
         replayed,
@@ -104,7 +108,7 @@ fn the_runs_own_fields_replace_the_outputs() {
     );
     // The text holds each field once.
     let text = serde_json::to_string(&AnswerBody {
-        output: &out,
+        output: &Payload::of(&out),
         run_id: "r",
         instance_id: "pod-1",
         replayed: false,
@@ -120,5 +124,42 @@ fn an_output_that_is_not_an_object_is_the_output_field() {
     assert_eq!(
         body,
         json!({"output": "plain", "run_id": "r", "instance_id": "pod-1", "replayed": false})
+    );
+}
+
+#[test]
+fn extra_fields_do_not_replace_the_output_or_the_agent() {
+    let reply = AgentReply {
+        output: "hi".into(),
+        run_id: None,
+        extra: serde_json::Map::from_iter([
+            ("output".to_owned(), json!("not this")),
+            ("agent".to_owned(), json!("nor this")),
+            ("score".to_owned(), json!({"a": [1]})),
+        ]),
+    };
+    let out = StoredOutput::of_reply(&reply, "echo").payload();
+    assert_eq!(
+        out.json(),
+        r#"{"output":"hi","agent":"echo","score":{"a":[1]}}"#
+    );
+}
+
+#[test]
+fn answer_fields_keep_escaped_names_and_nested_values() {
+    let out = Payload::from_json(r#"{"out\"put": "a\nb", "nested": {"run_id": [1, {"x": null}]}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = serde_json::to_string(&AnswerBody {
+        output: &out,
+        run_id: "r",
+        instance_id: "pod-1",
+        replayed: true,
+    })
+    .unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!(
+        body,
+        json!({"out\"put": "a\nb", "nested": {"run_id": [1, {"x": null}]}, "run_id": "r",
+               "instance_id": "pod-1", "replayed": true})
     );
 }

@@ -6,7 +6,7 @@
 //! traffic. The store keeps its records within [`DEFAULT_MAX_BYTES`] per worker
 //! (`--memory-store-max-bytes`) and forgets the oldest finished (completed or failed) runs first;
 //! a running run is never evicted, nor the record just written. A record's size is estimated
-//! from what it holds (ids, error, the JSON of input and output, node by node) plus the map's
+//! from what it holds (ids, error, the JSON text of input and output) plus the map's
 //! per-record overhead ([`record_bytes`]). A replay of a forgotten run id runs the agent again,
 //! which is why production deployments use Redis or PostgreSQL.
 
@@ -14,21 +14,20 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::Utc;
-use serde_json::Value;
-
 use super::{
     Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, EventKind, EventLimits, EventPage,
-    LoggedEvent, Outcome, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
+    LoggedEvent, Outcome, Payload, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
 };
+use async_trait::async_trait;
+use chrono::Utc;
 
-/// Bytes of records kept per worker by default (4 MiB: about 8,000 runs of a short chat).
+/// Bytes of records kept per worker by default (4 MiB: about 9,000 runs of a short chat).
 pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Per-record overhead besides its contents: the record itself, the map's entry and hash slot,
-/// the id's copy in the eviction order, and the allocator's headers.
-const RECORD_OVERHEAD: usize = std::mem::size_of::<RunRecord>() + 96;
+/// the id's copy in the eviction order, the payloads' shared headers, and the allocator's
+/// headers.
+const RECORD_OVERHEAD: usize = std::mem::size_of::<RunRecord>() + 128;
 
 /// Estimated heap bytes of `record` in the store (see the module docs).
 pub fn record_bytes(record: &RunRecord) -> usize {
@@ -36,25 +35,8 @@ pub fn record_bytes(record: &RunRecord) -> usize {
         + 2 * record.run_id.len()
         + record.instance_id.len()
         + record.error.as_ref().map_or(0, String::len)
-        + json_bytes(&record.input)
-        + record.output.as_deref().map_or(0, json_bytes)
-}
-
-/// Estimated heap bytes of a JSON value: each node, plus strings and keys.
-fn json_bytes(value: &Value) -> usize {
-    const NODE: usize = std::mem::size_of::<Value>();
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
-        Value::String(s) => NODE + s.len(),
-        Value::Array(items) => NODE + items.iter().map(json_bytes).sum::<usize>(),
-        // A map entry: the key's String and the tree node's share.
-        Value::Object(map) => {
-            NODE + map
-                .iter()
-                .map(|(k, v)| 48 + k.len() + json_bytes(v))
-                .sum::<usize>()
-        }
-    }
+        + record.input.json().len()
+        + record.output.as_ref().map_or(0, |o| o.json().len())
 }
 
 /// See the module docs.
@@ -268,7 +250,7 @@ impl RunStore for MemoryRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Arc<Value>,
+        input: &Payload,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {

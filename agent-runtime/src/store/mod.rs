@@ -52,11 +52,11 @@
 mod config;
 pub mod events;
 pub mod memory;
+mod payload;
 pub mod postgres;
 pub mod redis;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,6 +71,7 @@ pub use config::{
 };
 pub use events::{EventKind, EventLimits, EventPage, LoggedEvent};
 pub use memory::{DEFAULT_MAX_BYTES as MEMORY_STORE_DEFAULT_MAX_BYTES, MemoryRunStore};
+pub use payload::Payload;
 pub use postgres::{MIGRATOR, PostgresRunStore, migrate};
 pub use redis::RedisRunStore;
 
@@ -179,11 +180,10 @@ pub struct RunRecord {
     pub run_id: String,
     /// Current status.
     pub status: RunStatus,
-    /// The request the agent was given. Shared: a record is copied at every step of a run
-    /// (the store's answer to `begin` and `finish`, a replay), its JSON is not.
-    pub input: Arc<Value>,
-    /// The agent's answer, once completed (shared like `input`).
-    pub output: Option<Arc<Value>>,
+    /// The request the agent was given (shared JSON text, see [`Payload`]).
+    pub input: Payload,
+    /// The agent's answer, once completed.
+    pub output: Option<Payload>,
     /// Why it failed, once failed.
     pub error: Option<String>,
     /// When the run was first begun.
@@ -213,7 +213,7 @@ pub struct TakenOver {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome<'a> {
     /// The agent answered: status `completed`, `output` set (shared like `begin_as`'s input).
-    Completed(&'a Arc<Value>),
+    Completed(&'a Payload),
     /// The agent failed: status `failed`, `error` set.
     Failed(&'a str),
 }
@@ -304,7 +304,7 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Arc<Value>,
+        input: &Payload,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError>;
@@ -316,7 +316,7 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         input: &Value,
         instance_id: &str,
     ) -> Result<Begin, StoreError> {
-        self.begin_as(run_id, &Arc::new(input.clone()), instance_id, false)
+        self.begin_as(run_id, &Payload::of(input), instance_id, false)
             .await
     }
 
@@ -369,12 +369,8 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
         attempt: u32,
         output: &Value,
     ) -> Result<RunRecord, StoreError> {
-        self.finish(
-            run_id,
-            attempt,
-            Outcome::Completed(&Arc::new(output.clone())),
-        )
-        .await
+        self.finish(run_id, attempt, Outcome::Completed(&Payload::of(output)))
+            .await
     }
 
     /// Marks the run failed with `error` ([`RunStore::finish`]).
@@ -441,8 +437,8 @@ mod tests {
         let record = RunRecord {
             run_id: "r".into(),
             status: RunStatus::Completed,
-            input: Arc::new(serde_json::json!({"message": "hi"})),
-            output: Some(Arc::new(serde_json::json!({"response": "hi"}))),
+            input: Payload::of(&serde_json::json!({"message": "hi"})),
+            output: Some(Payload::of(&serde_json::json!({"response": "hi"}))),
             error: None,
             created_at: now,
             updated_at: now,

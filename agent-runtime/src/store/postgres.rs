@@ -18,18 +18,17 @@
 //! when the database is down; sqlx takes a PostgreSQL advisory lock around them, so several
 //! workers and pods starting at once apply each migration exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use tokio::sync::OnceCell;
 
 use super::{
-    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, RunId, RunRecord,
+    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, Payload, RunId, RunRecord,
     RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::DbPool;
@@ -221,11 +220,11 @@ fn parse_row(run_id: &RunId, row: &PgRow) -> Result<RunRecord, StoreError> {
             run_id: run_id.to_string(),
             message: format!("unknown status {status:?}"),
         })?,
-        input: Arc::new(row.try_get("input").map_err(corrupt)?),
+        input: row.try_get::<Json<Payload>, _>("input").map_err(corrupt)?.0,
         output: row
-            .try_get::<Option<Value>, _>("output")
+            .try_get::<Option<Json<Payload>>, _>("output")
             .map_err(corrupt)?
-            .map(Arc::new),
+            .map(|o| o.0),
         error: row.try_get("error").map_err(corrupt)?,
         created_at: row.try_get("created_at").map_err(corrupt)?,
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
@@ -271,7 +270,7 @@ impl RunStore for PostgresRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Arc<Value>,
+        input: &Payload,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {
@@ -279,7 +278,7 @@ impl RunStore for PostgresRunStore {
         for _ in 0..BEGIN_ATTEMPTS {
             let started = sqlx::query(BEGIN_RUN)
                 .bind(run_id.as_str())
-                .bind(&**input)
+                .bind(Json(input))
                 .bind(instance_id)
                 .bind(self.stale_after_secs)
                 .bind(background)
@@ -316,7 +315,7 @@ impl RunStore for PostgresRunStore {
         outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
         let (output, error) = match outcome {
-            Outcome::Completed(output) => (Some(&**output), None),
+            Outcome::Completed(output) => (Some(Json(output)), None),
             Outcome::Failed(error) => (None, Some(error)),
         };
         let mut conn = self.conn().await?;

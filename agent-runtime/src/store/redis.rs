@@ -17,16 +17,15 @@
 //! the key space is bounded by a week of traffic; a run id older than that runs again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, Script};
-use serde_json::Value;
 
 use super::{
-    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, RunId, RunRecord,
+    Begin, DurableStoreKind, EventKind, EventLimits, EventPage, Outcome, Payload, RunId, RunRecord,
     RunStatus, RunStore, StoreError, TakenOver,
 };
 use crate::pools::RedisPool;
@@ -226,8 +225,7 @@ fn parse_record(run_id: &RunId, f: &HashMap<String, String>) -> Result<RunRecord
             .ok_or_else(|| corrupt(run_id, format!("field {name} is missing")))
     };
     let json = |name: &str, text: &str| {
-        serde_json::from_str::<Value>(text)
-            .map_err(|e| corrupt(run_id, format!("field {name}: {e}")))
+        Payload::from_json(text).map_err(|e| corrupt(run_id, format!("field {name}: {e}")))
     };
     let time = |name: &str| {
         field(name).and_then(|text| {
@@ -240,11 +238,8 @@ fn parse_record(run_id: &RunId, f: &HashMap<String, String>) -> Result<RunRecord
         run_id: field("run_id")?.clone(),
         status: RunStatus::parse(field("status")?)
             .ok_or_else(|| corrupt(run_id, "unknown status"))?,
-        input: Arc::new(json("input", field("input")?)?),
-        output: f
-            .get("output")
-            .map(|t| json("output", t).map(Arc::new))
-            .transpose()?,
+        input: json("input", field("input")?)?,
+        output: f.get("output").map(|t| json("output", t)).transpose()?,
         error: f.get("error").cloned(),
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
@@ -265,7 +260,7 @@ impl RunStore for RedisRunStore {
     async fn begin_as(
         &self,
         run_id: &RunId,
-        input: &Arc<Value>,
+        input: &Payload,
         instance_id: &str,
         background: bool,
     ) -> Result<Begin, StoreError> {
@@ -275,7 +270,7 @@ impl RunStore for RedisRunStore {
             .key(Self::key(run_id))
             .key(BACKGROUND_KEY)
             .arg(run_id.as_str())
-            .arg(input.to_string())
+            .arg(input.json())
             .arg(instance_id)
             .arg(Utc::now().to_rfc3339())
             .arg(RUN_TTL_SECONDS)
@@ -309,7 +304,7 @@ impl RunStore for RedisRunStore {
         outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
         let (field, value) = match outcome {
-            Outcome::Completed(output) => ("output", output.to_string()),
+            Outcome::Completed(output) => ("output", output.json().to_owned()),
             Outcome::Failed(error) => ("error", error.to_owned()),
         };
         let mut conn = self.pool.get().await?;

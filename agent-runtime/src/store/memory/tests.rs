@@ -172,3 +172,26 @@ fn the_default_bound() {
         DEFAULT_MAX_BYTES
     );
 }
+
+/// The default bound holds about 9,000 short chats (the figure the docs give).
+#[test]
+fn the_default_bound_holds_about_9000_short_chats() {
+    let run_id = "0194f3a2-7c1e-7b3a-9f2d-5e8c1a6b4d70";
+    let now = chrono::Utc::now();
+    let record = RunRecord {
+        run_id: run_id.into(),
+        status: RunStatus::Completed,
+        input: Payload::of(&serde_json::json!({"message": "hello", "run_id": run_id})),
+        output: Some(Payload::of(
+            &serde_json::json!({"output": "hello", "agent": "echo"}),
+        )),
+        error: None,
+        created_at: now,
+        updated_at: now,
+        instance_id: "agent-5d8f7c9b6-abcde".into(),
+        attempts: 1,
+        background: false,
+    };
+    let runs = DEFAULT_MAX_BYTES as usize / record_bytes(&record);
+    assert!((8_500..=9_500).contains(&runs), "{runs} runs");
+}
