@@ -170,9 +170,13 @@ impl Counters {
     pub fn over_share(&self) -> bool {
         let Some(sink) = &self.sink else { return false };
         let mine = self.words[word!(connections)].load(Ordering::Acquire);
-        let fewest = (0..sink.file.slots())
-            .filter(|&slot| slot != sink.slot)
-            .filter_map(|slot| sink.file.read_slot(slot))
+        let fewest = sink
+            .file
+            .read_all()
+            .into_iter()
+            .enumerate()
+            .filter(|&(slot, _)| slot != sink.slot)
+            .map(|(_, s)| s)
             .filter(|s| {
                 s.magic == MAGIC
                     && matches!(s.state(), SlotState::Ready | SlotState::RecycleRequested)

@@ -304,9 +304,21 @@ impl SharedFile {
         self.write_slot(slot, &s.sealed())
     }
 
-    /// Every readable slot, in slot order.
+    /// Every slot, at its index: the whole file in one read, and a slot that was being written
+    /// at that moment read again on its own; one that stays unreadable is empty (not counted).
     pub(super) fn read_all(&self) -> Vec<Slot> {
-        (0..self.slots).filter_map(|s| self.read_slot(s)).collect()
+        let mut buf = vec![0u8; self.slots * SLOT_BYTES];
+        let whole = self.file.read_exact_at(&mut buf, 0).is_ok();
+        buf.chunks_exact(SLOT_BYTES)
+            .enumerate()
+            .map(|(s, bytes)| {
+                whole
+                    .then(|| Slot::decode(bytes))
+                    .flatten()
+                    .or_else(|| self.read_slot(s))
+                    .unwrap_or_else(Slot::empty)
+            })
+            .collect()
     }
 }
 
@@ -333,6 +345,24 @@ mod tests {
         );
         assert_eq!(Slot::decode(&[0u8; SLOT_BYTES]), Some(Slot::empty()));
         assert_eq!(Slot::decode(&buf[..8]), None, "a short read is no slot");
+    }
+
+    #[test]
+    fn read_all_keeps_each_slot_at_its_index() {
+        let file = SharedFile::create(3).expect("memfd");
+        let mut s = Slot::empty();
+        s.magic = MAGIC;
+        s.pid = 7;
+        file.write_slot(0, &s.sealed()).expect("write");
+        s.pid = 9;
+        file.write_slot(2, &s.sealed()).expect("write");
+        // Slot 1 unreadable: a foreign magic.
+        file.file
+            .write_all_at(&[0xff; 8], SLOT_BYTES as u64)
+            .expect("write");
+        let all = file.read_all();
+        assert_eq!(all.iter().map(|s| s.pid).collect::<Vec<_>>(), [7, 0, 9]);
+        assert_eq!(all[1], Slot::empty());
     }
 
     /// The byte layout of format version 6 (version 4 had 7 routes, version 5 no
