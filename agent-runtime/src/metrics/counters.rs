@@ -175,13 +175,8 @@ impl Counters {
             .read_all()
             .into_iter()
             .enumerate()
-            .filter(|&(slot, _)| slot != sink.slot)
-            .map(|(_, s)| s)
-            .filter(|s| {
-                s.magic == MAGIC
-                    && matches!(s.state(), SlotState::Ready | SlotState::RecycleRequested)
-            })
-            .map(|s| s.connections)
+            .filter(|(slot, s)| *slot != sink.slot && s.magic == MAGIC && s.state().is_accepting())
+            .map(|(_, s)| s.connections)
             .min();
         fewest.is_some_and(|fewest| over_share(mine, fewest))
     }

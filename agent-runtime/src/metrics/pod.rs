@@ -80,7 +80,7 @@ impl PodSnapshot {
                     add(&mut sum[..POOL_TIMEOUTS], &pool[..POOL_TIMEOUTS]);
                 }
                 s.in_flight += w.in_flight;
-                if matches!(state, SlotState::Ready | SlotState::RecycleRequested) {
+                if state.is_accepting() {
                     s.accepting += 1;
                 }
                 s.workers.push(WorkerView {

@@ -208,6 +208,12 @@ impl SlotState {
         )
     }
 
+    /// Whether the owning process accepts connections (ready, or ready and asking to be
+    /// recycled).
+    pub fn is_accepting(self) -> bool {
+        matches!(self, Self::Ready | Self::RecycleRequested)
+    }
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Empty => "empty",

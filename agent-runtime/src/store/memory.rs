@@ -14,12 +14,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::Utc;
+
 use super::{
     Begin, DEFAULT_RUN_STALE_AFTER_SECS, DurableStoreKind, EventKind, EventLimits, EventPage,
     LoggedEvent, Outcome, Payload, RunId, RunRecord, RunStatus, RunStore, StoreError, TakenOver,
 };
-use async_trait::async_trait;
-use chrono::Utc;
 
 /// Bytes of records kept per worker by default (4 MiB: about 9,000 runs of a short chat).
 pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;

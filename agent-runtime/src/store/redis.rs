@@ -304,8 +304,8 @@ impl RunStore for RedisRunStore {
         outcome: Outcome<'_>,
     ) -> Result<RunRecord, StoreError> {
         let (field, value) = match outcome {
-            Outcome::Completed(output) => ("output", output.json().to_owned()),
-            Outcome::Failed(error) => ("error", error.to_owned()),
+            Outcome::Completed(output) => ("output", output.json()),
+            Outcome::Failed(error) => ("error", error),
         };
         let mut conn = self.pool.get().await?;
         let (answer, fields): (String, HashMap<String, String>) = FINISH
