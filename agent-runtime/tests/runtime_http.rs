@@ -219,6 +219,12 @@ fn json_logs_with_request_startup_and_shutdown_events() {
         assert_eq!(e["status"], status, "{e}");
         assert!(e["method"].is_string(), "{e}");
         assert!(e["duration_ms"].as_f64().is_some(), "{e}");
+        let decimals = e["duration_ms"]
+            .to_string()
+            .split('.')
+            .nth(1)
+            .map_or(0, str::len);
+        assert!(decimals <= 3, "duration_ms in whole microseconds: {e}");
     }
     assert_eq!(chat_ev["method"], "POST");
     assert!(!s.events("startup").is_empty(), "startup event");

@@ -256,7 +256,8 @@ impl Drop for Completion {
             method = %self.method,
             path = %self.uri.path(),
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // In whole microseconds: `0.059`, not `0.059188000000000004`.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
         );
     }
 }
