@@ -1,45 +1,30 @@
-//! JSON logs on stdout via tracing ([`line`] writes each line), and a panic hook that logs
-//! panics as JSON events.
-//!
-//! Lines are written by a background thread (`tracing-appender`), so a request never waits for
-//! a `write` to stdout on its own thread: with one access-log line per request the direct
-//! writes were the largest cost of a small request. The thread buffers what is queued and writes
-//! it when the queue is empty (one `write` for many lines under load, one per line when quiet,
-//! so nothing waits in the buffer). The writer is not lossy: when its queue is full, logging
-//! waits instead of dropping lines. The returned guard flushes what is queued when it is
-//! dropped, at the end of `main`.
+//! JSON logs on stdout via tracing ([`line`] writes each line, [`writer`] takes them to stdout
+//! from a thread of its own, in batches), and a panic hook that logs panics as JSON events.
 
 mod line;
+pub mod writer;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-/// Bytes the log thread gathers before a write (it also writes whenever its queue runs empty).
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
-/// Lines queued for the log thread before logging waits. The queue's slots are allocated and
-/// written when it is made, so its size is resident from the start: tracing-appender's default
-/// of 128,000 lines held 4 MiB of every process's idle memory. 4,096 lines of ~200 bytes are
-/// about 60 ms of the fastest access log this runtime writes.
-const LOG_QUEUE_LINES: usize = 4096;
-
 /// Installs the JSON subscriber with `filter` (EnvFilter syntax, already validated). Keep the
-/// guard alive until the process exits: dropping it flushes the queued lines.
+/// guard alive until the process exits: dropping it writes the lines still waiting. `None` when
+/// the log thread could not be started: lines are then written to stdout directly.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(filter: &str) -> WorkerGuard {
+pub fn init(filter: &str) -> Option<writer::Guard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .lossy(false)
-        .thread_name("fastagentic-log")
-        .finish(std::io::BufWriter::with_capacity(
-            LOG_BUFFER_BYTES,
-            std::io::stdout(),
-        ));
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .event_format(line::JsonLine)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
+        .with_env_filter(filter);
+    let guard = match writer::spawn(std::io::stdout()) {
+        Ok((writer, guard)) => {
+            let _ = subscriber.with_writer(writer).try_init();
+            Some(guard)
+        }
+        Err(_) => {
+            let _ = subscriber.with_writer(std::io::stdout).try_init();
+            None
+        }
+    };
     std::panic::set_hook(Box::new(|info| {
         let message = panic_message(info.payload()).unwrap_or("unknown");
         let location = info
