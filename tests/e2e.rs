@@ -123,7 +123,7 @@ async fn real_pods() {
         .await;
     steps
         .run(
-            "rolling update (workers 1 -> 2) and a rotated Secret under load: no failed request",
+            "rolling update (workers 1 -> 2) and a rotated Secret under load: no failed request; a burst shared by a pod's two workers",
             e2e.rollouts(),
         )
         .await;
@@ -1055,6 +1055,75 @@ impl E2e {
                 .expect("rotating the Secret");
         })
         .await;
+        self.burst_shared_by_workers("e2e-rollout").await;
+    }
+
+    /// Pre-fork inside a pod: a burst of keep-alive connections to one pod of `name` (two
+    /// workers on one listening socket) is shared by both workers, as the pod's `/metrics`
+    /// counts their open connections.
+    async fn burst_shared_by_workers(&self, name: &str) {
+        use tokio::io::AsyncWriteExt;
+        const CONNS: u64 = 40;
+        let pods = self.ready_pods(name, 2).await;
+        let pod = &pods[0];
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("pod IP");
+        let base = format!("http://{ip}:8000");
+        wait_for(
+            "both workers accepting",
+            Duration::from_secs(60),
+            || async {
+                let m = self
+                    .request(reqwest::Method::GET, &format!("{base}/metrics"), None)
+                    .await?;
+                if m.body["accepting_workers"] == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{} {}", m.status, m.body))
+                }
+            },
+        )
+        .await;
+        // All connect first, then each sends a request and keeps its connection open.
+        let mut conns = Vec::new();
+        for _ in 0..CONNS {
+            let c = tokio::net::TcpStream::connect((ip.as_str(), 8000))
+                .await
+                .expect("connecting to the pod");
+            conns.push(c);
+        }
+        for c in &mut conns {
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: e2e\r\n\r\n")
+                .await
+                .expect("sending /health");
+            assert_eq!(read_reply_status(c).await, 200, "GET /health");
+        }
+        let m = self
+            .request(reqwest::Method::GET, &format!("{base}/metrics"), None)
+            .await
+            .expect("GET /metrics");
+        let open: Vec<u64> = m.body["workers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("workers in {}", m.body))
+            .iter()
+            .map(|w| w["connections"].as_u64().expect("connections"))
+            .collect();
+        eprintln!(
+            "    {CONNS} connections to {}: open per worker {open:?}",
+            pod.name_any()
+        );
+        assert_eq!(open.len(), 2, "{}", m.body);
+        assert!(
+            open.iter().sum::<u64>() >= CONNS,
+            "every connection is counted (and the scrape's own): {open:?}"
+        );
+        assert!(
+            open.iter().all(|&n| n >= CONNS * 3 / 10),
+            "each worker holds at least 30% of {CONNS} connections: {open:?}"
+        );
     }
 
     async fn self_healing(&self) {
@@ -1901,6 +1970,39 @@ async fn spec_replicas(api: &Api<Deployment>, name: &str) -> Result<i32, String>
 
 fn small_resources() -> Value {
     json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `c`, leaving the connection
+/// open; returns its status.
+async fn read_reply_status(c: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = c.read(&mut chunk).await.expect("reading a response");
+        assert!(
+            n > 0,
+            "connection closed mid-response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no content-length in {head}"));
+        if buf.len() >= end + 4 + len {
+            return head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no status in {head}"));
+        }
+    }
 }
 
 fn pod_ready(p: &Pod) -> bool {
