@@ -299,8 +299,19 @@ mod tests {
                 }
             })
         };
-        std::thread::sleep(Duration::from_millis(200));
-        let stuck_at = logged.load(Ordering::Acquire);
+        // Logging stops (the count holds still) once the buffer is full, not after every line.
+        let full = MAX_PENDING / chunk.len();
+        let stuck_at = {
+            let start = Instant::now();
+            loop {
+                let at = logged.load(Ordering::Acquire);
+                std::thread::sleep(Duration::from_millis(100));
+                if at >= full && logged.load(Ordering::Acquire) == at {
+                    break at;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "logged {at}");
+            }
+        };
         assert!(
             stuck_at < lines,
             "logging goes on while the output takes nothing: {stuck_at} of {lines}"
